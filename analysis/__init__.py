@@ -1,0 +1,1 @@
+"""Reads result files and makes tables and figures (no training code)."""

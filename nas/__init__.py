@@ -1,0 +1,1 @@
+"""trcnas engine: tasks, losses, metrics, datasets, models, supergraph search, training loops."""

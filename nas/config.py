@@ -1,0 +1,227 @@
+"""Run configuration: defaults, YAML loading (safe_load), ``base:`` inheritance, ``--set`` overrides and
+validation. Every user mistake is one ``UserError`` line naming the key or file."""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nas.errors import UserError
+
+DEFAULTS: dict[str, Any] = {
+    "name": "run",
+    "seed": 0,
+    "device": "cpu",
+    "model": {
+        "type": "multitask",  # multitask | single_task | atrc
+        "backbone": {"name": "tiny", "weights": None, "options": {}},
+        "channels": None,  # task feature width C; default: backbone channels / 4
+        "attn_channels": None,  # CP block attention width; default C / 2
+        "architecture": None,  # architecture file for a fixed ATRC network
+        "dropout": 0.0,
+    },
+    "data": {
+        "dataset": "synthetic",
+        "root": None,
+        "tasks": ["semseg", "depth", "normals", "edge"],
+        "image_size": [128, 128],
+        "seed": 0,
+        "train_samples": 800,
+        "val_samples": 200,
+        "cache_dir": "results/cache",
+        "limit": None,
+        "crop": None,
+        "augment": {"scale": None, "flip": True, "photometric": True},
+        "num_workers": 0,
+    },
+    "train": {
+        "steps": 1500,
+        "batch_size": 8,
+        "eval_batch_size": 16,
+        "lr": 0.01,
+        "momentum": 0.9,
+        "weight_decay": 0.0005,
+        "poly_power": 0.9,
+        "grad_clip": 10.0,
+        "log_every": 10,
+        "checkpoint_every": 500,
+        "bf16": False,
+    },
+    "loss_weights": {"semseg": 1.0, "parts": 2.0, "saliency": 5.0, "normals": 10.0, "depth": 1.0, "edge": 50.0},
+    "baselines": {},  # single-task metrics per task, for Delta_m
+    "search": {
+        "space": "atrc",
+        "steps": 1500,
+        "mode": "soft",
+        "alpha_lr": 0.0005,
+        "alpha_weight_decay": 0.0,
+        "tau": {"start": 1.0, "end": 0.05, "shape": "linear"},
+        "entropy": {"start": -0.02, "end": 0.06, "shape": "linear"},
+        "freeze_threshold": 0.3,
+    },
+}
+
+# keys whose default is None, with the type a value must have
+NULLABLE = {
+    "model.backbone.weights": str, "model.channels": int, "model.attn_channels": int, "model.architecture": str,
+    "data.root": str, "data.limit": int, "data.crop": list, "data.augment.scale": list,
+}
+# mappings whose keys are free (task names) and values numbers
+OPEN = {"loss_weights": (int, float), "baselines": (int, float), "model.backbone.options": None}
+
+
+def shipped_dir():
+    return resources.files("nas") / "configs"
+
+
+def list_configs() -> dict[str, str]:
+    """name -> first comment line of each shipped config."""
+    out = {}
+    for f in sorted(shipped_dir().iterdir(), key=lambda p: p.name):
+        if f.name.endswith(".yaml"):
+            first = f.read_text().splitlines()[0] if f.read_text() else ""
+            out[f.name[:-5]] = first.lstrip("# ").strip()
+    return out
+
+
+def _read_yaml(path) -> dict:
+    try:
+        text = Path(path).read_text() if not hasattr(path, "read_text") else path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"config file {path} not found") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UserError(f"malformed YAML in {path}{where}: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config {path} must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def find_config(name_or_path: str):
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.exists():
+            raise UserError(f"config file {p} not found")
+        return p
+    f = shipped_dir() / f"{name_or_path}.yaml"
+    if not f.is_file():
+        raise UserError(f"no config file or shipped config named {name_or_path!r}; `trcnas configs` lists them")
+    return f
+
+
+def _merge(base: dict, over: dict, prefix: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        key = f"{prefix}{k}"
+        if key in OPEN or key.rstrip(".") in OPEN:
+            out[k] = v if v is not None else {}
+        elif isinstance(out.get(k), dict) and isinstance(v, dict):
+            out[k] = _merge(out[k], v, f"{key}.")
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _load_chain(name_or_path: str, seen: tuple = ()) -> dict:
+    path = find_config(name_or_path)
+    if str(path) in seen:
+        raise UserError(f"config {path}: circular 'base:' chain")
+    data = _read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    parent = _load_chain(base, (*seen, str(path)))
+    return _merge(parent, data)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise UserError(f"--set {item!r}: expected key.path=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def _check(cfg: Any, ref: Any, prefix: str, source: str) -> None:
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        if k not in ref:
+            raise UserError(f"{source}: unknown config key {key!r}")
+        d = ref[k]
+        if key in OPEN:
+            if not isinstance(v, dict):
+                raise UserError(f"{source}: {key} must be a mapping")
+            types = OPEN[key]
+            for sk, sv in v.items():
+                if types and not (isinstance(sv, types) and not isinstance(sv, bool)):
+                    raise UserError(f"{source}: {key}.{sk} must be a number, got {sv!r}")
+            continue
+        if isinstance(d, dict):
+            if not isinstance(v, dict):
+                raise UserError(f"{source}: {key} must be a mapping, got {v!r}")
+            _check(v, d, f"{key}.", source)
+            continue
+        if v is None:
+            if d is None or key in NULLABLE:
+                continue
+            raise UserError(f"{source}: {key} may not be empty")
+        want = NULLABLE.get(key, type(d) if d is not None else None)
+        if want is None:
+            continue
+        ok = isinstance(v, want) and not (isinstance(v, bool) and want is not bool)
+        if want is float and isinstance(v, int) and not isinstance(v, bool):
+            ok = True
+        if not ok:
+            raise UserError(f"{source}: {key} must be {want.__name__}, got {v!r}")
+
+
+def load_config(name_or_path: str | None = None, overrides: list[str] | None = None) -> dict:
+    """Defaults <- config file chain <- ``--set`` overrides; validated."""
+    user = _load_chain(name_or_path) if name_or_path else {}
+    source = str(name_or_path) if name_or_path else "defaults"
+    _check(user, DEFAULTS, "", source)
+    cfg = _merge(DEFAULTS, user)
+    for item in overrides or []:
+        path, value = parse_override(item)
+        node = cfg
+        for p in path[:-1]:
+            if not isinstance(node.get(p), dict):
+                raise UserError(f"--set {item}: unknown config key {'.'.join(path)!r}")
+            node = node[p]
+        node[path[-1]] = value
+        _check({path[0]: cfg[path[0]]} if path[0] in cfg else {path[0]: value}, DEFAULTS, "", f"--set {item}")
+    _check(cfg, DEFAULTS, "", source)
+    _check_semantics(cfg, source)
+    return cfg
+
+
+def _check_semantics(cfg: dict, source: str) -> None:
+    from nas.tasks import TASKS
+
+    tasks = cfg["data"]["tasks"]
+    if not tasks:
+        raise UserError(f"{source}: data.tasks is empty")
+    for t in tasks:
+        if t not in TASKS:
+            raise UserError(f"{source}: data.tasks: unknown task {t!r}; known: {', '.join(TASKS.names())}")
+    if cfg["model"]["type"] not in ("multitask", "single_task", "atrc"):
+        raise UserError(f"{source}: model.type must be multitask, single_task or atrc")
+    for k in ("steps", "batch_size"):
+        if cfg["train"][k] <= 0:
+            raise UserError(f"{source}: train.{k} must be positive")
+
+
+def dump(cfg: dict) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False)

@@ -1,0 +1,49 @@
+"""Datasets: the embedded synthetic benchmark and adapters for NYUD-v2 and PASCAL-Context."""
+
+from __future__ import annotations
+
+import torch
+
+from nas.data.base import DATASETS, DenseDataset
+
+
+def build_dataset(data_cfg: dict, split: str, train: bool, seed: int = 0, progress: bool = True):
+    """-> (dataset, DatasetInfo). Training splits get the configured augmentations."""
+    from nas.data import real, synthetic  # noqa: F401  (registers the datasets)
+    from nas.data.transforms import build_train_transforms
+
+    transform = None
+    if train:
+        crop = data_cfg.get("crop")
+        transform = build_train_transforms(data_cfg.get("augment") or {}, tuple(crop) if crop else None)
+    return DATASETS.build(data_cfg["dataset"], data_cfg, list(data_cfg["tasks"]), split, transform, seed, progress)
+
+
+class StepBatchSampler(torch.utils.data.Sampler):
+    """Batches for global steps ``start .. total-1``: step k is batch k % nb of epoch k // nb, whose order is
+    a permutation seeded by (seed, epoch). Yields ``(index, epoch)`` pairs so augmentation is a function of
+    the step too: a resumed run sees exactly the batches it would have seen."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, total: int, start: int = 0):
+        if n < batch_size:
+            raise ValueError(f"dataset has {n} samples, fewer than one batch of {batch_size}")
+        self.n, self.bs, self.seed, self.total, self.start = n, batch_size, seed, total, start
+        self.per_epoch = n // batch_size
+
+    def _perm(self, epoch: int) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+        return torch.randperm(self.n, generator=g).tolist()
+
+    def __iter__(self):
+        epoch, perm = -1, []
+        for k in range(self.start, self.total):
+            e, b = divmod(k, self.per_epoch)
+            if e != epoch:
+                epoch, perm = e, self._perm(e)
+            yield [(i, e) for i in perm[b * self.bs : (b + 1) * self.bs]]
+
+    def __len__(self):
+        return max(0, self.total - self.start)
+
+
+__all__ = ["DATASETS", "DenseDataset", "StepBatchSampler", "build_dataset"]

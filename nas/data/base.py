@@ -1,0 +1,43 @@
+"""Base class of the multi-task datasets and the dataset registry."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+from nas.data.transforms import Compose, normalize
+from nas.registry import Registry
+
+DATASETS = Registry("dataset")
+
+LABEL_KEYS = ("semseg", "parts", "depth", "normals", "edge", "saliency")
+
+
+class DenseDataset(Dataset):
+    """Yields ``{"image": normalised 3xHxW, <task>: label, "index": i}`` for the requested tasks.
+
+    Subclasses implement ``__len__`` and ``load(index)`` returning un-normalised tensors (see transforms.py)."""
+
+    def __init__(self, tasks: list[str], transform: Compose | None = None, seed: int = 0):
+        self.tasks = list(tasks)
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def load(self, index: int) -> dict[str, torch.Tensor]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def __getitem__(self, item) -> dict[str, torch.Tensor]:
+        """``item`` is an index, or ``(index, epoch)`` from StepBatchSampler (augmentation depends on both)."""
+        index, epoch = item if isinstance(item, tuple) else (item, self.epoch)
+        sample = self.load(index)
+        sample = {k: v for k, v in sample.items() if k == "image" or k in self.tasks}
+        if self.transform is not None:
+            rng = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch * 100_003 + index) % 2**63)
+            sample = self.transform(sample, rng)
+        sample["image"] = normalize(sample["image"])
+        sample["index"] = torch.tensor(index)
+        return sample

@@ -1,0 +1,223 @@
+"""Adapters for NYUD-v2 and PASCAL-Context in their standard multi-task on-disk layouts (nothing downloaded)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from scipy import io as sio
+
+from nas.data import partitions
+from nas.data.base import DATASETS, DenseDataset
+from nas.errors import UserError
+from nas.tasks import DatasetInfo
+
+NYUD_LAYOUT = ("images/*.jpg|png, segmentation/*.png, depth/*.npy, normals/*.npy|png, edge/*.npy|png, "
+               "gt_sets/{train,val}.txt")
+PASCAL_LAYOUT = ("JPEGImages/*.jpg, semseg/pascal-context/*.png, human_parts/*.mat, normals_distill/*.png, "
+                 "sal_distill/*.png, pascal-context/trainval/*.mat, ImageSets/Context/{train,val}.txt")
+
+
+def _find(folder: Path, stem: str, exts: tuple[str, ...], layout: str) -> Path:
+    for e in exts:
+        p = folder / f"{stem}{e}"
+        if p.exists():
+            return p
+    raise UserError(f"missing file {folder / stem}{{{','.join(exts)}}}; expected layout: {layout}")
+
+
+def _read_image(path: Path, mode: str | None = None) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert(mode) if mode else im)
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise UserError(f"cannot read image {path}: {e.__class__.__name__}; is the file corrupt?") from None
+
+
+def _read_array(path: Path) -> np.ndarray:
+    if path.suffix == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise UserError(f"cannot read array {path}: {e}") from None
+    return _read_image(path)
+
+
+def _read_split(root: Path, rel: str, layout: str) -> list[str]:
+    path = root / rel
+    if not root.is_dir():
+        raise UserError(f"dataset root {root} does not exist; expected layout: {layout}")
+    if not path.is_file():
+        raise UserError(f"split file {path} not found; expected layout: {layout}")
+    ids = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    if not ids:
+        raise UserError(f"split file {path} lists no samples")
+    return ids
+
+
+def _check_shape(path: Path, label: np.ndarray, hw: tuple[int, int], channels: int | None = None):
+    ok = label.shape[:2] == hw and (channels is None or (label.ndim == 3 and label.shape[2] == channels))
+    if not ok:
+        want = f"{hw[0]}x{hw[1]}" + (f"x{channels}" if channels else "")
+        raise UserError(f"label {path} has shape {'x'.join(map(str, label.shape))}, expected {want} (image size)")
+
+
+def _normals_from(arr: np.ndarray) -> np.ndarray:
+    n = arr.astype(np.float32)
+    if arr.dtype == np.uint8:
+        n = n / 255.0 * 2 - 1
+        n[(arr == 0).all(-1)] = 0
+    norm = np.linalg.norm(n, axis=-1, keepdims=True)
+    return np.where(norm > 0.5, n / np.maximum(norm, 1e-6), 0).astype(np.float32)
+
+
+def _to_sample(image: np.ndarray, labels: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    out = {"image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255}
+    for k, v in labels.items():
+        if k in ("semseg", "parts"):
+            out[k] = torch.from_numpy(v.astype(np.int64))
+        elif k == "normals":
+            out[k] = torch.from_numpy(v).permute(2, 0, 1).contiguous()
+        else:
+            out[k] = torch.from_numpy(v.astype(np.float32))[None]
+    return out
+
+
+class NYUD(DenseDataset):
+    """NYUD-v2: 40 classes stored 1..40 with 0 = unlabelled (-> 255); depth in metres, 0 = invalid."""
+
+    def __init__(self, root, split, tasks, transform=None, seed=0, limit=None):
+        super().__init__(tasks, transform, seed)
+        self.root = Path(root)
+        self.ids = _read_split(self.root, f"gt_sets/{split}.txt", NYUD_LAYOUT)[:limit]
+
+    def __len__(self):
+        return len(self.ids)
+
+    def load(self, index):
+        i, r = self.ids[index], self.root
+        img_path = _find(r / "images", i, (".jpg", ".png"), NYUD_LAYOUT)
+        image = _read_image(img_path, "RGB")
+        hw = image.shape[:2]
+        labels = {}
+        for t in self.tasks:
+            if t == "semseg":
+                p = _find(r / "segmentation", i, (".png",), NYUD_LAYOUT)
+                s = _read_image(p).astype(np.int64)
+                _check_shape(p, s, hw)
+                labels[t] = np.where(s == 0, 255, s - 1)
+            elif t == "depth":
+                p = _find(r / "depth", i, (".npy", ".png"), NYUD_LAYOUT)
+                d = _read_array(p).astype(np.float32)
+                _check_shape(p, d, hw)
+                labels[t] = np.where(np.isfinite(d) & (d > 0), d, 0)
+            elif t == "normals":
+                p = _find(r / "normals", i, (".npy", ".png"), NYUD_LAYOUT)
+                n = _read_array(p)
+                _check_shape(p, n, hw, 3)
+                labels[t] = _normals_from(n)
+            elif t == "edge":
+                p = _find(r / "edge", i, (".npy", ".png"), NYUD_LAYOUT)
+                e = _read_array(p)
+                _check_shape(p, e, hw)
+                labels[t] = (e > 0).astype(np.float32)
+            else:
+                raise UserError(f"task {t!r} has no labels in NYUD-v2 (semseg, depth, normals, edge)")
+        return _to_sample(image, labels)
+
+
+class PascalContext(DenseDataset):
+    """PASCAL-Context multi-task: 59 classes (0 = background kept as class 0 when ``num_classes`` is 60),
+    human parts from .mat (key ``parts``; a missing file = no person, all background), distilled normals
+    and saliency, edges from the boundaries of the context label maps."""
+
+    def __init__(self, root, split, tasks, transform=None, seed=0, limit=None):
+        super().__init__(tasks, transform, seed)
+        self.root = Path(root)
+        self.ids = _read_split(self.root, f"ImageSets/Context/{split}.txt", PASCAL_LAYOUT)[:limit]
+
+    def __len__(self):
+        return len(self.ids)
+
+    def _mat(self, path: Path, keys: tuple[str, ...]) -> np.ndarray:
+        try:
+            m = sio.loadmat(path)
+        except Exception as e:  # scipy raises several types for broken files
+            raise UserError(f"cannot read MATLAB file {path}: {e}") from None
+        for k in keys:
+            if k in m:
+                return np.asarray(m[k])
+        raise UserError(f"{path} has none of the keys {keys}")
+
+    def load(self, index):
+        i, r = self.ids[index], self.root
+        image = _read_image(_find(r / "JPEGImages", i, (".jpg",), PASCAL_LAYOUT), "RGB")
+        hw = image.shape[:2]
+        labels = {}
+        for t in self.tasks:
+            if t == "semseg":
+                p = _find(r / "semseg" / "pascal-context", i, (".png",), PASCAL_LAYOUT)
+                s = _read_image(p).astype(np.int64)
+                _check_shape(p, s, hw)
+                labels[t] = s
+            elif t == "parts":
+                p = r / "human_parts" / f"{i}.mat"
+                a = self._mat(p, ("parts", "PartMap")).astype(np.int64) if p.exists() else np.zeros(hw, np.int64)
+                _check_shape(p, a, hw)
+                labels[t] = a
+            elif t == "normals":
+                p = _find(r / "normals_distill", i, (".png",), PASCAL_LAYOUT)
+                n = _read_image(p, "RGB")
+                _check_shape(p, n, hw, 3)
+                labels[t] = _normals_from(n)
+            elif t == "saliency":
+                p = _find(r / "sal_distill", i, (".png",), PASCAL_LAYOUT)
+                s = _read_image(p, "L")
+                _check_shape(p, s, hw)
+                labels[t] = (s > 127).astype(np.float32)
+            elif t == "edge":
+                p = _find(r / "pascal-context" / "trainval", i, (".mat",), PASCAL_LAYOUT)
+                lm = self._mat(p, ("LabelMap",))
+                _check_shape(p, lm, hw)
+                e = np.zeros(hw, np.float32)
+                e[:, :-1] += lm[:, :-1] != lm[:, 1:]
+                e[:-1, :] += lm[:-1, :] != lm[1:, :]
+                labels[t] = (e > 0).astype(np.float32)
+            else:
+                raise UserError(f"task {t!r} has no labels in PASCAL-Context")
+        return _to_sample(image, labels)
+
+
+def _real_info(name: str, ds: DenseDataset, cfg: dict, **fixed) -> DatasetInfo:
+    """Depth range and normal centroids from (up to 200 images of) the training split, cached as JSON."""
+    info = DatasetInfo(name=name, **fixed)
+    if "normals" in ds.tasks:
+        cache = Path(cfg["cache_dir"]) / f"{name}-normal-centroids.json"
+        if cache.exists():
+            info.normal_centroids = np.array(json.loads(cache.read_text()), dtype=np.float32)
+        else:
+            sub = [ds.load(j)["normals"].permute(1, 2, 0).numpy() for j in range(min(len(ds), 200))]
+            info.normal_centroids = partitions.normal_centroids(np.concatenate([s.reshape(-1, 3) for s in sub]))
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps(info.normal_centroids.tolist()))
+    return info
+
+
+def _build(cls, name, fixed):
+    def builder(cfg, tasks, split, transform=None, seed=0, progress=True):
+        if not cfg.get("root"):
+            raise UserError(f"data.root is not set: point it at your {name} copy (layout: {cls.__doc__.split(':')[0]})")
+        ds = cls(cfg["root"], split, tasks, transform, seed, cfg.get("limit"))
+        train = ds if split == "train" else cls(cfg["root"], "train", tasks, None, seed, cfg.get("limit"))
+        return ds, _real_info(name, train, cfg, **fixed)
+
+    return builder
+
+
+DATASETS.add("nyud", _build(NYUD, "nyud", {"num_classes": 40, "edge_pos_weight": 0.8, "edge_max_dist": 0.011,
+                                          "depth_range": (0.7, 10.0)}))
+DATASETS.add("pascal", _build(PascalContext, "pascal", {"num_classes": 60, "num_parts": 7,
+                                                       "edge_pos_weight": 0.95, "edge_max_dist": 0.0075}))

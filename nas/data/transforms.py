@@ -1,0 +1,114 @@
+"""Joint augmentations of an image and its dense labels (a dict of tensors).
+
+Layout of a sample: ``image`` 3 x H x W float in [0, 1]; ``semseg``/``parts`` H x W long (255 ignore);
+``depth`` 1 x H x W (0 invalid); ``normals`` 3 x H x W (0 invalid); ``edge``/``saliency`` 1 x H x W float
+(255 ignore).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+# value used where a crop pads beyond the image
+PAD_VALUE = {"image": 0.0, "semseg": 255, "parts": 255, "depth": 0.0, "normals": 0.0, "edge": 255, "saliency": 255}
+
+
+def _resize(key: str, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if key == "image":
+        return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
+    squeeze = x.dim() == 2
+    y = x[None, None] if squeeze else x[None]
+    y = F.interpolate(y.float(), size=size, mode="nearest")[0]
+    return (y[0] if squeeze else y).to(x.dtype)
+
+
+class Compose:
+    def __init__(self, transforms):
+        self.transforms = list(transforms)
+
+    def __call__(self, sample, rng: torch.Generator):
+        for t in self.transforms:
+            sample = t(sample, rng)
+        return sample
+
+
+class RandomScale:
+    def __init__(self, low: float = 0.75, high: float = 1.25):
+        self.low, self.high = low, high
+
+    def __call__(self, sample, rng):
+        s = self.low + (self.high - self.low) * float(torch.rand((), generator=rng))
+        h, w = sample["image"].shape[-2:]
+        size = (max(1, round(h * s)), max(1, round(w * s)))
+        return {k: _resize(k, v, size) for k, v in sample.items()}
+
+
+class RandomCrop:
+    def __init__(self, size: tuple[int, int]):
+        self.size = tuple(size)
+
+    def __call__(self, sample, rng):
+        th, tw = self.size
+        h, w = sample["image"].shape[-2:]
+        ph, pw = max(th - h, 0), max(tw - w, 0)
+        y0 = int(torch.randint(0, h + ph - th + 1, (), generator=rng))
+        x0 = int(torch.randint(0, w + pw - tw + 1, (), generator=rng))
+        out = {}
+        for k, v in sample.items():
+            if ph or pw:
+                v = F.pad(v, (0, pw, 0, ph), value=PAD_VALUE.get(k, 0))
+            out[k] = v[..., y0 : y0 + th, x0 : x0 + tw]
+        return out
+
+
+class RandomHorizontalFlip:
+    """Flips everything; the normals' x component changes sign."""
+
+    def __init__(self, p: float = 0.5):
+        self.p = p
+
+    def __call__(self, sample, rng):
+        if float(torch.rand((), generator=rng)) >= self.p:
+            return sample
+        out = {k: v.flip(-1) for k, v in sample.items()}
+        if "normals" in out:
+            out["normals"] = out["normals"].clone()
+            out["normals"][0] = -out["normals"][0]
+        return out
+
+
+class Photometric:
+    """Brightness, contrast and saturation jitter of the image only."""
+
+    def __init__(self, strength: float = 0.2):
+        self.s = strength
+
+    def __call__(self, sample, rng):
+        img = sample["image"]
+        b, c, s = (1 + self.s * (2 * torch.rand(3, generator=rng) - 1)).tolist()
+        img = img * b
+        mean = img.mean()
+        img = (img - mean) * c + mean
+        gray = img.mean(0, keepdim=True)
+        img = (img - gray) * s + gray
+        return {**sample, "image": img.clamp(0, 1)}
+
+
+def normalize(image: torch.Tensor) -> torch.Tensor:
+    return (image - MEAN) / STD
+
+
+def build_train_transforms(aug: dict, crop: tuple[int, int] | None) -> Compose:
+    ts = []
+    if aug.get("scale"):
+        ts.append(RandomScale(*aug["scale"]))
+    if crop:
+        ts.append(RandomCrop(crop))
+    if aug.get("flip", True):
+        ts.append(RandomHorizontalFlip())
+    if aug.get("photometric", True):
+        ts.append(Photometric())
+    return Compose(ts)

@@ -1,0 +1,1 @@
+"""Training, search and evaluation loops."""

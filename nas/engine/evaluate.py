@@ -1,0 +1,62 @@
+"""Evaluation over a whole split, losses, primary metrics and Delta_m."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from tqdm import tqdm
+
+from nas.metrics import delta_m
+from nas.models.multitask import upsample_to
+from nas.tasks import Task
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def compute_losses(out: dict, batch: dict, tasks: Mapping[str, Task], weights: Mapping[str, float]):
+    """-> (total, {name: detached value}). Final and aux losses use the same per-task weight."""
+    size = batch["image"].shape[-2:]
+    total = 0.0
+    parts = {}
+    for t, task in tasks.items():
+        w = float(weights.get(t, 1.0))
+        loss = task.loss(upsample_to(out["pred"][t].float(), size), batch[t])
+        parts[t] = loss.detach()
+        total = total + w * loss
+        if t in out["aux"]:
+            aux = task.aux_loss(upsample_to(out["aux"][t].float(), size), batch[t])
+            parts[f"aux_{t}"] = aux.detach()
+            total = total + w * aux
+    return total, parts
+
+
+@torch.no_grad()
+def evaluate(model, loader, tasks: Mapping[str, Task], device, hooks_fn=None, progress: bool = False,
+             bf16: bool = False) -> dict[str, dict[str, float]]:
+    """Metrics of every task accumulated over the loader. ``hooks_fn(batch)`` may return distillation hooks."""
+    model.eval()
+    meters = {t: task.meter() for t, task in tasks.items()}
+    for batch in tqdm(loader, desc="evaluating", disable=not progress, leave=False):
+        batch = to_device(batch, device)
+        hooks = hooks_fn(batch) if hooks_fn else None
+        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(batch["image"], hooks=hooks)
+        size = batch["image"].shape[-2:]
+        for t in tasks:
+            meters[t].update(upsample_to(out["pred"][t].float(), size), batch[t])
+    return {t: m.compute() for t, m in meters.items()}
+
+
+def primary(metrics: Mapping[str, Mapping[str, float]], tasks: Mapping[str, Task]) -> dict[str, float]:
+    return {t: metrics[t][task.metric] for t, task in tasks.items()}
+
+
+def delta_m_of(metrics, tasks: Mapping[str, Task], baselines: Mapping[str, float]) -> float | None:
+    """Delta_m against the single-task baselines (None when not every task has one)."""
+    if not baselines or any(t not in baselines for t in tasks):
+        return None
+    return delta_m(primary(metrics, tasks), {t: baselines[t] for t in tasks},
+                   {t: task.higher_is_better for t, task in tasks.items()})

@@ -1,0 +1,205 @@
+"""The one training loop, shared by training, retraining and architecture search.
+
+A ``LoopPlugin`` adds what a search needs (a second optimiser, schedules, regulariser, freezing, logging);
+the loop owns data order, the weight optimiser with poly decay, gradient clipping, bf16 autocast, NaN
+detection, the training curve and resumable checkpoints (model, optimisers, plugin, step, RNG states).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from nas.config import dump
+from nas.data import StepBatchSampler, build_dataset
+from nas.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from nas.engine.evaluate import compute_losses, to_device
+from nas.errors import UserError
+from nas.tasks import Task, build_tasks
+from spaces.io import atomic_write_text
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available on this machine (use --device cpu)")
+    return dev
+
+
+@dataclass
+class RunContext:
+    cfg: dict
+    out_dir: Path
+    device: torch.device
+    tasks: dict[str, Task]
+    info: Any
+    train_set: Any
+    val_set: Any
+
+    def val_loader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.cfg["train"]["eval_batch_size"], shuffle=False,
+                          num_workers=self.cfg["data"]["num_workers"])
+
+
+def prepare(cfg: dict, out_dir: str | Path, progress: bool = True) -> RunContext:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", dump(cfg))
+    seed_everything(cfg["seed"])
+    device = resolve_device(cfg["device"])
+    train_set, info = build_dataset(cfg["data"], "train", train=True, seed=cfg["seed"], progress=progress)
+    val_set, _ = build_dataset(cfg["data"], "val", train=False, seed=cfg["seed"], progress=progress)
+    tasks = build_tasks(cfg["data"]["tasks"], info)
+    return RunContext(cfg, out, device, tasks, info, train_set, val_set)
+
+
+class LoopPlugin:
+    """Hooks for extending the loop. Default: plain training."""
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return []
+
+    def before_step(self, step: int, total: int) -> None:
+        pass
+
+    def extra_loss(self, step: int, total: int) -> tuple[torch.Tensor | None, dict]:
+        return None, {}
+
+    def after_step(self, step: int, total: int) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+@dataclass
+class LoopResult:
+    step: int
+    rows: list[dict] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+def poly_lr(base: float, step: int, total: int, power: float) -> float:
+    return base * (1 - min(step, total) / total) ** power
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int, plugin: LoopPlugin | None = None,
+        progress: bool = True, resume: bool = True, curve_name: str = "train_curve.csv",
+        on_checkpoint: Callable[[int, Path], None] | None = None, stop_after: int | None = None) -> LoopResult:
+    """Train ``model`` for ``steps`` steps. ``stop_after`` ends early (still checkpointing) for tests that
+    simulate an interrupted run."""
+    cfg, tr = ctx.cfg, ctx.cfg["train"]
+    plugin = plugin or LoopPlugin()
+    model.to(ctx.device)
+    opt = torch.optim.SGD(weight_params, lr=tr["lr"], momentum=tr["momentum"], weight_decay=tr["weight_decay"])
+    optims = [opt, *plugin.optimizers()]
+    ckpt_path = ctx.out_dir / CHECKPOINT
+    start, rows, elapsed = 0, [], 0.0
+    if resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, map_location=ctx.device)
+        model.load_state_dict(state["model"])
+        for o, s in zip(optims, state["optimizers"]):
+            o.load_state_dict(s)
+        plugin.load_state_dict(state["plugin"])
+        set_rng_state(state["rng"])
+        start, rows, elapsed = state["step"], list(state["rows"]), state.get("wall_s", 0.0)
+    sampler = StepBatchSampler(len(ctx.train_set), tr["batch_size"], cfg["seed"], steps, start)
+    loader = DataLoader(ctx.train_set, batch_sampler=sampler, num_workers=cfg["data"]["num_workers"],
+                        pin_memory=ctx.device.type == "cuda")
+    weights = cfg["loss_weights"]
+    dev_type = ctx.device.type
+    clip = tr["grad_clip"]
+
+    def checkpoint(step):
+        state = {"model": model.state_dict(), "optimizers": [o.state_dict() for o in optims],
+                 "plugin": plugin.state_dict(), "rng": rng_state(), "step": step, "rows": rows,
+                 "wall_s": elapsed + time.perf_counter() - t0}
+        save_checkpoint(ckpt_path, state)
+        write_csv(ctx.out_dir / curve_name, rows)
+        if on_checkpoint:
+            on_checkpoint(step, ckpt_path)
+
+    t0 = time.perf_counter()
+    model.train()
+    bar = tqdm(total=steps, initial=start, desc=ctx.cfg["name"], disable=not progress, dynamic_ncols=True)
+    step = start
+    for step, batch in enumerate(loader, start=start):
+        lr = poly_lr(tr["lr"], step, steps, tr["poly_power"])
+        for g in opt.param_groups:
+            g["lr"] = lr
+        plugin.before_step(step, steps)
+        batch = to_device(batch, ctx.device)
+        with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=tr["bf16"]):
+            out = model(batch["image"])
+        loss, parts = compute_losses(out, batch, ctx.tasks, weights)
+        extra, extra_log = plugin.extra_loss(step, steps)
+        if extra is not None:
+            loss = loss + extra
+        for o in optims:
+            o.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(weight_params, clip)
+        for o in optims:
+            o.step()
+        log = plugin.after_step(step, steps)
+        if step % tr["log_every"] == 0 or step == steps - 1:
+            value = float(loss.detach())  # the only host sync, at logging steps
+            if not math.isfinite(value):
+                raise DivergedError(f"loss became {value} at step {step}")
+            row = {"step": step, "loss": value, "lr": lr, **{f"loss_{k}": float(v) for k, v in parts.items()},
+                   **extra_log, **log}
+            rows.append(row)
+            bar.set_postfix(loss=f"{value:.3f}")
+        bar.update(1)
+        if (step + 1) % tr["checkpoint_every"] == 0 or step == steps - 1:
+            checkpoint(step + 1)
+        if stop_after is not None and step + 1 >= stop_after:
+            if (step + 1) % tr["checkpoint_every"]:
+                checkpoint(step + 1)
+            break
+    bar.close()
+    return LoopResult(step + 1, rows, elapsed + time.perf_counter() - t0)
+
+
+def write_json(path: Path, data: dict) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, default=float))

@@ -1,0 +1,67 @@
+"""``trcnas search`` as a plain function: supergraph search, architecture export, argmax-subgraph eval."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from nas.engine.evaluate import delta_m_of, evaluate, primary
+from nas.engine.loop import fit, prepare, write_csv, write_json
+from nas.models import build_model
+from nas.search.controller import ArchitectureSearch
+from nas.search.mixed import split_parameters
+from spaces import load_space
+from spaces.architecture import architecture_from_decisions
+
+ARCHITECTURE = "architecture.yaml"
+
+
+def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bool = True,
+               on_checkpoint: Callable | None = None, stop_after: int | None = None) -> dict:
+    """Writes config.yaml, checkpoint.pt, train_curve.csv, alpha_history.csv, freeze_events.csv,
+    architecture.yaml and metrics.json into ``out_dir``; returns the metrics summary."""
+    out = Path(out_dir)
+    space = load_space(cfg["search"]["space"])
+    ctx = prepare(cfg, out, progress)
+    model = build_model(cfg, ctx.tasks, kind=f"{space.name}_search", space=space)
+    weights, _ = split_parameters(model)
+    controller = ArchitectureSearch(model, cfg["search"])
+    steps = cfg["search"]["steps"]
+
+    def checkpoint_hook(step, path):
+        write_csv(out / "alpha_history.csv", controller.flush())
+        write_csv(out / "freeze_events.csv", controller.events)
+        if on_checkpoint:
+            on_checkpoint(step, path)
+
+    result = fit(ctx, model, weights, steps, plugin=controller, progress=progress, resume=resume,
+                 on_checkpoint=checkpoint_hook, stop_after=stop_after)
+    if result.step < steps:
+        return {"step": result.step, "finished": False}
+    decisions = controller.decisions()
+    values = {}
+    for d in space.decisions(list(ctx.tasks)):
+        values[d.path] = decisions[d.name]["choice"]
+    arch = architecture_from_decisions(space, list(ctx.tasks), values, {
+        "seed": cfg["seed"], "step": result.step,
+        "probabilities": {k: v["probabilities"] for k, v in decisions.items()},
+        "frozen_at_step": {k: v["frozen_at_step"] for k, v in decisions.items()},
+    })
+    arch.validate(space)
+    arch.save(out / ARCHITECTURE)
+    metrics = evaluate(model, ctx.val_loader(), ctx.tasks, ctx.device, progress=progress, bf16=cfg["train"]["bf16"])
+    summary = {
+        "model": f"{space.name}_search",
+        "tasks": list(ctx.tasks),
+        "metrics": metrics,
+        "primary": primary(metrics, ctx.tasks),
+        "directions": {t: ("higher" if k.higher_is_better else "lower") for t, k in ctx.tasks.items()},
+        "delta_m": delta_m_of(metrics, ctx.tasks, cfg["baselines"]),
+        "steps": result.step,
+        "wall_s": result.wall_s,
+        "frozen": sum(v["frozen_at_step"] is not None for v in decisions.values()),
+        "decisions": len(decisions),
+        "architecture": arch.to_dict(),
+    }
+    write_json(out / "metrics.json", summary)
+    return summary

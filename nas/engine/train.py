@@ -1,0 +1,51 @@
+"""``trcnas train`` / ``retrain``: train a network from scratch and evaluate it on the val split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nas.engine.evaluate import delta_m_of, evaluate, primary
+from nas.engine.loop import fit, prepare, write_json
+from nas.models import build_model
+from nas.tasks import TASKS
+
+
+def load_run_architecture(cfg: dict, path: str | None):
+    from spaces import load_architecture
+
+    path = path or cfg["model"]["architecture"]
+    if path is None:
+        return None
+    arch = load_architecture(path)
+    arch.validate(tasks=cfg["data"]["tasks"], source=str(path), known_tasks=TASKS.names())
+    return arch
+
+
+def train_run(cfg: dict, out_dir: str | Path, architecture: str | None = None, progress: bool = True,
+              resume: bool = True, stop_after: int | None = None) -> dict:
+    """Trains the config's model (a fixed ATRC network when an architecture is given) and writes
+    config.yaml, checkpoint.pt, train_curve.csv and metrics.json into ``out_dir``."""
+    arch = load_run_architecture(cfg, architecture)
+    if arch is not None:
+        cfg = {**cfg, "model": {**cfg["model"], "type": "atrc", "architecture": str(architecture or
+                                                                                   cfg["model"]["architecture"])}}
+    ctx = prepare(cfg, out_dir, progress)
+    model = build_model(cfg, ctx.tasks, architecture=arch)
+    result = fit(ctx, model, list(model.parameters()), cfg["train"]["steps"], progress=progress, resume=resume,
+                 stop_after=stop_after)
+    if result.step < cfg["train"]["steps"]:
+        return {"step": result.step, "finished": False}
+    metrics = evaluate(model, ctx.val_loader(), ctx.tasks, ctx.device, progress=progress, bf16=cfg["train"]["bf16"])
+    summary = {
+        "model": cfg["model"]["type"],
+        "tasks": list(ctx.tasks),
+        "metrics": metrics,
+        "primary": primary(metrics, ctx.tasks),
+        "directions": {t: ("higher" if k.higher_is_better else "lower") for t, k in ctx.tasks.items()},
+        "delta_m": delta_m_of(metrics, ctx.tasks, cfg["baselines"]),
+        "steps": result.step,
+        "wall_s": result.wall_s,
+        "architecture": None if arch is None else arch.to_dict(),
+    }
+    write_json(Path(out_dir) / "metrics.json", summary)
+    return summary

@@ -1,0 +1,46 @@
+"""Per-task losses. Predictions and targets are at the same (label) resolution."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = 255
+
+
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if not (target != IGNORE).any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, target.long(), ignore_index=IGNORE)
+
+
+def masked_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 on pixels with a valid (positive) target."""
+    valid = target > 0
+    if not valid.any():
+        return pred.sum() * 0.0
+    return (pred - target).abs()[valid].mean()
+
+
+def normals_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 between the L2-normalised prediction and the unit target, on pixels with a non-zero target."""
+    valid = (target.norm(dim=1, keepdim=True) > 0.5).expand_as(target)
+    if not valid.any():
+        return pred.sum() * 0.0
+    return (F.normalize(pred, dim=1) - target).abs()[valid].mean()
+
+
+def balanced_bce(logits: torch.Tensor, target: torch.Tensor, pos_weight: float | None = None) -> torch.Tensor:
+    """Weighted binary cross-entropy. With ``pos_weight`` w: w on positives, 1 - w on negatives (ATRC edges);
+    without: the weight is the batch's negative fraction (balanced BCE for saliency). 255 is ignored."""
+    t = target.float()
+    valid = t != IGNORE
+    t = torch.where(valid, t, torch.zeros_like(t))
+    if pos_weight is None:
+        pos = (t * valid).sum()
+        w = 1.0 - pos / valid.sum().clamp_min(1)
+    else:
+        w = torch.as_tensor(pos_weight, dtype=logits.dtype, device=logits.device)
+    weight = torch.where(t > 0.5, w, 1 - w) * valid
+    loss = F.binary_cross_entropy_with_logits(logits, t, weight=weight, reduction="sum")
+    return loss / valid.sum().clamp_min(1)

@@ -1,0 +1,271 @@
+"""Dataset-level metric meters (accumulate totals over the whole split, never batch averages) and Delta_m.
+
+Each meter has ``update(pred, target)`` on one batch of full-resolution predictions,
+``compute() -> dict`` and ``reset()`` which clears *every* total.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+IGNORE = 255
+
+
+class Meter:
+    def reset(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def compute(self) -> dict[str, float]:  # pragma: no cover
+        raise NotImplementedError
+
+
+class ConfusionMeter(Meter):
+    """mIoU (%) from a confusion matrix accumulated over the dataset; pixels labelled 255 are ignored.
+
+    pred: B x K x H x W logits or B x H x W class indices; target: B x H x W.
+    Classes absent from both prediction and ground truth of the whole dataset are left out of the mean.
+    """
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+        self.reset()
+
+    def reset(self) -> None:
+        self.confusion = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+
+    def update(self, pred, target):
+        if pred.dim() == target.dim() + 1:
+            pred = pred.argmax(1)
+        p = pred.reshape(-1).cpu().numpy().astype(np.int64)
+        t = target.reshape(-1).cpu().numpy().astype(np.int64)
+        keep = t != IGNORE
+        k = self.num_classes
+        self.confusion += np.bincount(t[keep] * k + p[keep], minlength=k * k).reshape(k, k)
+
+    def compute(self):
+        c = self.confusion
+        inter = np.diag(c).astype(np.float64)
+        union = c.sum(0) + c.sum(1) - np.diag(c)
+        present = union > 0
+        iou = inter[present] / union[present]
+        acc = inter.sum() / max(c.sum(), 1)
+        return {"mIoU": float(iou.mean() * 100) if present.any() else 0.0, "pixel_acc": float(acc * 100)}
+
+
+class DepthMeter(Meter):
+    """RMSE and mean absolute error in metres over all valid pixels of the dataset (invalid: depth <= 0)."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.sq = 0.0
+        self.abs = 0.0
+        self.n = 0
+
+    def update(self, pred, target):
+        pred = pred.reshape(target.shape).double()
+        t = target.double()
+        valid = t > 0
+        diff = (pred - t)[valid]
+        self.sq += float((diff**2).sum())
+        self.abs += float(diff.abs().sum())
+        self.n += int(valid.sum())
+
+    def compute(self):
+        if self.n == 0:
+            return {"rmse": float("nan"), "mae": float("nan")}
+        return {"rmse": math.sqrt(self.sq / self.n), "mae": self.abs / self.n}
+
+
+def angular_error_deg(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Angle between unit vectors along dim 1 as 2*atan2(|p - t|, |p + t|), in degrees (stable near 0 and 180)."""
+    return torch.rad2deg(2 * torch.atan2((pred - target).norm(dim=1), (pred + target).norm(dim=1)))
+
+
+class NormalsMeter(Meter):
+    """Mean and median angular error (degrees) and % of pixels within 11.25/22.5/30 degrees.
+
+    Invalid ground truth (norm < 0.5, e.g. all zeros) is skipped. ``rmse`` is the root mean square of the
+    angle, reported separately from the mean (a known mix-up in public code)."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.sum = 0.0
+        self.sq = 0.0
+        self.n = 0
+        self.within = np.zeros(3, dtype=np.int64)
+        self.hist = np.zeros(1801, dtype=np.int64)  # 0.1 degree bins for the median
+
+    def update(self, pred, target):
+        p = torch.nn.functional.normalize(pred.double(), dim=1)
+        t = target.double()
+        valid = t.norm(dim=1) > 0.5
+        t = torch.nn.functional.normalize(t, dim=1)
+        ang = angular_error_deg(p, t)[valid]
+        self.sum += float(ang.sum())
+        self.sq += float((ang**2).sum())
+        self.n += int(ang.numel())
+        a = ang.cpu().numpy()
+        self.within += np.array([(a < 11.25).sum(), (a < 22.5).sum(), (a < 30).sum()])
+        self.hist += np.bincount(np.clip(np.round(a * 10).astype(np.int64), 0, 1800), minlength=1801)
+
+    def compute(self):
+        if self.n == 0:
+            return {"mean": float("nan")}
+        med = float(np.searchsorted(np.cumsum(self.hist), self.n / 2) / 10)
+        w = self.within / self.n * 100
+        return {
+            "mean": self.sum / self.n,
+            "median": med,
+            "rmse": math.sqrt(self.sq / self.n),
+            "within11.25": float(w[0]),
+            "within22.5": float(w[1]),
+            "within30": float(w[2]),
+        }
+
+
+def _thresholds(step: float = 0.05) -> np.ndarray:
+    n = int(round((1 - step) / step))
+    return np.round(np.arange(1, n + 1) * step, 6)
+
+
+def f_measure(precision, recall, beta2: float = 1.0):
+    precision, recall = np.asarray(precision, float), np.asarray(recall, float)
+    den = beta2 * precision + recall
+    return np.where(den > 0, (1 + beta2) * precision * recall / np.where(den > 0, den, 1), 0.0)
+
+
+class SaliencyMeter(Meter):
+    """Max F-measure (%) with beta^2 = 0.3 over thresholds 0.05..0.95, counts accumulated over the dataset.
+
+    pred: probabilities (or logits with ``from_logits``) B x 1 x H x W; target {0, 1} (255 ignored)."""
+
+    def __init__(self, beta2: float = 0.3, from_logits: bool = True):
+        self.beta2, self.from_logits = beta2, from_logits
+        self.thresholds = torch.tensor(_thresholds(0.05))
+        self.reset()
+
+    def reset(self):
+        k = len(self.thresholds)
+        self.tp = np.zeros(k)
+        self.fp = np.zeros(k)
+        self.fn = np.zeros(k)
+
+    def update(self, pred, target):
+        prob = torch.sigmoid(pred) if self.from_logits else pred
+        prob = prob.reshape(-1).double().cpu()
+        t = target.reshape(-1).cpu()
+        keep = t != IGNORE
+        prob, pos = prob[keep], t[keep] > 0
+        above = prob[None, :] > self.thresholds[:, None]
+        self.tp += (above & pos).sum(1).numpy()
+        self.fp += (above & ~pos).sum(1).numpy()
+        self.fn += (~above & pos).sum(1).numpy()
+
+    def compute(self):
+        prec = self.tp / np.maximum(self.tp + self.fp, 1e-12)
+        rec = self.tp / np.maximum(self.tp + self.fn, 1e-12)
+        f = f_measure(prec, rec, self.beta2)
+        i = int(f.argmax())
+        return {"maxF": float(f[i] * 100), "threshold": float(self.thresholds[i])}
+
+
+def thin_edges(prob: np.ndarray) -> np.ndarray:
+    """Non-maximum suppression along the gradient direction (4 orientations): keeps ridge pixels."""
+    gx = ndimage.sobel(prob, axis=1)
+    gy = ndimage.sobel(prob, axis=0)
+    ang = (np.rad2deg(np.arctan2(gy, gx)) + 180.0) % 180.0
+    pad = np.pad(prob, 1, mode="constant")
+    h, w = prob.shape
+    keep = np.zeros_like(prob, dtype=bool)
+    for lo, hi, (dy, dx) in ((0, 22.5, (0, 1)), (157.5, 180.1, (0, 1)), (22.5, 67.5, (1, 1)),
+                             (67.5, 112.5, (1, 0)), (112.5, 157.5, (1, -1))):
+        sel = (ang >= lo) & (ang < hi)
+        a = pad[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+        b = pad[1 - dy : 1 - dy + h, 1 - dx : 1 - dx + w]
+        keep |= sel & (prob >= a) & (prob >= b)
+    return np.where(keep, prob, 0.0)
+
+
+class EdgeMeter(Meter):
+    """Optimal-dataset-scale F-measure (ODS-F, %) of boundary detection, in Python.
+
+    Predictions are thinned by NMS, then thresholded at 0.01..0.99 (``step``). A predicted edge pixel is a
+    true positive if a ground-truth edge lies within ``max_dist`` x image diagonal of it, and a ground-truth
+    pixel is recalled if a predicted edge lies within that distance (distance-transform matching; BSDS
+    uses a one-to-one assignment, which this approximates). Counts are summed over the dataset for each
+    threshold and the best F over thresholds is ODS-F."""
+
+    def __init__(self, max_dist: float = 0.011, step: float = 0.01, from_logits: bool = True, thin: bool = True):
+        self.max_dist, self.from_logits, self.thin = max_dist, from_logits, thin
+        self.thresholds = _thresholds(step)
+        self.reset()
+
+    def reset(self):
+        k = len(self.thresholds)
+        self.match_pred = np.zeros(k)
+        self.n_pred = np.zeros(k)
+        self.match_gt = np.zeros(k)
+        self.n_gt = np.zeros(k)
+
+    def update(self, pred, target):
+        prob = torch.sigmoid(pred) if self.from_logits else pred
+        prob = prob.reshape(target.shape[0], *target.shape[-2:]).float().cpu().numpy()
+        tgt = target.reshape(prob.shape).cpu().numpy()
+        for p, t in zip(prob, tgt):
+            self._update_one(p, t)
+
+    def _update_one(self, prob: np.ndarray, gt: np.ndarray):
+        tol = self.max_dist * math.hypot(*gt.shape)
+        valid = gt != IGNORE
+        gt_edge = (gt > 0) & valid
+        if self.thin:
+            prob = thin_edges(prob)
+        prob = np.where(valid, prob, 0.0)
+        dist_to_gt = ndimage.distance_transform_edt(~gt_edge) if gt_edge.any() else np.full(gt.shape, np.inf)
+        n_gt = int(gt_edge.sum())
+        near_gt = dist_to_gt <= tol
+        for i, th in enumerate(self.thresholds):
+            pe = prob > th
+            n_p = int(pe.sum())
+            self.n_pred[i] += n_p
+            self.n_gt[i] += n_gt
+            if n_p == 0:
+                continue
+            self.match_pred[i] += int((pe & near_gt).sum())
+            if n_gt:
+                dist_to_pred = ndimage.distance_transform_edt(~pe)
+                self.match_gt[i] += int((gt_edge & (dist_to_pred <= tol)).sum())
+
+    def compute(self):
+        prec = self.match_pred / np.maximum(self.n_pred, 1e-12)
+        rec = self.match_gt / np.maximum(self.n_gt, 1e-12)
+        f = f_measure(prec, rec)
+        i = int(f.argmax())
+        return {"odsF": float(f[i] * 100), "threshold": float(self.thresholds[i])}
+
+
+def delta_m(
+    metrics: Mapping[str, float], baselines: Mapping[str, float], higher_is_better: Mapping[str, bool]
+) -> float:
+    """Delta_m (%) = mean_t (-1)^{g_t} (M_t - B_t) / B_t * 100, g_t = 1 where lower is better."""
+    terms = []
+    for task, base in baselines.items():
+        if task not in metrics:
+            raise KeyError(f"no metric for task {task!r} to compare with its baseline")
+        sign = 1.0 if higher_is_better[task] else -1.0
+        terms.append(sign * (metrics[task] - base) / base * 100.0)
+    if not terms:
+        raise ValueError("Delta_m needs at least one task baseline")
+    return float(np.mean(terms))

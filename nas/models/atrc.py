@@ -1,0 +1,113 @@
+"""The ATRC distillation module: one CP block per (target, source) pair and the fusion stack per target.
+
+It refines the task features F_n of any multi-task network that also provides aux logits A_n. In the search
+supergraph every pair is a MixedOp over its candidates; a fixed architecture builds only the chosen blocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn as nn
+
+from nas.models.context import build_context
+from nas.search.mixed import MixedOp
+
+
+class TargetFusion(nn.Module):
+    """concat(messages) -> 1x1 Conv-BN (BN zero-initialised: starts as 'no message') -> concat with F_T ->
+    1x1 Conv-BN-ReLU back to C."""
+
+    def __init__(self, n_messages: int, msg_channels: int, channels: int):
+        super().__init__()
+        self.reduce = nn.Sequential(nn.Conv2d(n_messages * msg_channels, channels, 1, bias=False),
+                                    nn.BatchNorm2d(channels))
+        nn.init.zeros_(self.reduce[1].weight)
+        nn.init.zeros_(self.reduce[1].bias)
+        self.out = nn.Sequential(nn.Conv2d(2 * channels, channels, 1, bias=False), nn.BatchNorm2d(channels),
+                                 nn.ReLU(inplace=True))
+
+    def forward(self, messages: list[torch.Tensor], f_t: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.cat([self.reduce(torch.cat(messages, 1)), f_t], 1))
+
+
+def _key(target: str, source: str) -> str:
+    return f"{target}__{source}"
+
+
+class ATRCModule(nn.Module):
+    """``candidates[target][source]`` lists the context types of each pair. ``search=True`` builds MixedOps
+    (even for one candidate, so freezing/logging stay uniform); otherwise each pair must have exactly one
+    candidate and ``none`` pairs are dropped from the fusion."""
+
+    def __init__(self, tasks: Sequence[str], channels: int, candidates: Mapping[str, Mapping[str, Sequence[str]]],
+                 search: bool, attn_channels: int | None = None):
+        super().__init__()
+        self.tasks = list(tasks)
+        self.search = search
+        self.channels = channels
+        self.attn_channels = attn_channels or max(1, channels // 2)
+        self.pairs = nn.ModuleDict()
+        self.sources: dict[str, list[str]] = {}
+        self.choice: dict[str, dict[str, str]] = {}
+        for t in self.tasks:
+            self.sources[t] = []
+            for s in self.tasks:
+                cands = list(candidates[t][s])
+                if search:
+                    ops = [build_context(c, channels, self.attn_channels, affine_value=False) for c in cands]
+                    self.pairs[_key(t, s)] = MixedOp(f"atrc.{t}.{s}", cands, ops)
+                    self.sources[t].append(s)
+                else:
+                    if len(cands) != 1:
+                        raise ValueError(f"fixed ATRC pair {t} <- {s} needs one context, got {cands}")
+                    self.choice.setdefault(t, {})[s] = cands[0]
+                    if cands[0] != "none":
+                        self.pairs[_key(t, s)] = build_context(cands[0], channels, self.attn_channels)
+                        self.sources[t].append(s)
+        self.fusion = nn.ModuleDict({
+            t: TargetFusion(len(self.sources[t]), self.attn_channels, channels) for t in self.tasks if self.sources[t]
+        })
+
+    def aux_tasks(self) -> set[str]:
+        """Tasks whose aux logits some block may read (all tasks in search)."""
+        if self.search:
+            return set(self.tasks)
+        need = set()
+        for t, row in self.choice.items():
+            for s, c in row.items():
+                if c == "tlabel":
+                    need.add(t)
+                elif c == "slabel":
+                    need.add(s)
+        return need
+
+    def message(self, target: str, source: str, feats, aux) -> torch.Tensor | None:
+        block = self.pairs[_key(target, source)]
+        f_t, f_s = feats[target], feats[source]
+
+        def run(op):
+            return op(f_t, f_s, aux.get(target), aux.get(source))
+
+        return block(run) if isinstance(block, MixedOp) else run(block)
+
+    def forward(self, feats: Mapping[str, torch.Tensor], aux: Mapping[str, torch.Tensor],
+                hooks: Mapping[tuple[str, str], callable] | None = None) -> dict[str, torch.Tensor]:
+        """``hooks[(t, s)](message)`` may replace a pair's message (used by permutation importance)."""
+        out = {}
+        for t in self.tasks:
+            if t not in self.fusion:
+                out[t] = feats[t]
+                continue
+            msgs = []
+            for s in self.sources[t]:
+                m = self.message(t, s, feats, aux)
+                if m is None:
+                    f = feats[t]
+                    m = f.new_zeros(f.shape[0], self.attn_channels, *f.shape[-2:])
+                if hooks and (t, s) in hooks:
+                    m = hooks[(t, s)](m)
+                msgs.append(m)
+            out[t] = self.fusion[t](msgs, feats[t])
+        return out

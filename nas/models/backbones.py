@@ -1,0 +1,105 @@
+"""Backbones: multi-scale features upsampled to 1/4 input resolution and concatenated (as ATRC does with
+HRNet). timm models are built without downloading; pretrained weights come only from a local file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nas.errors import UserError
+from nas.registry import Registry
+
+BACKBONES = Registry("backbone")
+
+
+class MultiScaleConcat(nn.Module):
+    """Wraps a feature extractor returning a list of maps; output = concat of all maps resized to the first."""
+
+    def __init__(self, body: nn.Module, channels: list[int], keep: list[int]):
+        super().__init__()
+        self.body = body
+        self.keep = keep
+        self.out_channels = sum(channels[i] for i in keep)
+
+    def forward(self, x):
+        feats = self.body(x)
+        feats = [feats[i] for i in self.keep]
+        size = feats[0].shape[-2:]
+        ups = [feats[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in feats[1:]]
+        return torch.cat(ups, 1)
+
+
+class _Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+                                  nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+
+    def forward(self, x):
+        return F.relu(x + self.body(x))
+
+
+def _down(cin, cout):
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
+
+
+class TinyNet(nn.Module):
+    """A small residual CNN with three branches at strides 4, 8, 16 (the fast CPU default)."""
+
+    def __init__(self, widths=(32, 64, 96)):
+        super().__init__()
+        w1, w2, w3 = widths
+        self.stem = nn.Sequential(_down(3, w1 // 2), _down(w1 // 2, w1), _Block(w1))
+        self.s8 = nn.Sequential(_down(w1, w2), _Block(w2))
+        self.s16 = nn.Sequential(_down(w2, w3), _Block(w3), _Block(w3))
+        self.channels = list(widths)
+
+    def forward(self, x):
+        a = self.stem(x)
+        b = self.s8(a)
+        return [a, b, self.s16(b)]
+
+
+@BACKBONES.register("tiny")
+def tiny(weights: str | None = None, widths=(32, 64, 96)):
+    net = TinyNet(tuple(widths))
+    if weights:
+        _load_local(net, weights)
+    return MultiScaleConcat(net, net.channels, [0, 1, 2])
+
+
+def _load_local(module: nn.Module, path: str) -> None:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"backbone.weights: file {p} not found (weights are only read from a local path)")
+    state = torch.load(p, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if len(missing) == len(module.state_dict()):
+        raise UserError(f"backbone.weights: no tensor of {p} matches the backbone (wrong file or architecture?)")
+
+
+def _timm(model_name: str, keep: list[int], **kw):
+    def build(weights: str | None = None, **extra):
+        import timm
+
+        if weights and not Path(weights).is_file():
+            raise UserError(f"backbone.weights: file {weights} not found (weights are only read from a local path)")
+        body = timm.create_model(
+            model_name, features_only=True, pretrained=bool(weights),
+            pretrained_cfg_overlay={"file": str(weights)} if weights else None, **kw, **extra,
+        )
+        return MultiScaleConcat(body, body.feature_info.channels(), keep)
+
+    return build
+
+
+for _n in ("resnet18", "resnet34", "resnet50", "resnet101"):
+    BACKBONES.add(_n, _timm(_n, [0, 1, 2, 3], out_indices=(1, 2, 3, 4)))
+# raw HRNet branches (18+36+72+144 = 270 and 48+96+192+384 = 720 channels), skipping the stride-2 stem
+BACKBONES.add("hrnet18", _timm("hrnet_w18_small_v2", [1, 2, 3, 4], feature_location=""))
+BACKBONES.add("hrnet48", _timm("hrnet_w48", [1, 2, 3, 4], feature_location=""))

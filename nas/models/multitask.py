@@ -1,0 +1,92 @@
+"""Multi-task networks (ATRC Sec. 3.1): shared backbone, per-task features F_n, detached aux heads A_n,
+optional distillation module, 1x1 prediction convs. Also the single-task baseline (one network per task)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nas.tasks import Task
+
+
+class TaskFeatures(nn.Module):
+    """F_n = 3x3 Conv-BN-ReLU from the backbone's channels to C."""
+
+    def __init__(self, cin: int, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(cin, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
+                                  nn.ReLU(inplace=True))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class AuxHead(nn.Module):
+    """A_n: 1x1 Conv-BN-ReLU (in -> in) then 1x1 conv to K_n label regions, on *detached* backbone features."""
+
+    def __init__(self, cin: int, regions: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(cin, cin, 1, bias=False), nn.BatchNorm2d(cin), nn.ReLU(inplace=True),
+                                  nn.Conv2d(cin, regions, 1))
+
+    def forward(self, x):
+        return self.body(x.detach())
+
+
+def prediction_conv(channels: int, out: int) -> nn.Conv2d:
+    conv = nn.Conv2d(channels, out, 1)
+    nn.init.normal_(conv.weight, 0.0, 0.01)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+class MultiTaskNet(nn.Module):
+    """Outputs ``{"pred": {task: logits}, "aux": {task: logits}}`` at feature resolution (1/4 input)."""
+
+    def __init__(self, backbone: nn.Module, tasks: Mapping[str, Task], channels: int | None = None,
+                 distill: nn.Module | None = None, aux_tasks: Sequence[str] = (), dropout: float = 0.0):
+        super().__init__()
+        self.task_names = list(tasks)
+        cin = backbone.out_channels
+        self.channels = channels or max(1, cin // 4)
+        self.backbone = backbone
+        self.features = nn.ModuleDict({t: TaskFeatures(cin, self.channels) for t in tasks})
+        self.aux = nn.ModuleDict({t: AuxHead(cin, tasks[t].aux_regions) for t in aux_tasks})
+        self.distill = distill
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+        self.heads = nn.ModuleDict({t: prediction_conv(self.channels, tasks[t].out_channels) for t in tasks})
+
+    def forward(self, image: torch.Tensor, hooks=None) -> dict[str, dict[str, torch.Tensor]]:
+        x = self.backbone(image)
+        feats = {t: m(x) for t, m in self.features.items()}
+        aux = {t: m(x) for t, m in self.aux.items()}
+        if self.distill is not None:
+            feats = self.distill(feats, aux, hooks=hooks)
+        pred = {t: self.heads[t](self.dropout(feats[t])) for t in self.task_names}
+        return {"pred": pred, "aux": aux}
+
+
+class SingleTaskNets(nn.Module):
+    """The single-task baseline: an independent network (own backbone) per task, same head design."""
+
+    def __init__(self, build_backbone, tasks: Mapping[str, Task], channels: int | None = None, dropout: float = 0.0):
+        super().__init__()
+        self.task_names = list(tasks)
+        self.nets = nn.ModuleDict({
+            t: MultiTaskNet(build_backbone(), {t: tasks[t]}, channels, dropout=dropout) for t in tasks
+        })
+
+    def forward(self, image, hooks=None):
+        out = {"pred": {}, "aux": {}}
+        for t, net in self.nets.items():
+            out["pred"].update(net(image)["pred"])
+        return out
+
+
+def upsample_to(pred: torch.Tensor, size) -> torch.Tensor:
+    if pred.shape[-2:] == tuple(size):
+        return pred
+    return F.interpolate(pred, size=size, mode="bilinear", align_corners=False)

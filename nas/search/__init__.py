@@ -1,0 +1,1 @@
+"""Supergraph search: mixed ops, Gumbel-softmax, schedules, freezing, the search plugin."""

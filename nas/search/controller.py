@@ -1,0 +1,83 @@
+"""The search plugin of the training loop: alpha optimiser (Adam), temperature and entropy schedules,
+freezing, and the alpha history / freeze event logs. Works for any space built from MixedOps."""
+
+from __future__ import annotations
+
+import torch
+
+from nas.engine.loop import LoopPlugin
+from nas.search.mixed import MixedOp, entropy_loss, mixed_ops, set_mode, set_tau, split_parameters
+from nas.search.schedules import Schedule
+
+
+class ArchitectureSearch(LoopPlugin):
+    def __init__(self, model: torch.nn.Module, search_cfg: dict):
+        self.model = model
+        self.ops: list[MixedOp] = mixed_ops(model)
+        if not self.ops:
+            raise ValueError("the model has no searchable decision (no MixedOp)")
+        set_mode(model, search_cfg["mode"])
+        _, alphas = split_parameters(model)
+        self.alpha_opt = torch.optim.Adam(alphas, lr=search_cfg["alpha_lr"], weight_decay=search_cfg["alpha_weight_decay"])
+        self.tau = Schedule.from_cfg(search_cfg["tau"])
+        self.entropy_weight = Schedule.from_cfg(search_cfg["entropy"])
+        self.threshold = float(search_cfg["freeze_threshold"])
+        self.events: list[dict] = []  # freeze events
+        self.history: list[dict] = []  # one row per step: tau, entropy weight, probabilities
+        self._pending: list[tuple[int, float, float, torch.Tensor]] = []  # on-device snapshots, flushed lazily
+
+    def optimizers(self):
+        return [self.alpha_opt]
+
+    def before_step(self, step, total):
+        set_tau(self.model, self.tau(step, total))
+
+    def extra_loss(self, step, total):
+        w = self.entropy_weight(step, total)
+        h = entropy_loss(self.model)
+        if h is None:
+            return None, {"tau": self.tau(step, total), "entropy_weight": w}
+        return w * h, {"tau": self.tau(step, total), "entropy_weight": w, "entropy": float(h.detach())}
+
+    def after_step(self, step, total):
+        # one small device->host copy per step: the freeze rule needs the margins
+        probs = [torch.softmax(m.alpha.detach().float(), -1) for m in self.ops]
+        self._pending.append((step, self.tau(step, total), self.entropy_weight(step, total), probs))
+        margins = torch.stack([(p.topk(2).values[0] - p.topk(2).values[1]) if len(p) > 1 else p.new_ones(())
+                               for p in probs]).tolist()
+        for m, margin in zip(self.ops, margins):
+            if not m.frozen and margin >= self.threshold:
+                m.freeze()
+                p = self.probabilities_of(m)
+                self.events.append({"step": step, "decision": m.name, "choice": m.chosen(),
+                                    "probability": p[m.chosen()], "margin": margin})
+        return {"frozen": sum(m.frozen for m in self.ops)}
+
+    @staticmethod
+    def probabilities_of(m: MixedOp) -> dict[str, float]:
+        return dict(zip(m.candidates, m.probabilities().tolist()))
+
+    def flush(self) -> list[dict]:
+        for step, tau, w, probs in self._pending:
+            row = {"step": step, "tau": tau, "entropy_weight": w}
+            for m, p in zip(self.ops, probs):
+                for c, v in zip(m.candidates, p.tolist()):
+                    row[f"{m.name}:{c}"] = v
+            self.history.append(row)
+        self._pending = []
+        return self.history
+
+    def state_dict(self):
+        self.flush()
+        return {"alpha_opt": self.alpha_opt.state_dict(), "events": self.events, "history": self.history}
+
+    def load_state_dict(self, state):
+        self.alpha_opt.load_state_dict(state["alpha_opt"])
+        self.events = list(state["events"])
+        self.history = list(state["history"])
+
+    def decisions(self) -> dict[str, dict]:
+        """Per decision: chosen candidate, probabilities, frozen step (or None)."""
+        frozen_at = {e["decision"]: e["step"] for e in self.events}
+        return {m.name: {"choice": m.chosen(), "probabilities": self.probabilities_of(m),
+                         "frozen_at_step": frozen_at.get(m.name)} for m in self.ops}

@@ -1,0 +1,156 @@
+"""The mixed op of a categorical decision: architecture logits alpha, Gumbel-softmax weights, freezing.
+
+Modes while training:
+- ``soft``: convex combination of the sampled Gumbel-softmax weights over every live candidate
+  (the paper's); a frozen decision computes only its chosen candidate.
+- ``soft-all``: the reference code's behaviour, kept for benchmarks: every candidate of every decision is
+  computed every step, a frozen one weighted by its one-hot vector.
+- ``hard``: straight-through one-hot sample: only the sampled candidate is computed, its output is
+  multiplied by the (forward 1) hard weight so gradients still reach alpha.
+In eval mode the argmax (or the frozen choice) is computed alone.
+A candidate that is ``None`` (``none``) contributes nothing; ``forward`` returns None when no candidate
+contributed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn as nn
+
+MODES = ("soft", "soft-all", "hard")
+
+
+def sample_gumbel(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Standard Gumbel noise shaped like ``logits`` (``generator`` must live on the logits' device)."""
+    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float32)
+    return -torch.log(-torch.log(u.clamp_min(1e-20)).clamp_min(1e-20)).to(logits.dtype)
+
+
+def gumbel_softmax(logits: torch.Tensor, tau: float, hard: bool = False,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """softmax((logits + G) / tau); with ``hard`` the straight-through one-hot of its argmax."""
+    y = torch.softmax((logits + sample_gumbel(logits, generator)) / tau, dim=-1)
+    if not hard:
+        return y
+    one_hot = torch.zeros_like(y).scatter_(-1, y.argmax(-1, keepdim=True), 1.0)
+    return one_hot - y.detach() + y
+
+
+class MixedOp(nn.Module):
+    def __init__(self, name: str, candidates: Sequence[str], ops: Sequence[nn.Module | None]):
+        super().__init__()
+        if len(candidates) != len(ops) or not candidates:
+            raise ValueError(f"decision {name}: candidates and ops differ in number or are empty")
+        self.name = name
+        self.candidates = list(candidates)
+        self.ops = nn.ModuleList([op if op is not None else nn.Identity() for op in ops])
+        self.is_none = [op is None for op in ops]
+        self.alpha = nn.Parameter(torch.zeros(len(candidates)))
+        self.register_buffer("frozen_index", torch.tensor(-1, dtype=torch.long))
+        self.mode = "soft"
+        self.tau = 1.0
+        self.last_computed: list[str] = []  # names of the candidates the last forward computed (for tests)
+
+    # -- state ---------------------------------------------------------------------------------------
+    @property
+    def frozen(self) -> bool:
+        return int(self.frozen_index) >= 0
+
+    def probabilities(self) -> torch.Tensor:
+        return torch.softmax(self.alpha.detach().float(), dim=-1)
+
+    def chosen(self) -> str:
+        i = int(self.frozen_index) if self.frozen else int(self.alpha.detach().argmax())
+        return self.candidates[i]
+
+    def freeze(self, index: int | None = None) -> None:
+        i = int(self.alpha.detach().argmax()) if index is None else index
+        self.frozen_index.fill_(i)
+
+    def margin(self) -> float:
+        p = self.probabilities().sort(descending=True).values
+        return float(p[0] - p[1]) if len(p) > 1 else 1.0
+
+    def entropy(self) -> torch.Tensor:
+        logp = torch.log_softmax(self.alpha, dim=-1)
+        return -(logp.exp() * logp).sum()
+
+    # -- forward -------------------------------------------------------------------------------------
+    def _run(self, i: int, fn: Callable):
+        self.last_computed.append(self.candidates[i])
+        return None if self.is_none[i] else fn(self.ops[i])
+
+    def forward(self, fn: Callable[[nn.Module], torch.Tensor]):
+        """``fn(op)`` computes one candidate's output; the mixed op decides which to compute and how to weigh."""
+        self.last_computed = []
+        if self.mode == "soft-all" and self.training:
+            if self.frozen:
+                w = torch.zeros_like(self.alpha).scatter_(0, self.frozen_index.view(1), 1.0)
+            else:
+                w = gumbel_softmax(self.alpha, self.tau)
+            return self._combine(range(len(self.candidates)), w, fn)
+        if self.frozen or not self.training:
+            return self._run(int(self.frozen_index) if self.frozen else int(self.alpha.detach().argmax()), fn)
+        if self.mode == "hard":
+            w = gumbel_softmax(self.alpha, self.tau, hard=True)
+            i = int(w.detach().argmax())
+            out = self._run(i, fn)
+            return None if out is None else out * w[i].to(out.dtype)
+        w = gumbel_softmax(self.alpha, self.tau)
+        return self._combine([i for i in range(len(self.candidates)) if not self.is_none[i]], w, fn)
+
+    def _combine(self, indices, w, fn):
+        out = None
+        for i in indices:
+            y = self._run(i, fn)
+            if y is None:
+                continue
+            y = y * w[i].to(y.dtype)
+            out = y if out is None else out + y
+        return out
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, candidates={self.candidates}, mode={self.mode}"
+
+
+def mixed_ops(model: nn.Module) -> list[MixedOp]:
+    return [m for m in model.modules() if isinstance(m, MixedOp)]
+
+
+def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(weights, alphas) from module registration: every parameter lands in exactly one group."""
+    alpha_ids = {id(m.alpha) for m in mixed_ops(model)}
+    weights, alphas = [], []
+    for p in model.parameters():
+        (alphas if id(p) in alpha_ids else weights).append(p)
+    return weights, alphas
+
+
+def set_mode(model: nn.Module, mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
+    for m in mixed_ops(model):
+        m.mode = mode
+
+
+def set_tau(model: nn.Module, tau: float) -> None:
+    for m in mixed_ops(model):
+        m.tau = tau
+
+
+def entropy_loss(model: nn.Module) -> torch.Tensor | None:
+    """Mean entropy of softmax(alpha) over the decisions still searched (frozen ones are fixed for good)."""
+    live = [m.entropy() for m in mixed_ops(model) if not m.frozen]
+    return torch.stack(live).mean() if live else None
+
+
+def update_freezing(model: nn.Module, threshold: float) -> list[MixedOp]:
+    """Freeze every live decision whose top1 - top2 probability margin reached ``threshold``."""
+    newly = []
+    for m in mixed_ops(model):
+        if not m.frozen and m.margin() >= threshold:
+            m.freeze()
+            newly.append(m)
+    return newly

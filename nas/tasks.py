@@ -1,0 +1,181 @@
+"""The task registry: each dense task with its output size, loss, aux label partition and metric meter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from nas import losses, metrics
+from nas.registry import Registry
+
+TASKS = Registry("task")
+
+DEFAULT_LOSS_WEIGHTS = {"semseg": 1.0, "parts": 2.0, "saliency": 5.0, "normals": 10.0, "depth": 1.0, "edge": 50.0}
+
+
+@dataclass
+class DatasetInfo:
+    """What tasks need to know about a dataset's label spaces."""
+
+    name: str
+    num_classes: int = 40
+    num_parts: int = 7
+    depth_range: tuple[float, float] = (0.7, 10.0)  # for log-spaced depth bins (metres)
+    normal_centroids: np.ndarray | None = None  # K x 3 unit vectors (k-means on training normals)
+    edge_pos_weight: float = 0.95
+    edge_max_dist: float = 0.011
+    class_names: list[str] = field(default_factory=list)
+
+
+class Task:
+    name: str = ""
+    metric: str = ""  # the primary metric key in the meter's output
+    higher_is_better: bool = True
+    unit: str = ""
+
+    def __init__(self, info: DatasetInfo):
+        self.info = info
+
+    out_channels: int = 1
+    aux_regions: int = 2
+
+    def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def aux_target(self, target: torch.Tensor) -> torch.Tensor:
+        """Label region per pixel (B x H x W long, 255 where unlabelled) for the aux head's CE loss."""
+        raise NotImplementedError
+
+    def meter(self) -> metrics.Meter:
+        raise NotImplementedError
+
+    def aux_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return losses.cross_entropy(logits, self.aux_target(target))
+
+
+class _Segmentation(Task):
+    higher_is_better = True
+    metric = "mIoU"
+    unit = "%"
+
+    @property
+    def out_channels(self):
+        return self.num_labels
+
+    @property
+    def aux_regions(self):
+        return self.num_labels
+
+    def loss(self, pred, target):
+        return losses.cross_entropy(pred, target)
+
+    def aux_target(self, target):
+        return target.long()
+
+    def meter(self):
+        return metrics.ConfusionMeter(self.num_labels)
+
+
+@TASKS.register("semseg")
+class SemSeg(_Segmentation):
+    name = "semseg"
+
+    @property
+    def num_labels(self):
+        return self.info.num_classes
+
+
+@TASKS.register("parts")
+class HumanParts(_Segmentation):
+    name = "parts"
+
+    @property
+    def num_labels(self):
+        return self.info.num_parts
+
+
+@TASKS.register("depth")
+class Depth(Task):
+    name, metric, higher_is_better, unit = "depth", "rmse", False, "m"
+    out_channels = 1
+    aux_regions = 40
+
+    def loss(self, pred, target):
+        return losses.masked_l1(pred, target)
+
+    def aux_target(self, target):
+        """Log-spaced bins: floor(K * log(d / d0) / log(d1 / d0)) clamped to [0, K-1]; invalid depth -> 255."""
+        d0, d1 = self.info.depth_range
+        d = target[:, 0]
+        valid = d > 0
+        b = torch.floor(self.aux_regions * torch.log(d.clamp_min(1e-6) / d0) / np.log(d1 / d0))
+        b = b.clamp(0, self.aux_regions - 1).long()
+        return torch.where(valid, b, torch.full_like(b, 255))
+
+    def meter(self):
+        return metrics.DepthMeter()
+
+
+@TASKS.register("normals")
+class Normals(Task):
+    name, metric, higher_is_better, unit = "normals", "mean", False, "deg"
+    out_channels = 3
+
+    @property
+    def aux_regions(self):
+        c = self.info.normal_centroids
+        return 40 if c is None else len(c)
+
+    def loss(self, pred, target):
+        return losses.normals_l1(pred, target)
+
+    def aux_target(self, target):
+        """Index of the nearest k-means centroid on the unit sphere; invalid normals -> 255."""
+        if self.info.normal_centroids is None:
+            raise ValueError("normals aux labels need dataset normal centroids (DatasetInfo.normal_centroids)")
+        c = torch.as_tensor(self.info.normal_centroids, dtype=target.dtype, device=target.device)
+        idx = torch.einsum("bchw,kc->bkhw", target, c).argmax(1)
+        valid = target.norm(dim=1) > 0.5
+        return torch.where(valid, idx, torch.full_like(idx, 255))
+
+    def meter(self):
+        return metrics.NormalsMeter()
+
+
+class _Binary(Task):
+    out_channels = 1
+    aux_regions = 2
+    higher_is_better = True
+    unit = "%"
+
+    def aux_target(self, target):
+        t = target[:, 0]
+        return torch.where(t == 255, torch.full_like(t, 255), (t > 0.5).to(t.dtype)).long()
+
+
+@TASKS.register("edge")
+class Edge(_Binary):
+    name, metric = "edge", "odsF"
+
+    def loss(self, pred, target):
+        return losses.balanced_bce(pred, target, self.info.edge_pos_weight)
+
+    def meter(self):
+        return metrics.EdgeMeter(max_dist=self.info.edge_max_dist)
+
+
+@TASKS.register("saliency")
+class Saliency(_Binary):
+    name, metric = "saliency", "maxF"
+
+    def loss(self, pred, target):
+        return losses.balanced_bce(pred, target)
+
+    def meter(self):
+        return metrics.SaliencyMeter()
+
+
+def build_tasks(names: list[str], info: DatasetInfo) -> dict[str, Task]:
+    return {n: TASKS.build(n, info) for n in names}

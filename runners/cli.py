@@ -1,0 +1,188 @@
+"""The ``trcnas`` command line. User mistakes print one ``error:`` line and exit with code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+FAST_DEV = [  # --fast-dev-run: a handful of steps on tiny data, end to end
+    "train.steps=3", "search.steps=3", "train.batch_size=2", "train.eval_batch_size=4", "train.log_every=1",
+    "train.checkpoint_every=2", "data.train_samples=8", "data.val_samples=4", "data.image_size=[64,64]",
+]
+
+
+def _common(p: argparse.ArgumentParser, config_default: str | None) -> None:
+    p.add_argument("--config", default=config_default,
+                   help="a YAML path or the name of a shipped config (`trcnas configs` lists them)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a config value (repeatable), e.g. --set train.steps=100")
+    p.add_argument("--out", default=None, help="run directory (default: results/<command>/<name>-<time>)")
+    p.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--fast-dev-run", action="store_true", help="a few steps on tiny data, every output written")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trcnas", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train and evaluate a network (baselines, or a fixed architecture)")
+    _common(p, "synthetic-mt")
+    p.add_argument("--architecture", default=None, help="architecture YAML: train that fixed ATRC network")
+
+    p = sub.add_parser("retrain", help="train a searched architecture from scratch")
+    _common(p, None)
+    p.add_argument("--architecture", required=True, help="architecture YAML written by search/export")
+
+    p = sub.add_parser("search", help="Gumbel-softmax supergraph search; writes architecture.yaml")
+    _common(p, "synthetic-atrc")
+
+    p = sub.add_parser("summary", help="parameters (M) and multiply-adds (G), total and per module")
+    _common(p, "synthetic-mt")
+    p.add_argument("--architecture", default=None)
+    p.add_argument("--json", action="store_true")
+
+    sub.add_parser("configs", help="list the shipped configs")
+
+    p = sub.add_parser("export", help="write an architecture file from a search run dir or a JSON genotype")
+    p.add_argument("source", help="search run directory, architecture YAML, or reference JSON genotype")
+    p.add_argument("--out", required=True)
+    p.add_argument("--tasks", nargs="*", default=None, help="task order for a genotype (default: its own)")
+
+    p = sub.add_parser("table", help="Table-1-style comparison: search, retrain ATRC and fixed contexts, baselines")
+    _common(p, "synthetic-atrc")
+    p.add_argument("--architecture", default=None, help="use this searched architecture instead of searching")
+    p.add_argument("--variants", nargs="*", default=None,
+                   help="subset of: single_task multitask global local tlabel slabel atrc")
+    return parser
+
+
+def _load_cfg(args, command: str):
+    from nas.config import load_config
+
+    overrides = list(FAST_DEV if args.fast_dev_run else []) + list(args.overrides)
+    if args.device:
+        overrides.append(f"device={args.device}")
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    cfg = load_config(args.config, overrides)
+    if args.fast_dev_run:
+        cfg["name"] = f"{cfg['name']}-fast-dev"
+        cfg["data"]["cache_dir"] = str(Path(cfg["data"]["cache_dir"]))
+    out = Path(args.out) if args.out else Path("results") / command / f"{cfg['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return cfg, out
+
+
+def _print_metrics(summary: dict) -> None:
+    for t, v in summary["primary"].items():
+        print(f"  {t:10s} {v:.4f}")
+    if summary.get("delta_m") is not None:
+        print(f"  Delta_m    {summary['delta_m']:+.2f}%")
+
+
+def cmd_train(args):
+    from nas.engine.train import train_run
+
+    cfg, out = _load_cfg(args, args.command)
+    summary = train_run(cfg, out, architecture=args.architecture, progress=not args.no_progress)
+    print(f"trained {cfg['name']} in {summary['wall_s']:.0f}s; val metrics:")
+    _print_metrics(summary)
+    print(f"outputs: {out}/ (config.yaml, metrics.json, checkpoint.pt, train_curve.csv)")
+
+
+def cmd_search(args):
+    from nas.engine.search import search_run
+
+    cfg, out = _load_cfg(args, "search")
+    summary = search_run(cfg, out, progress=not args.no_progress)
+    print(f"searched {summary['decisions']} decisions in {summary['wall_s']:.0f}s ({summary['frozen']} frozen); "
+          "argmax subgraph val metrics:")
+    _print_metrics(summary)
+    print(f"architecture: {out / 'architecture.yaml'}")
+    print(f"outputs: {out}/ (alpha_history.csv, freeze_events.csv, train_curve.csv, metrics.json, checkpoint.pt)")
+
+
+def cmd_summary(args):
+    from nas.engine.summary import model_summary
+    from nas.engine.train import load_run_architecture
+    from nas.models import build_model
+    from nas.tasks import DatasetInfo, build_tasks
+
+    cfg, _ = _load_cfg(args, "summary")
+    arch = load_run_architecture(cfg, args.architecture)
+    info = DatasetInfo(cfg["data"]["dataset"])
+    if cfg["data"]["dataset"] == "synthetic":
+        from nas.data.scenes import CLASSES, PARTS
+
+        info.num_classes, info.num_parts = len(CLASSES), len(PARTS)
+    tasks = build_tasks(cfg["data"]["tasks"], info)
+    model = build_model(cfg, tasks, kind="atrc" if arch else None, architecture=arch)
+    size = tuple(cfg["data"]["crop"] or cfg["data"]["image_size"])
+    s = model_summary(model, size)
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return
+    print(f"{'module':28s} {'params (M)':>11s} {'MAdds (G)':>10s}")
+    for m in s["modules"]:
+        print(f"{m['module']:28s} {m['params_M']:11.3f} {m['madds_G']:10.3f}")
+    print(f"{'total':28s} {s['params_M']:11.3f} {s['madds_G']:10.3f}   (input {size[0]}x{size[1]})")
+
+
+def cmd_configs(args):
+    from nas.config import list_configs
+
+    for name, desc in list_configs().items():
+        print(f"{name:22s} {desc}")
+
+
+def cmd_export(args):
+    from runners.export import export
+
+    arch = export(args.source, args.out, args.tasks)
+    print(f"wrote {args.out} ({arch.space}, tasks {', '.join(arch.tasks)})")
+
+
+def cmd_table(args):
+    from runners.table import run_table
+
+    cfg, out = _load_cfg(args, "table")
+    paths = run_table(cfg, out, architecture=args.architecture, variants=args.variants,
+                      progress=not args.no_progress)
+    print(Path(paths["markdown"]).read_text())
+    print(f"outputs: {paths['csv']}, {paths['markdown']}")
+
+
+COMMANDS = {"train": cmd_train, "retrain": cmd_train, "search": cmd_search, "summary": cmd_summary,
+            "configs": cmd_configs, "export": cmd_export, "table": cmd_table}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from nas.errors import UserError
+    from spaces.errors import SpecError
+
+    args = build_parser().parse_args(argv)
+    try:
+        if getattr(args, "command", None) == "retrain" and args.config is None:
+            args.config = _config_for_architecture(args.architecture)
+        COMMANDS[args.command](args)
+    except (UserError, SpecError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last checkpoint is kept (rerun with the same --out to resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _config_for_architecture(path: str) -> str:
+    """retrain without --config: the config saved next to the architecture by its search, else the default."""
+    cand = Path(path).parent / "config.yaml"
+    return str(cand) if cand.is_file() else "synthetic-atrc"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,7 @@
+"""Declarative search spaces (named categorical decisions) and the architecture file format."""
+
+from spaces.architecture import Architecture, fixed_architecture, from_genotype, load_architecture
+from spaces.space import Decision, SearchSpace, load_space
+
+__all__ = ["Architecture", "Decision", "SearchSpace", "fixed_architecture", "from_genotype",
+           "load_architecture", "load_space"]

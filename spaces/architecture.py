@@ -1,0 +1,152 @@
+"""The architecture file: what a search exports and a retrain reads (YAML, ``trcnas-architecture/1``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from spaces.errors import SpecError
+from spaces.io import atomic_write_text
+from spaces.space import SearchSpace, load_space
+
+ARCH_FORMAT = "trcnas-architecture/1"
+GENOTYPE_CODES = ("none", "global", "local", "tlabel", "slabel")
+
+
+def _get(tree: dict, path: tuple[str, ...]):
+    node = tree
+    for p in path:
+        if not isinstance(node, dict) or p not in node:
+            return None
+        node = node[p]
+    return node
+
+
+def _set(tree: dict, path: tuple[str, ...], value) -> None:
+    node = tree
+    for p in path[:-1]:
+        node = node.setdefault(p, {})
+    node[path[-1]] = value
+
+
+@dataclass
+class Architecture:
+    space: str
+    tasks: list[str]
+    choices: dict[str, Any]
+    search: dict[str, Any] = field(default_factory=dict)
+
+    def choice(self, path: tuple[str, ...]):
+        return _get(self.choices, path)
+
+    def atrc_candidates(self) -> dict[str, dict[str, list[str]]]:
+        """``{target: {source: [context]}}`` for building a fixed ATRC module."""
+        rows = self.choices.get("atrc", {})
+        return {t: {s: [rows[t][s]] for s in self.tasks} for t in self.tasks}
+
+    def validate(self, space: SearchSpace | None = None, tasks: list[str] | None = None, source: str = "",
+                 known_tasks: list[str] | None = None) -> None:
+        """Check against the space (every decision present, every value a candidate), the run's tasks and
+        the names of known tasks."""
+        where = f"{source}: " if source else ""
+        if tasks is not None and list(tasks) != list(self.tasks):
+            raise SpecError(f"{where}architecture is for tasks {self.tasks}, but the config has {list(tasks)}")
+        for t in self.tasks if known_tasks is not None else ():
+            if t not in known_tasks:
+                raise SpecError(f"{where}unknown task {t!r} in architecture (known: {', '.join(known_tasks)})")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise SpecError(f"{where}tasks are listed twice: {self.tasks}")
+        space = space or load_space(self.space)
+        for d in space.decisions(self.tasks):
+            v = self.choice(d.path)
+            if v is None:
+                raise SpecError(f"{where}missing choice for {'.'.join(d.path)} (candidates: {list(d.candidates)})")
+            if v not in d.candidates:
+                raise SpecError(f"{where}choices.{'.'.join(d.path)} = {v!r} is not one of {list(d.candidates)}")
+
+    def to_dict(self) -> dict:
+        return {"format": ARCH_FORMAT, "space": self.space, "tasks": list(self.tasks), "choices": self.choices,
+                "search": self.search}
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return path
+
+
+def from_dict(data: Any, source: str = "architecture") -> Architecture:
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: an architecture file must be a mapping")
+    if data.get("format") != ARCH_FORMAT:
+        raise SpecError(f"{source}: format must be {ARCH_FORMAT!r}, got {data.get('format')!r}")
+    for k in ("space", "tasks", "choices"):
+        if k not in data:
+            raise SpecError(f"{source}: missing key {k!r}")
+    if not isinstance(data["tasks"], list) or not isinstance(data["choices"], dict):
+        raise SpecError(f"{source}: tasks must be a list and choices a mapping")
+    extra = set(data) - {"format", "space", "tasks", "choices", "search"}
+    if extra:
+        raise SpecError(f"{source}: unknown key(s) {', '.join(sorted(extra))}")
+    arch = Architecture(str(data["space"]), list(data["tasks"]), data["choices"], dict(data.get("search") or {}))
+    arch.validate(source=source)
+    return arch
+
+
+def load_architecture(path: str | Path) -> Architecture:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"architecture file {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise SpecError(f"malformed YAML in {path}: {e}") from None
+    return from_dict(data, str(path))
+
+
+def from_genotype(data: dict | str | Path, tasks: list[str] | None = None, space: str = "atrc") -> Architecture:
+    """Import the reference JSON genotype ``{"data": {target: {source: code}}, "step": N}``
+    (codes 0 none, 1 global, 2 local, 3 tlabel, 4 slabel)."""
+    source = "genotype"
+    if not isinstance(data, dict):
+        source = str(data)
+        try:
+            data = json.loads(Path(data).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise SpecError(f"cannot read genotype JSON {source}: {e}") from None
+    rows = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(rows, dict):
+        raise SpecError(f"{source}: a genotype needs a 'data' mapping {{target: {{source: code}}}}")
+    tasks = list(tasks or rows.keys())
+    choices: dict = {}
+    for t in tasks:
+        for s in tasks:
+            code = (rows.get(t) or {}).get(s)
+            if not isinstance(code, int) or not 0 <= code < len(GENOTYPE_CODES):
+                raise SpecError(f"{source}: data.{t}.{s} must be a code 0..4, got {code!r}")
+            _set(choices, ("atrc", t, s), GENOTYPE_CODES[code])
+    search = {"step": data["step"]} if "step" in data else {}
+    arch = Architecture(space, tasks, choices, search)
+    arch.validate(source=source)
+    return arch
+
+
+def fixed_architecture(space: SearchSpace, tasks: list[str], context: str) -> Architecture:
+    """Every pair gets ``context`` (self pairs fall back to the nearest allowed: slabel -> tlabel)."""
+    choices: dict = {}
+    for d in space.decisions(tasks):
+        value = context if context in d.candidates else ("tlabel" if context == "slabel" else d.candidates[0])
+        _set(choices, d.path, value)
+    return Architecture(space.name, list(tasks), choices, {"fixed": context})
+
+
+def architecture_from_decisions(space: SearchSpace, tasks: list[str], values: dict[tuple, str],
+                                search: dict | None = None) -> Architecture:
+    choices: dict = {}
+    for path, v in values.items():
+        _set(choices, path, v)
+    return Architecture(space.name, list(tasks), choices, dict(search or {}))
