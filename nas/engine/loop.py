@@ -111,10 +111,9 @@ def poly_lr(base: float, step: int, total: int, power: float) -> float:
     return base * (1 - min(step, total) / total) ** power
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        return
-    cols = list(dict.fromkeys(k for r in rows for k in r))
+def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> None:
+    """Atomic CSV of dict rows; columns = union of row keys in first-seen order (or ``columns``)."""
+    cols = columns or list(dict.fromkeys(k for r in rows for k in r))
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols)
     w.writeheader()

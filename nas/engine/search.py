@@ -14,6 +14,7 @@ from spaces import load_space
 from spaces.architecture import architecture_from_decisions
 
 ARCHITECTURE = "architecture.yaml"
+FREEZE_COLUMNS = ["step", "decision", "choice", "probability", "margin"]
 
 
 def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bool = True,
@@ -30,7 +31,7 @@ def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bo
 
     def checkpoint_hook(step, path):
         write_csv(out / "alpha_history.csv", controller.flush())
-        write_csv(out / "freeze_events.csv", controller.events)
+        write_csv(out / "freeze_events.csv", controller.events, FREEZE_COLUMNS)
         if on_checkpoint:
             on_checkpoint(step, path)
 

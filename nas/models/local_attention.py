@@ -1,24 +1,64 @@
-"""9x9 (any odd window) local softmax attention without a compiled op and without materialising
-B x C x K^2 x H x W for the whole map.
+"""Local softmax attention over a 9x9 (any odd) window, with no compiled op and no B x C x K^2 x H x W tensor.
 
 out_i = sum_{j in N(i)} softmax_j(q_i . k_j * scale) v_j, where N(i) is the window around i clipped to the
 image: neighbours outside the image are *masked out* (excluded from the softmax), not given logit 0 as in
-the reference CUDA op. The forward and backward passes run over row bands, unfolding only one band of
-keys/values at a time, and save just q, k, v and the B x K^2 x H x W attention weights for backward.
+the reference CUDA op.
+
+Implementation ("halo" blocking): the map is cut into tile x tile query blocks; each block attends to its
+(tile + K - 1)^2 halo of keys with one batched matmul, and a static mask keeps each query's own K x K
+window (and the pixels inside the image). With tile 8 and K = 9 the matmuls do 3.2x the necessary
+multiply-adds, but as dense GEMMs they run several times faster than gathering 81 neighbours, and the
+largest saved tensor is B x L x (tile + K - 1)^2 attention weights instead of B x C x K^2 x L keys and values.
 """
 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 
 
-def _band_rows(h: int, w: int, c: int, window: int, budget: int) -> int:
-    """Rows per band so that one unfolded band holds about ``budget`` elements per batch item."""
-    per_row = c * window * window * w
-    return max(1, min(h, budget // max(per_row, 1)))
+@lru_cache(maxsize=32)
+def _halo_mask(h: int, w: int, tile: int, window: int, device: torch.device) -> torch.Tensor:
+    """N x tile^2 x S bool: key s of tile n's halo lies in query t's window and inside the image."""
+    p = window // 2
+    nh, nw = -(-h // tile), -(-w // tile)
+    s = tile + 2 * p
+    i = torch.arange(tile, device=device)
+    u = torch.arange(s, device=device)
+    rel = (u[None, :] >= i[:, None]) & (u[None, :] <= i[:, None] + 2 * p)  # tile x S, one axis
+    rel2 = (rel[:, None, :, None] & rel[None, :, None, :]).reshape(tile * tile, s * s)
+    rows = torch.arange(nh, device=device)[:, None] * tile + u[None, :] - p
+    cols = torch.arange(nw, device=device)[:, None] * tile + u[None, :] - p
+    inside = (((rows >= 0) & (rows < h))[:, None, :, None] & ((cols >= 0) & (cols < w))[None, :, None, :])
+    return rel2[None] & inside.reshape(nh * nw, 1, s * s)
+
+
+def local_attention(q, k, v, window: int = 9, scale: float | None = None, tile: int = 8):
+    """q, k: B x C x H x W; v: B x Cv x H x W -> B x Cv x H x W. Differentiable through plain autograd."""
+    if window % 2 != 1:
+        raise ValueError(f"local attention window must be odd, got {window}")
+    b, c, h, w = q.shape
+    cv = v.shape[1]
+    p = window // 2
+    scale = 1.0 / math.sqrt(c) if scale is None else scale
+    nh, nw = -(-h // tile), -(-w // tile)
+    hp, wp = nh * tile, nw * tile
+    s = tile + 2 * p
+    qt = F.pad(q, (0, wp - w, 0, hp - h)).view(b, c, nh, tile, nw, tile)
+    qt = qt.permute(0, 2, 4, 3, 5, 1).reshape(b, nh * nw, tile * tile, c)
+
+    def halo(x):
+        xp = F.pad(x, (p, p + wp - w, p, p + hp - h))
+        return F.unfold(xp, s, stride=tile).view(b, x.shape[1], s * s, nh * nw).permute(0, 3, 2, 1)  # B N S C
+
+    logits = torch.matmul(qt, halo(k).transpose(-1, -2)) * scale
+    logits = logits.masked_fill(~_halo_mask(h, w, tile, window, q.device), float("-inf"))
+    out = torch.matmul(torch.softmax(logits, -1), halo(v))  # B N tile^2 Cv
+    out = out.view(b, nh, nw, tile, tile, cv).permute(0, 5, 1, 3, 2, 4).reshape(b, cv, hp, wp)
+    return out[:, :, :h, :w]
 
 
 def _valid_mask(h, w, window, device, dtype):
@@ -26,76 +66,6 @@ def _valid_mask(h, w, window, device, dtype):
     pad = window // 2
     ones = torch.ones(1, 1, h, w, device=device, dtype=dtype)
     return F.unfold(F.pad(ones, (pad, pad, pad, pad)), window).view(window * window, h, w) > 0
-
-
-class _LocalAttention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, window: int, scale: float, budget: int):
-        b, c, h, w = q.shape
-        cv = v.shape[1]
-        pad = window // 2
-        kk = window * window
-        kp = F.pad(k, (pad, pad, pad, pad))
-        vp = F.pad(v, (pad, pad, pad, pad))
-        mask = _valid_mask(h, w, window, q.device, q.dtype)
-        attn = q.new_empty(b, kk, h, w)
-        out = q.new_empty(b, cv, h, w)
-        rows = _band_rows(h, w, max(c, cv), window, budget)
-        for r0 in range(0, h, rows):
-            r1 = min(h, r0 + rows)
-            n = r1 - r0
-            ku = F.unfold(kp[:, :, r0 : r1 + 2 * pad], window).view(b, c, kk, n, w)
-            logits = torch.einsum("bcnw,bcknw->bknw", q[:, :, r0:r1], ku) * scale
-            logits = logits.masked_fill(~mask[None, :, r0:r1], float("-inf"))
-            a = torch.softmax(logits, dim=1)
-            attn[:, :, r0:r1] = a
-            vu = F.unfold(vp[:, :, r0 : r1 + 2 * pad], window).view(b, cv, kk, n, w)
-            out[:, :, r0:r1] = torch.einsum("bknw,bcknw->bcnw", a, vu)
-        ctx.save_for_backward(q, k, v, attn)
-        ctx.window, ctx.scale, ctx.rows = window, scale, rows
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        q, k, v, attn = ctx.saved_tensors
-        window, scale, rows = ctx.window, ctx.scale, ctx.rows
-        b, c, h, w = q.shape
-        cv = v.shape[1]
-        pad = window // 2
-        kk = window * window
-        wp = w + 2 * pad
-        kp = F.pad(k, (pad, pad, pad, pad))
-        vp = F.pad(v, (pad, pad, pad, pad))
-        gq = torch.zeros_like(q)
-        gkp = torch.zeros_like(kp)
-        gvp = torch.zeros_like(vp)
-        grad_out = grad_out.contiguous()
-        for r0 in range(0, h, rows):
-            r1 = min(h, r0 + rows)
-            n = r1 - r0
-            a = attn[:, :, r0:r1]
-            go = grad_out[:, :, r0:r1]
-            vu = F.unfold(vp[:, :, r0 : r1 + 2 * pad], window).view(b, cv, kk, n, w)
-            ga = torch.einsum("bcnw,bcknw->bknw", go, vu)
-            gl = a * (ga - (a * ga).sum(1, keepdim=True)) * scale  # masked entries have a = 0
-            ku = F.unfold(kp[:, :, r0 : r1 + 2 * pad], window).view(b, c, kk, n, w)
-            gq[:, :, r0:r1] = torch.einsum("bknw,bcknw->bcnw", gl, ku)
-            gku = torch.einsum("bknw,bcnw->bcknw", gl, q[:, :, r0:r1]).reshape(b, c * kk, n * w)
-            gkp[:, :, r0 : r1 + 2 * pad] += F.fold(gku, (n + 2 * pad, wp), window)
-            gvu = torch.einsum("bknw,bcnw->bcknw", a, go).reshape(b, cv * kk, n * w)
-            gvp[:, :, r0 : r1 + 2 * pad] += F.fold(gvu, (n + 2 * pad, wp), window)
-        gk = gkp[:, :, pad : pad + h, pad : pad + w]
-        gv = gvp[:, :, pad : pad + h, pad : pad + w]
-        return gq, gk, gv, None, None, None
-
-
-def local_attention(q, k, v, window: int = 9, scale: float | None = None, budget: int = 1 << 20):
-    """Local attention over a ``window`` x ``window`` neighbourhood. q, k: B x C x H x W; v: B x Cv x H x W.
-    ``budget`` bounds the unfolded band size (elements per batch item) and so the peak extra memory."""
-    if window % 2 != 1:
-        raise ValueError(f"local attention window must be odd, got {window}")
-    scale = 1.0 / math.sqrt(q.shape[1]) if scale is None else scale
-    return _LocalAttention.apply(q, k, v, window, scale, budget)
 
 
 def local_attention_unfold(q, k, v, window: int = 9, scale: float | None = None):

@@ -25,7 +25,8 @@ MODES = ("soft", "soft-all", "hard")
 def sample_gumbel(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Standard Gumbel noise shaped like ``logits`` (``generator`` must live on the logits' device)."""
     u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float32)
-    return -torch.log(-torch.log(u.clamp_min(1e-20)).clamp_min(1e-20)).to(logits.dtype)
+    e = (-torch.log(u.clamp_min(1e-20))).clamp_min(1e-20)  # Exp(1) sample
+    return (-torch.log(e)).to(logits.dtype)
 
 
 def gumbel_softmax(logits: torch.Tensor, tau: float, hard: bool = False,
