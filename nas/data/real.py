@@ -75,7 +75,7 @@ def _normals_from(arr: np.ndarray) -> np.ndarray:
 
 
 def _to_sample(image: np.ndarray, labels: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    out = {"image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255}
+    out = {"image": torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255}
     for k, v in labels.items():
         if k in ("semseg", "parts"):
             out[k] = torch.from_numpy(v.astype(np.int64))

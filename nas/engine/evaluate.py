@@ -26,11 +26,20 @@ def compute_losses(out: dict, batch: dict, tasks: Mapping[str, Task], weights: M
         loss = task.loss(upsample_to(out["pred"][t].float(), size), batch[t])
         parts[t] = loss.detach()
         total = total + w * loss
-        if t in out["aux"]:
-            aux = task.aux_loss(upsample_to(out["aux"][t].float(), size), batch[t])
+        if t in out["aux"]:  # aux CE at feature resolution against nearest-downsampled labels (cheaper)
+            logits = out["aux"][t].float()
+            aux = task.aux_loss(logits, downsample_nearest(batch[t], logits.shape[-2:]))
             parts[f"aux_{t}"] = aux.detach()
             total = total + w * aux
     return total, parts
+
+
+def downsample_nearest(label: torch.Tensor, size) -> torch.Tensor:
+    if label.shape[-2:] == tuple(size):
+        return label
+    x = label[:, None] if label.dim() == 3 else label
+    y = torch.nn.functional.interpolate(x.float(), size=tuple(size), mode="nearest").to(label.dtype)
+    return y[:, 0] if label.dim() == 3 else y
 
 
 @torch.no_grad()

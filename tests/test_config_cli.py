@@ -1,0 +1,84 @@
+import json
+
+import pytest
+
+from nas.config import load_config
+from nas.errors import UserError
+from runners.cli import main
+
+
+def _err(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err
+
+
+@pytest.mark.parametrize("text,match", [
+    ("model:\n  colour: red\n", "unknown config key 'model.colour'"),
+    ("train:\n  steps: many\n", "train.steps must be int"),
+    ("data:\n  tasks: [semseg, telepathy]\n", "unknown task 'telepathy'"),
+    ("train: [1, 2\n", "malformed YAML"),
+])
+def test_bad_config_is_one_clear_line(tmp_path, capsys, text, match):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    code, err = _err(capsys, ["train", "--config", str(p), "--no-progress"])
+    assert code == 2 and len(err) == 1 and match in err[0] and str(p) in err[0]
+
+
+def test_missing_config_file_and_bad_override(tmp_path, capsys):
+    code, err = _err(capsys, ["train", "--config", str(tmp_path / "none.yaml")])
+    assert code == 2 and err == [f"error: config file {tmp_path / 'none.yaml'} not found"]
+    code, err = _err(capsys, ["train", "--set", "train.nope=1"])
+    assert code == 2 and "unknown config key" in err[0]
+
+
+def test_missing_dataset_root_via_cli(capsys, tmp_path):
+    code, err = _err(capsys, ["train", "--set", "data.dataset=nyud", "--set", f"data.root={tmp_path}/x",
+                              "--out", str(tmp_path / "o")])
+    assert code == 2 and len(err) == 1 and "does not exist" in err[0] and "gt_sets" in err[0]
+
+
+def test_base_inheritance_and_override():
+    cfg = load_config("synthetic-atrc", ["train.lr=0.5", "data.image_size=[32, 48]"])
+    assert cfg["model"]["dropout"] == 0.05 and cfg["name"] == "synthetic-atrc"
+    assert cfg["train"]["lr"] == 0.5 and cfg["data"]["image_size"] == [32, 48]
+    with pytest.raises(UserError):
+        load_config("no-such-config")
+
+
+def test_configs_lists_shipped(capsys):
+    assert main(["configs"]) == 0
+    out = capsys.readouterr().out
+    for name in ("synthetic-mt", "synthetic-st", "synthetic-atrc", "nyud-hrnet18", "nyud-hrnet48", "pascal-hrnet18"):
+        assert name in out
+    for name in ("nyud-hrnet18", "nyud-hrnet48", "pascal-hrnet18"):
+        load_config(name)  # paper configs validate
+
+
+@pytest.mark.parametrize("config", ["synthetic-mt", "synthetic-st", "synthetic-atrc"])
+def test_fast_dev_run_every_synthetic_config(tmp_path, fast_args, config):
+    out = tmp_path / "run"
+    assert main(["train", "--config", config, "--out", str(out), *fast_args]) == 0
+    for f in ("config.yaml", "metrics.json", "checkpoint.pt", "train_curve.csv"):
+        assert (out / f).stat().st_size > 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["primary"]) == {"semseg", "depth", "normals", "edge"}
+    assert m["steps"] == 3
+
+
+def test_train_is_deterministic_on_cpu(tmp_path, fast_args):
+    runs = []
+    for i in range(2):
+        out = tmp_path / f"r{i}"
+        assert main(["train", "--out", str(out), "--seed", "5", *fast_args]) == 0
+        runs.append(json.loads((out / "metrics.json").read_text())["metrics"])
+    assert runs[0] == runs[1]
+
+
+def test_summary_json_counts(capsys):
+    assert main(["summary", "--json", "--set", "data.image_size=[64, 64]"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["params_M"] > 0 and s["madds_G"] > 0
+    assert sum(m["params_M"] for m in s["modules"]) == pytest.approx(s["params_M"])
+    assert sum(m["madds_G"] for m in s["modules"]) <= s["madds_G"] + 1e-9

@@ -1,0 +1,102 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nas import metrics
+
+
+def test_miou_hand_computed_and_ignore():
+    m = metrics.ConfusionMeter(3)
+    pred = torch.tensor([[0, 0, 1, 2]])
+    tgt = torch.tensor([[0, 1, 1, 255]])
+    m.update(pred, tgt)
+    # class 0: inter 1, union 2 ; class 1: inter 1, union 2 ; class 2: absent everywhere (pixel ignored)
+    assert m.compute()["mIoU"] == pytest.approx(50.0)
+
+
+def test_miou_accumulates_dataset_not_batch_means():
+    m = metrics.ConfusionMeter(2)
+    m.update(torch.tensor([[0, 0, 0, 0]]), torch.tensor([[0, 0, 0, 1]]))  # batch mIoU (3/4 + 0)/2
+    m.update(torch.tensor([[1]]), torch.tensor([[1]]))  # batch mIoU 1
+    # dataset confusion: c0 inter 3 union 4; c1 inter 1 union 2 -> (0.75 + 0.5) / 2
+    assert m.compute()["mIoU"] == pytest.approx(62.5)
+
+
+def test_reset_clears_every_total():
+    seg = metrics.ConfusionMeter(2)
+    seg.update(torch.tensor([[1, 0]]), torch.tensor([[0, 0]]))
+    seg.reset()
+    seg.update(torch.tensor([[1, 1]]), torch.tensor([[1, 1]]))
+    assert seg.compute()["mIoU"] == pytest.approx(100.0)
+    d = metrics.DepthMeter()
+    d.update(torch.full((1, 1, 2, 2), 5.0), torch.ones(1, 1, 2, 2))
+    d.reset()
+    d.update(torch.full((1, 1, 2, 2), 2.0), torch.ones(1, 1, 2, 2))
+    assert d.compute()["rmse"] == pytest.approx(1.0)
+    n = metrics.NormalsMeter()
+    n.update(torch.tensor([0.0, 1, 0]).view(1, 3, 1, 1), torch.tensor([1.0, 0, 0]).view(1, 3, 1, 1))
+    n.reset()
+    n.update(torch.tensor([1.0, 0, 0]).view(1, 3, 1, 1), torch.tensor([1.0, 0, 0]).view(1, 3, 1, 1))
+    assert n.compute()["mean"] == pytest.approx(0.0, abs=1e-6) and n.compute()["median"] == 0.0
+    s = metrics.SaliencyMeter(from_logits=False)
+    s.update(torch.ones(1, 1, 1, 2), torch.tensor([0, 0]).view(1, 1, 1, 2))
+    s.reset()
+    s.update(torch.tensor([1.0, 0]).view(1, 1, 1, 2), torch.tensor([1, 0]).view(1, 1, 1, 2))
+    assert s.compute()["maxF"] == pytest.approx(100.0)
+
+
+def test_depth_rmse_over_valid_pixels_of_dataset():
+    m = metrics.DepthMeter()
+    m.update(torch.tensor([[[[1.0, 3.0], [9.0, 9.0]]]]), torch.tensor([[[[2.0, 3.0], [0.0, 0.0]]]]))
+    m.update(torch.tensor([[[[4.0]]]]), torch.tensor([[[[2.0]]]]))
+    # errors: 1, 0, 2 (zeros are invalid) -> sqrt(5/3)
+    assert m.compute()["rmse"] == pytest.approx(math.sqrt(5 / 3))
+    assert m.compute()["mae"] == pytest.approx(1.0)
+
+
+def test_normals_mean_angle_atan2_and_rmse_distinct():
+    m = metrics.NormalsMeter()
+    t = torch.tensor([1.0, 0, 0]).view(1, 3, 1, 1).repeat(1, 1, 1, 3)
+    p = torch.stack([torch.tensor([1.0, 0, 0]), torch.tensor([0, 1.0, 0]), torch.tensor([2.0, 0, 0])], -1)
+    t[..., 2] = 0  # invalid ground truth at the third pixel
+    m.update(p.view(1, 3, 1, 3), t)
+    out = m.compute()
+    assert out["mean"] == pytest.approx(45.0)  # angles 0 and 90
+    assert out["rmse"] == pytest.approx(math.sqrt((0 + 90**2) / 2))
+    assert metrics.angular_error_deg(torch.tensor([[1.0, 0, 0]]), torch.tensor([[-1.0, 0, 0]])).item() == \
+        pytest.approx(180.0)
+
+
+def test_saliency_maxf_hand_case():
+    m = metrics.SaliencyMeter(from_logits=False)
+    prob = torch.tensor([0.9, 0.8, 0.3, 0.1]).view(1, 1, 1, 4)
+    tgt = torch.tensor([1, 0, 1, 0]).view(1, 1, 1, 4)
+    m.update(prob, tgt)
+    # threshold in (0.3, 0.8): P = 1/2? no: above {0.9, 0.8} -> P 1/2 R 1/2; threshold (0.1, 0.3): P 2/3 R 1
+    f = lambda p, r: 1.3 * p * r / (0.3 * p + r)  # noqa: E731
+    best = max(f(1.0, 0.5), f(0.5, 0.5), f(2 / 3, 1.0))
+    assert m.compute()["maxF"] == pytest.approx(best * 100)
+
+
+def test_edge_odsf_tolerance():
+    gt = np.zeros((1, 1, 100, 100), dtype=np.float32)
+    gt[0, 0, 50, 10:90] = 1
+    m = metrics.EdgeMeter(max_dist=0.011, from_logits=False)  # 0.011 * 141 = 1.56 px
+    m.update(torch.from_numpy(gt), torch.from_numpy(gt))
+    assert m.compute()["odsF"] == pytest.approx(100.0)
+    shifted = np.roll(gt, 1, axis=2)  # one pixel off: within tolerance
+    m.reset()
+    m.update(torch.from_numpy(shifted), torch.from_numpy(gt))
+    assert m.compute()["odsF"] == pytest.approx(100.0)
+    far = np.roll(gt, 5, axis=2)  # five pixels off: no match
+    m.reset()
+    m.update(torch.from_numpy(far), torch.from_numpy(gt))
+    assert m.compute()["odsF"] == pytest.approx(0.0)
+
+
+def test_delta_m_signs():
+    hib = {"semseg": True, "depth": False}
+    assert metrics.delta_m({"semseg": 44, "depth": 0.5}, {"semseg": 40, "depth": 0.5}, hib) == pytest.approx(5.0)
+    assert metrics.delta_m({"semseg": 40, "depth": 0.6}, {"semseg": 40, "depth": 0.5}, hib) == pytest.approx(-10.0)
