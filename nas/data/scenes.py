@@ -153,7 +153,6 @@ class SceneGenerator:
 
     def render(self, seed: int, index: int) -> SceneSample:
         rng = np.random.default_rng([seed, index])
-        h, w = self.height, self.width
         # room and camera
         half_w = rng.uniform(2.0, 3.5)
         depth_room = rng.uniform(4.5, 7.5)

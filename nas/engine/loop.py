@@ -142,8 +142,9 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
         set_rng_state(state["rng"])
         start, rows, elapsed = state["step"], list(state["rows"]), state.get("wall_s", 0.0)
     sampler = StepBatchSampler(len(ctx.train_set), tr["batch_size"], cfg["seed"], steps, start)
+    # its own generator: creating the iterator must not draw from the global RNG (bit-exact resumption)
     loader = DataLoader(ctx.train_set, batch_sampler=sampler, num_workers=cfg["data"]["num_workers"],
-                        pin_memory=ctx.device.type == "cuda")
+                        pin_memory=ctx.device.type == "cuda", generator=torch.Generator().manual_seed(cfg["seed"]))
     weights = cfg["loss_weights"]
     dev_type = ctx.device.type
     clip = tr["grad_clip"]

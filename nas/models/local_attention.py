@@ -55,7 +55,9 @@ def local_attention(q, k, v, window: int = 9, scale: float | None = None, tile: 
         return F.unfold(xp, s, stride=tile).view(b, x.shape[1], s * s, nh * nw).permute(0, 3, 2, 1)  # B N S C
 
     logits = torch.matmul(qt, halo(k).transpose(-1, -2)) * scale
-    logits = logits.masked_fill(~_halo_mask(h, w, tile, window, q.device), float("-inf"))
+    # a finite fill: queries in the tile padding beyond the image see no valid key, and -inf there would turn
+    # their (discarded) rows into NaN, which backward spreads into the gradients of k and v
+    logits = logits.masked_fill(~_halo_mask(h, w, tile, window, q.device), torch.finfo(logits.dtype).min)
     out = torch.matmul(torch.softmax(logits, -1), halo(v))  # B N tile^2 Cv
     out = out.view(b, nh, nw, tile, tile, cv).permute(0, 5, 1, 3, 2, 4).reshape(b, cv, hp, wp)
     return out[:, :, :h, :w]

@@ -81,7 +81,7 @@ class SingleTaskNets(nn.Module):
 
     def forward(self, image, hooks=None):
         out = {"pred": {}, "aux": {}}
-        for t, net in self.nets.items():
+        for net in self.nets.values():
             out["pred"].update(net(image)["pred"])
         return out
 

@@ -18,7 +18,8 @@ class ArchitectureSearch(LoopPlugin):
             raise ValueError("the model has no searchable decision (no MixedOp)")
         set_mode(model, search_cfg["mode"])
         _, alphas = split_parameters(model)
-        self.alpha_opt = torch.optim.Adam(alphas, lr=search_cfg["alpha_lr"], weight_decay=search_cfg["alpha_weight_decay"])
+        self.alpha_opt = torch.optim.Adam(alphas, lr=search_cfg["alpha_lr"],
+                                          weight_decay=search_cfg["alpha_weight_decay"])
         self.tau = Schedule.from_cfg(search_cfg["tau"])
         self.entropy_weight = Schedule.from_cfg(search_cfg["entropy"])
         self.threshold = float(search_cfg["freeze_threshold"])

@@ -21,7 +21,7 @@ class Schedule:
     def __call__(self, step: int, total: int) -> float:
         f = min(max(step / max(total - 1, 1), 0.0), 1.0)
         if self.shape == "linear":
-            return self.start + (self.end - self.start) * f
+            return (1 - f) * self.start + f * self.end
         if self.shape == "cosine":
             return self.end + (self.start - self.end) * 0.5 * (1 + math.cos(math.pi * f))
         return self.start * (self.end / self.start) ** f

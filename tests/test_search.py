@@ -1,0 +1,181 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from scipy import stats
+
+from nas.models.context import GlobalContext, LocalContext
+from nas.models.local_attention import local_attention, local_attention_unfold
+from nas.search.mixed import MixedOp, entropy_loss, gumbel_softmax, update_freezing
+from nas.search.schedules import Schedule
+
+
+def test_gumbel_argmax_frequencies_match_softmax():
+    alpha = torch.tensor([1.0, 0.0, -1.0, 0.5, -0.3])
+    g = torch.Generator().manual_seed(0)
+    n = 20000
+    counts = torch.zeros(5)
+    for _ in range(n // 500):
+        w = gumbel_softmax(alpha.expand(500, 5), tau=1.0, generator=g)
+        counts += torch.bincount(w.argmax(-1), minlength=5)
+    expected = torch.softmax(alpha, 0) * n
+    chi2 = stats.chisquare(counts.numpy(), expected.numpy())
+    assert chi2.pvalue > 1e-3
+    assert torch.allclose(counts / n, torch.softmax(alpha, 0), atol=0.015)
+
+
+class Const(nn.Module):
+    def __init__(self, value):
+        super().__init__()
+        self.value = nn.Parameter(torch.tensor(float(value)))
+
+    def forward(self, x):
+        return x * self.value
+
+
+def _op(mode="hard"):
+    m = MixedOp("d", ["none", "a", "b", "c"], [None, Const(1), Const(2), Const(3)])
+    m.mode = mode
+    return m
+
+
+def test_hard_mode_computes_one_candidate_and_moves_alpha():
+    torch.manual_seed(0)
+    m = _op("hard")
+    opt = torch.optim.Adam([m.alpha], lr=0.1)
+    before = m.alpha.detach().clone()
+    moved = False
+    for _ in range(10):
+        out = m(lambda op: op(torch.ones(3)))
+        assert len(m.last_computed) == 1
+        if out is None:
+            continue
+        opt.zero_grad()
+        out.sum().backward()
+        assert m.alpha.grad is not None and m.alpha.grad.abs().sum() > 0
+        opt.step()
+        moved = True
+    assert moved and not torch.equal(before, m.alpha.detach())
+
+
+def test_soft_mode_computes_all_live_candidates_and_frozen_only_its_op():
+    m = _op("soft")
+    m(lambda op: op(torch.ones(2)))
+    assert sorted(m.last_computed) == ["a", "b", "c"]  # none is never computed
+    with torch.no_grad():
+        m.alpha.copy_(torch.tensor([0.0, 0.0, 5.0, 0.0]))
+    frozen = update_freezing(m, threshold=0.3)
+    assert frozen == [m] and m.chosen() == "b"
+    out = m(lambda op: op(torch.ones(2)))
+    assert m.last_computed == ["b"] and torch.equal(out, torch.full((2,), 2.0))
+    m.mode = "soft-all"  # the reference behaviour computes everything, even when frozen
+    m(lambda op: op(torch.ones(2)))
+    assert sorted(m.last_computed) == ["a", "b", "c", "none"]
+
+
+def test_freeze_threshold_margin():
+    m = _op()
+    with torch.no_grad():
+        m.alpha.copy_(torch.log(torch.tensor([0.1, 0.5, 0.25, 0.15])))
+    assert update_freezing(m, 0.3) == []  # margin 0.25
+    with torch.no_grad():
+        m.alpha.copy_(torch.log(torch.tensor([0.1, 0.55, 0.2, 0.15])))
+    assert update_freezing(m, 0.3) == [m] and m.frozen
+
+
+def test_entropy_weight_crosses_zero_at_quarter_and_tau_schedule():
+    w = Schedule(-0.02, 0.06)
+    total = 4001
+    values = [w(s, total) for s in range(total)]
+    first_pos = next(i for i, v in enumerate(values) if v > 0)
+    assert first_pos / total == pytest.approx(0.25, abs=1e-3)
+    assert values[0] == -0.02 and values[-1] == pytest.approx(0.06)
+    tau = Schedule(1.0, 0.05)
+    assert tau(0, 100) == 1.0 and tau(99, 100) == pytest.approx(0.05)
+    assert Schedule(1.0, 0.05, "exp")(99, 100) == pytest.approx(0.05)
+
+
+def test_entropy_loss_is_mean_over_live_decisions():
+    a, b = _op(), _op()
+    container = nn.ModuleList([a, b])
+    assert entropy_loss(container).item() == pytest.approx(math.log(4))
+    b.freeze(1)
+    assert entropy_loss(container).item() == pytest.approx(math.log(4))
+    a.freeze(0)
+    assert entropy_loss(container) is None
+
+
+def _naive_local(q, k, v, window):
+    b, c, h, w = q.shape
+    p = window // 2
+    out = torch.zeros(b, v.shape[1], h, w, dtype=q.dtype)
+    for i in range(h):
+        for j in range(w):
+            logits, vals = [], []
+            for y in range(max(0, i - p), min(h, i + p + 1)):
+                for x in range(max(0, j - p), min(w, j + p + 1)):
+                    logits.append((q[:, :, i, j] * k[:, :, y, x]).sum(1) / math.sqrt(c))
+                    vals.append(v[:, :, y, x])
+            a = torch.softmax(torch.stack(logits, 1), 1)
+            out[:, :, i, j] = (a[:, :, None] * torch.stack(vals, 1)).sum(1)
+    return out
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 11, 13), (1, 4, 9, 9), (1, 3, 20, 7)])
+def test_local_attention_equals_naive_reference_with_borders(shape):
+    torch.manual_seed(1)
+    b, c, h, w = shape
+    q, k = torch.randn(b, c, h, w), torch.randn(b, c, h, w)
+    v = torch.randn(b, 5, h, w)
+    ref = _naive_local(q, k, v, 9)
+    assert (local_attention(q, k, v, 9) - ref).abs().max() < 1e-5
+    assert (local_attention_unfold(q, k, v, 9) - ref).abs().max() < 1e-5
+
+
+def test_local_attention_gradients_match_unfold_reference():
+    torch.manual_seed(2)
+    x = [torch.randn(2, 4, 10, 12, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    g1 = torch.autograd.grad(local_attention(*x).square().sum(), x)
+    g2 = torch.autograd.grad(local_attention_unfold(*x).square().sum(), x)
+    for a, b in zip(g1, g2):
+        assert (a - b).abs().max() < 1e-10
+
+
+def test_local_block_matches_naive_on_its_projections():
+    torch.manual_seed(3)
+    blk = LocalContext(8).eval()
+    ft, fs = torch.randn(1, 8, 10, 10), torch.randn(1, 8, 10, 10)
+    ref = _naive_local(blk.query(ft), blk.key(fs), blk.value(fs), 9)
+    assert (blk(ft, fs) - ref).abs().max() < 1e-5
+
+
+def test_global_block_equals_explicit_formula():
+    torch.manual_seed(4)
+    blk = GlobalContext(8).eval()
+    ft, fs = torch.randn(2, 8, 5, 6), torch.randn(2, 8, 5, 6)
+    q = blk.query(ft).flatten(2).transpose(1, 2)  # B L d
+    k = blk.key(fs).flatten(2).transpose(1, 2)
+    v = blk.value(fs).flatten(2).transpose(1, 2)
+    sim = q @ k.transpose(1, 2)  # B L L, explicit O(L^2)
+    ref = (sim @ v) / sim.sum(-1, keepdim=True).clamp_min(1e-12)
+    out = blk(ft, fs).flatten(2).transpose(1, 2)
+    assert (out - ref).abs().max() < 1e-5
+
+
+def test_weights_and_alphas_partition_every_parameter():
+    from nas.config import load_config
+    from nas.models import build_model
+    from nas.search.mixed import split_parameters
+    from nas.tasks import DatasetInfo, build_tasks
+    from spaces import load_space
+
+    cfg = load_config("synthetic-atrc")
+    info = DatasetInfo("synthetic", num_classes=9, normal_centroids=np.eye(3, dtype=np.float32))
+    tasks = build_tasks(["semseg", "depth", "normals"], info)
+    model = build_model(cfg, tasks, kind="atrc_search", space=load_space("atrc"))
+    weights, alphas = split_parameters(model)
+    assert len(alphas) == 9
+    assert {id(p) for p in weights} | {id(p) for p in alphas} == {id(p) for p in model.parameters()}
+    assert not ({id(p) for p in weights} & {id(p) for p in alphas})

@@ -1,0 +1,68 @@
+import csv
+import json
+
+import torch
+import yaml
+
+from nas.config import load_config
+from nas.engine.search import search_run
+from nas.engine.train import train_run
+from runners.cli import FAST_DEV, main
+from spaces import load_architecture
+
+
+def _cfg(cache_dir, *extra):
+    return load_config("synthetic-atrc", [*FAST_DEV, f"data.cache_dir={cache_dir}", "search.steps=6",
+                                          "train.checkpoint_every=2", *extra])
+
+
+def test_search_cli_writes_architecture_and_logs(tmp_path, fast_args):
+    out = tmp_path / "s"
+    assert main(["search", "--out", str(out), *fast_args]) == 0
+    arch = load_architecture(out / "architecture.yaml")
+    assert arch.tasks == ["semseg", "depth", "normals", "edge"]
+    assert set(arch.search["probabilities"]) == {f"atrc.{t}.{s}" for t in arch.tasks for s in arch.tasks}
+    rows = list(csv.DictReader((out / "alpha_history.csv").open()))
+    assert len(rows) == 3  # every step
+    assert {"tau", "entropy_weight", "atrc.semseg.depth:global"} <= set(rows[0])
+    assert float(rows[0]["tau"]) == 1.0 and float(rows[-1]["tau"]) == 0.05
+    assert (out / "freeze_events.csv").read_text().startswith("step,decision,choice")
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["decisions"] == 16 and set(m["primary"]) == set(arch.tasks)
+    # retrain the exported architecture (its config comes from the search dir)
+    r = tmp_path / "r"
+    assert main(["retrain", "--architecture", str(out / "architecture.yaml"), "--out", str(r), *fast_args]) == 0
+    rm = json.loads((r / "metrics.json").read_text())
+    assert rm["model"] == "atrc" and rm["architecture"]["choices"] == arch.choices
+
+
+def test_interrupted_search_resumes_bit_for_bit(tmp_path, cache_dir):
+    cfg = _cfg(cache_dir)
+    full = search_run(cfg, tmp_path / "full", progress=False)
+    part = search_run(cfg, tmp_path / "resumed", progress=False, stop_after=3)
+    assert part == {"step": 3, "finished": False}
+    resumed = search_run(cfg, tmp_path / "resumed", progress=False)
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert full["metrics"] == resumed["metrics"]
+    assert (tmp_path / "full" / "alpha_history.csv").read_text() == \
+        (tmp_path / "resumed" / "alpha_history.csv").read_text()
+
+
+def test_search_freezes_with_low_threshold_and_hard_mode(tmp_path, cache_dir):
+    cfg = _cfg(cache_dir, "search.freeze_threshold=0.0", "search.mode=hard")
+    out = search_run(cfg, tmp_path / "s", progress=False)
+    assert out["frozen"] == 16  # margin >= 0 freezes everything after the first step
+    events = list(csv.DictReader((tmp_path / "s" / "freeze_events.csv").open()))
+    assert len(events) == 16 and all(e["step"] == "0" for e in events)
+    arch = yaml.safe_load((tmp_path / "s" / "architecture.yaml").read_text())
+    assert all(v == 0 for v in arch["search"]["frozen_at_step"].values())
+
+
+def test_retrain_with_architecture_trains_fixed_network(tmp_path, cache_dir):
+    cfg = _cfg(cache_dir)
+    search_run(cfg, tmp_path / "s", progress=False)
+    out = train_run(cfg, tmp_path / "r", architecture=str(tmp_path / "s" / "architecture.yaml"), progress=False)
+    assert out["model"] == "atrc" and out["steps"] == 3
