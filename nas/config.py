@@ -63,15 +63,28 @@ DEFAULTS: dict[str, Any] = {
         "entropy": {"start": -0.02, "end": 0.06, "shape": "linear"},
         "freeze_threshold": 0.3,
     },
+    "ray": {  # searches as Ray Tune trials (runners/tune_search.py)
+        "num_samples": 1,  # seeds per point of the param space
+        "max_concurrent_trials": None,
+        "resources": {"cpu": 1, "gpu": 0},  # per trial; fractional GPUs allowed
+        "max_failures": 1,  # retries of a crashed trial, from its last checkpoint
+        "storage_path": "results/ray",  # must be shared storage for multi-node clusters
+        "metric": "delta_m",
+        "mode": "max",
+        # {"search.alpha_lr": {"grid": [...]}} or {"choice": [...]}, {"uniform": [lo, hi]}, {"loguniform": [lo, hi]}
+        "param_space": {},
+    },
 }
 
 # keys whose default is None, with the type a value must have
 NULLABLE = {
     "model.backbone.weights": str, "model.channels": int, "model.attn_channels": int, "model.architecture": str,
     "data.root": str, "data.limit": int, "data.crop": list, "data.augment.scale": list,
+    "ray.max_concurrent_trials": int,
 }
 # mappings whose keys are free (task names) and values numbers
-OPEN = {"loss_weights": (int, float), "baselines": (int, float), "model.backbone.options": None}
+OPEN = {"loss_weights": (int, float), "baselines": (int, float), "model.backbone.options": None,
+        "ray.resources": (int, float), "ray.param_space": None}
 
 
 def shipped_dir():

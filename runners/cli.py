@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from nas.errors import UserError
+
 FAST_DEV = [  # --fast-dev-run: a handful of steps on tiny data, end to end
     "train.steps=3", "search.steps=3", "train.batch_size=2", "train.eval_batch_size=4", "train.log_every=1",
     "train.checkpoint_every=2", "data.train_samples=8", "data.val_samples=4", "data.image_size=[64,64]",
@@ -38,8 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, None)
     p.add_argument("--architecture", required=True, help="architecture YAML written by search/export")
 
-    p = sub.add_parser("search", help="Gumbel-softmax supergraph search; writes architecture.yaml")
+    p = sub.add_parser("search", help="Gumbel-softmax supergraph search as Ray Tune trials (or --local)")
     _common(p, "synthetic-atrc")
+    p.add_argument("--local", action="store_true", help="one search in this process, no Ray (writes into --out)")
+    p.add_argument("--num-samples", type=int, default=None, help="seeds per point of ray.param_space")
+    p.add_argument("--address", default=None, help="join a Ray cluster: auto or HOST:PORT (default: start one)")
+    p.add_argument("--resume", default=None, metavar="DIR", help="continue an interrupted experiment directory")
+    p.add_argument("--name", default=None, help="experiment name under ray.storage_path")
+
+    p = sub.add_parser("run", help="the pipeline: search (Ray Tune) -> export best -> retrain -> evaluate")
+    _common(p, "synthetic-atrc")
+    p.add_argument("--num-samples", type=int, default=None)
+    p.add_argument("--address", default=None, help="join a Ray cluster: auto or HOST:PORT")
 
     p = sub.add_parser("summary", help="parameters (M) and multiply-adds (G), total and per module")
     _common(p, "synthetic-mt")
@@ -52,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="search run directory, architecture YAML, or reference JSON genotype")
     p.add_argument("--out", required=True)
     p.add_argument("--tasks", nargs="*", default=None, help="task order for a genotype (default: its own)")
+    p.add_argument("--metric", default="delta_m", help="for an experiment: the metric picking the best trial")
+    p.add_argument("--mode", default="max", choices=["max", "min"])
 
     p = sub.add_parser("table", help="Table-1-style comparison: search, retrain ATRC and fixed contexts, baselines")
     _common(p, "synthetic-atrc")
@@ -95,15 +109,49 @@ def cmd_train(args):
 
 
 def cmd_search(args):
+    cfg, out = _load_cfg(args, "search")
+    if not args.local:
+        return _search_ray(args, cfg)
     from nas.engine.search import search_run
 
-    cfg, out = _load_cfg(args, "search")
     summary = search_run(cfg, out, progress=not args.no_progress)
     print(f"searched {summary['decisions']} decisions in {summary['wall_s']:.0f}s ({summary['frozen']} frozen); "
           "argmax subgraph val metrics:")
     _print_metrics(summary)
     print(f"architecture: {out / 'architecture.yaml'}")
     print(f"outputs: {out}/ (alpha_history.csv, freeze_events.csv, train_curve.csv, metrics.json, checkpoint.pt)")
+
+
+def _search_ray(args, cfg):
+    import pandas as pd
+
+    from runners.tune_search import run_tune_search
+
+    if args.num_samples is not None and args.num_samples < 1:
+        raise UserError("--num-samples must be at least 1")
+    name = args.name or f"{cfg['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    exp = run_tune_search(cfg, name, address=args.address, num_samples=args.num_samples or cfg["ray"]["num_samples"],
+                          resume=args.resume, verbose=0 if args.no_progress else 1)
+    df = pd.read_csv(exp / "summary.csv")
+    cols = [c for c in ("trial", "seed", "status", "step", "delta_m", "wall_s", "error") if c in df]
+    cols += [c for c in df.columns if c.startswith("val/")]
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        print(df[cols].to_string(index=False))
+    print(f"experiment: {exp}\nsummary: {exp / 'summary.csv'}")
+    print(f"best architecture: trcnas export {exp} --metric {cfg['ray']['metric']} --out FILE")
+
+
+def cmd_run(args):
+    from runners.pipeline import run_pipeline
+
+    cfg, out = _load_cfg(args, "run")
+    res = run_pipeline(cfg, out, address=args.address, num_samples=args.num_samples, progress=not args.no_progress)
+    w = res["wall_s"]
+    print(f"pipeline finished in {w['total']:.0f}s (search {w['search']:.0f}s, retrain {w['retrain']:.0f}s); "
+          f"best trial by {res['selected_by']}; retrained val metrics:")
+    _print_metrics(res["metrics"])
+    for k, v in res["outputs"].items():
+        print(f"  {k:13s} {v}")
 
 
 def cmd_summary(args):
@@ -142,7 +190,7 @@ def cmd_configs(args):
 def cmd_export(args):
     from runners.export import export
 
-    arch = export(args.source, args.out, args.tasks)
+    arch = export(args.source, args.out, args.tasks, args.metric, args.mode)
     print(f"wrote {args.out} ({arch.space}, tasks {', '.join(arch.tasks)})")
 
 
@@ -156,12 +204,11 @@ def cmd_table(args):
     print(f"outputs: {paths['csv']}, {paths['markdown']}")
 
 
-COMMANDS = {"train": cmd_train, "retrain": cmd_train, "search": cmd_search, "summary": cmd_summary,
+COMMANDS = {"run": cmd_run, "train": cmd_train, "retrain": cmd_train, "search": cmd_search, "summary": cmd_summary,
             "configs": cmd_configs, "export": cmd_export, "table": cmd_table}
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nas.errors import UserError
     from spaces.errors import SpecError
 
     args = build_parser().parse_args(argv)

@@ -18,7 +18,7 @@ def _cfg(cache_dir, *extra):
 
 def test_search_cli_writes_architecture_and_logs(tmp_path, fast_args):
     out = tmp_path / "s"
-    assert main(["search", "--out", str(out), *fast_args]) == 0
+    assert main(["search", "--local", "--out", str(out), *fast_args]) == 0
     arch = load_architecture(out / "architecture.yaml")
     assert arch.tasks == ["semseg", "depth", "normals", "edge"]
     assert set(arch.search["probabilities"]) == {f"atrc.{t}.{s}" for t in arch.tasks for s in arch.tasks}

@@ -1,0 +1,34 @@
+"""``trcnas run``: search (Ray Tune trials) -> export the best architecture -> retrain -> evaluate."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from nas.engine.train import train_run
+from runners.export import export
+from runners.tune_search import run_tune_search
+
+
+def run_pipeline(cfg: dict, out: str | Path, address: str | None = None, num_samples: int | None = None,
+                 progress: bool = True) -> dict:
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    cfg = {**cfg, "ray": {**cfg["ray"], "storage_path": str(out)}}
+    exp = run_tune_search(cfg, "search", address=address, num_samples=num_samples or cfg["ray"]["num_samples"],
+                          verbose=1 if progress else 0)
+    t_search = time.perf_counter() - t0
+    metric = cfg["ray"]["metric"] if cfg["baselines"] else f"val/{cfg['data']['tasks'][0]}"
+    mode = cfg["ray"]["mode"] if cfg["baselines"] else ("min" if metric in ("val/depth", "val/normals") else "max")
+    arch_path = out / "architecture.yaml"
+    export(exp, arch_path, metric=metric, mode=mode)
+    t1 = time.perf_counter()
+    summary = train_run(cfg, out / "retrain", architecture=str(arch_path), progress=progress)
+    outputs = {
+        "experiment": exp, "summary": exp / "summary.csv", "architecture": arch_path,
+        "retrain": out / "retrain", "metrics": out / "retrain" / "metrics.json",
+    }
+    return {"outputs": outputs, "metrics": summary, "wall_s": {"search": t_search, "retrain": time.perf_counter() - t1,
+                                                                "total": time.perf_counter() - t0},
+            "selected_by": f"{metric} ({mode})"}

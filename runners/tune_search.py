@@ -1,0 +1,168 @@
+"""Searches as Ray Tune trials: one trial = one ``search_run`` (a seed, or a point of the param space).
+
+Each trial reports its checkpoint (weights, optimisers, alpha, freeze state, schedule position, RNG states)
+through ``tune.report(..., checkpoint=tune.Checkpoint)`` every ``train.checkpoint_every`` steps, so a
+crashed trial is retried from it (``FailureConfig``) and ``--resume`` continues an interrupted experiment
+with ``Tuner.restore``. A trial whose loss diverges ends as errored with the reason; the others go on.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from nas.errors import UserError
+
+ARTIFACTS = ("architecture.yaml", "metrics.json", "alpha_history.csv", "freeze_events.csv", "train_curve.csv",
+             "config.yaml")
+DIVERGED = "diverged.json"
+SAMPLERS = ("grid", "choice", "uniform", "loguniform", "randint")
+
+
+def absolute_paths(cfg: dict) -> dict:
+    """Trials run in their own working directories: make every configured path absolute on the driver."""
+    cfg = copy.deepcopy(cfg)
+    for section, key in (("data", "cache_dir"), ("data", "root"), ("model", "architecture")):
+        if cfg[section].get(key):
+            cfg[section][key] = str(Path(cfg[section][key]).resolve())
+    b = cfg["model"]["backbone"]
+    if b.get("weights"):
+        b["weights"] = str(Path(b["weights"]).resolve())
+    return cfg
+
+
+def apply_overrides(cfg: dict, overrides: dict) -> dict:
+    """``{"search.alpha_lr": 0.01}`` -> nested assignment (keys validated by the config schema)."""
+    from nas.config import load_config  # noqa: F401  (schema lives there)
+
+    cfg = copy.deepcopy(cfg)
+    for dotted, value in overrides.items():
+        node = cfg
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            if not isinstance(node.get(p), dict):
+                raise UserError(f"ray.param_space: unknown config key {dotted!r}")
+            node = node[p]
+        if leaf not in node:
+            raise UserError(f"ray.param_space: unknown config key {dotted!r}")
+        node[leaf] = value
+    return cfg
+
+
+def param_space(cfg: dict, num_samples: int) -> dict:
+    from ray import tune
+
+    space = {}
+    for key, spec in (cfg["ray"]["param_space"] or {}).items():
+        if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SAMPLERS:
+            raise UserError(f"ray.param_space.{key}: expected one of {{{', '.join(SAMPLERS)}: ...}}, got {spec!r}")
+        kind, arg = next(iter(spec.items()))
+        if kind == "grid":
+            space[key] = tune.grid_search(list(arg))
+        elif kind == "choice":
+            space[key] = tune.choice(list(arg))
+        else:
+            space[key] = getattr(tune, kind)(*arg)
+    seeds = list(range(cfg["seed"], cfg["seed"] + num_samples))
+    return {"seed": tune.grid_search(seeds) if len(seeds) > 1 else seeds[0], "overrides": space}
+
+
+def _copy_into(src: Path, dst: Path, names) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        if (src / n).is_file():
+            shutil.copy2(src / n, dst / n)
+
+
+def search_trial(config: dict) -> None:
+    """The Ray Tune function trainable."""
+    import ray
+    import torch
+    from ray import tune
+
+    from nas.engine.loop import CHECKPOINT, DivergedError
+    from nas.engine.search import search_run
+
+    cfg = apply_overrides(config["cfg"], config.get("overrides") or {})
+    cfg["seed"] = int(config["seed"])
+    cpus = int(max(1, (config.get("cpus") or 1)))
+    torch.set_num_threads(cpus)
+    run_dir = Path(tune.get_context().get_trial_dir()) / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    marker = run_dir / DIVERGED
+    if marker.exists():  # a retry of a diverged trial would diverge again: fail at once, same reason
+        raise DivergedError(json.loads(marker.read_text())["error"])
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            _copy_into(Path(d), run_dir, (CHECKPOINT, *ARTIFACTS))
+    node = ray.get_runtime_context().get_node_id()
+
+    def report(step, path, final=None):
+        with tempfile.TemporaryDirectory() as tmp:
+            _copy_into(run_dir, Path(tmp), (CHECKPOINT, *ARTIFACTS))
+            metrics = {"step": step, "done": final is not None, "node_id": node, **(final or {})}
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    try:
+        summary = search_run(cfg, run_dir, progress=False, resume=True, on_checkpoint=report)
+    except DivergedError as e:
+        marker.write_text(json.dumps({"error": str(e)}))
+        raise
+    final = {f"val/{t}": v for t, v in summary["primary"].items()}
+    final.update({"delta_m": summary["delta_m"], "frozen": summary["frozen"], "search_wall_s": summary["wall_s"]})
+    report(summary["steps"], None, final)
+
+
+def init_ray(address: str | None, num_cpus: int | None = None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+def run_tune_search(cfg: dict, name: str, address: str | None = None, num_samples: int = 1,
+                    resume: str | None = None, verbose: int = 1) -> Path:
+    """Launch (or ``resume``) an experiment; returns its directory (``storage_path/name``)."""
+    from ray import tune
+
+    init_ray(address)
+    r = cfg["ray"]
+    resources = {"cpu": float(r["resources"].get("cpu", 1)), "gpu": float(r["resources"].get("gpu", 0))}
+    trainable = tune.with_resources(search_trial, resources)
+    if resume:
+        path = Path(resume).resolve()
+        if not (path / "tuner.pkl").exists() and not any(path.glob("experiment_state-*.json")):
+            raise UserError(f"--resume {path}: not a Ray Tune experiment directory")
+        tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=False)
+        exp_dir = path
+    else:
+        cfg = absolute_paths(cfg)
+        if resources["gpu"] > 0:
+            cfg["device"] = "cuda"
+        space = param_space(cfg, num_samples)
+        space.update({"cfg": cfg, "cpus": resources["cpu"]})
+        storage = str(Path(r["storage_path"]).resolve()) if "://" not in r["storage_path"] else r["storage_path"]
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space,
+            tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=r["max_concurrent_trials"]),
+            run_config=tune.RunConfig(
+                name=name, storage_path=storage, verbose=verbose,
+                failure_config=tune.FailureConfig(max_failures=r["max_failures"]),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            ),
+        )
+        exp_dir = Path(storage) / name
+    tuner.fit()
+    from runners.experiment import write_summary
+
+    write_summary(exp_dir)
+    return exp_dir
