@@ -66,7 +66,8 @@ DEFAULTS: dict[str, Any] = {
     "ray": {  # searches as Ray Tune trials (runners/tune_search.py)
         "num_samples": 1,  # seeds per point of the param space
         "max_concurrent_trials": None,
-        "resources": {"cpu": 1, "gpu": 0},  # per trial; fractional GPUs allowed
+        "resources": {"gpu": 0},  # per trial ({"cpu": N, "gpu": G}, fractional GPUs allowed); no cpu: the
+        # cluster's CPUs shared among the trials that run at once
         "max_failures": 1,  # retries of a crashed trial, from its last checkpoint
         "storage_path": "results/ray",  # must be shared storage for multi-node clusters
         "metric": "delta_m",
@@ -74,17 +75,30 @@ DEFAULTS: dict[str, Any] = {
         # {"search.alpha_lr": {"grid": [...]}} or {"choice": [...]}, {"uniform": [lo, hi]}, {"loguniform": [lo, hi]}
         "param_space": {},
     },
+    "hpo": {  # Optuna studies over hyperparameters (runners/hpo.py)
+        "study_name": "trcnas",
+        "storage": "sqlite:///results/optuna.db",  # one process; use postgresql://... or journal:FILE for many
+        "n_trials": 20,
+        "objectives": ["delta_m"],  # any of delta_m, val/<task>, params_M, madds_G
+        "directions": ["maximize"],
+        "pruner": "median",  # median | hyperband | none (multi-objective studies cannot prune)
+        "retrain": False,  # evaluate each trial's architecture after retraining instead of the search's argmax
+        # {"search.alpha_lr": {"type": "float", "low": 1e-3, "high": 0.1, "log": true}, ...}
+        "params": {},
+    },
+    # fault injection for testing the runners: the trial raises once, right after reporting this checkpoint step
+    "debug": {"crash_after_checkpoint": None},
 }
 
 # keys whose default is None, with the type a value must have
 NULLABLE = {
     "model.backbone.weights": str, "model.channels": int, "model.attn_channels": int, "model.architecture": str,
     "data.root": str, "data.limit": int, "data.crop": list, "data.augment.scale": list,
-    "ray.max_concurrent_trials": int,
+    "ray.max_concurrent_trials": int, "debug.crash_after_checkpoint": int,
 }
 # mappings whose keys are free (task names) and values numbers
 OPEN = {"loss_weights": (int, float), "baselines": (int, float), "model.backbone.options": None,
-        "ray.resources": (int, float), "ray.param_space": None}
+        "ray.resources": (int, float), "ray.param_space": None, "hpo.params": None}
 
 
 def shipped_dir():

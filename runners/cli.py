@@ -53,6 +53,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, default=None)
     p.add_argument("--address", default=None, help="join a Ray cluster: auto or HOST:PORT")
 
+    p = sub.add_parser("hpo", help="Optuna study over hyperparameters declared in hpo.params")
+    _common(p, "synthetic-atrc")
+    p.add_argument("--storage", default=None, help="sqlite:///F.db, postgresql://..., or journal:FILE")
+    p.add_argument("--study-name", default=None, help="resumes the study if it exists in the storage")
+    p.add_argument("--n-trials", type=int, default=None)
+
+    p = sub.add_parser("dashboard", help="serve optuna-dashboard on a study storage (extra: dashboard)")
+    p.add_argument("--storage", default="sqlite:///results/optuna.db")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+
+    p = sub.add_parser("bench", help="benchmarks: search-step modes, local op, scaling, data (results/bench/)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="print the JSON instead of the table")
+    p.add_argument("--out", default="results/bench")
+    p.add_argument("--quick", action="store_true", help="small sizes and one repetition (a smoke test)")
+
     p = sub.add_parser("summary", help="parameters (M) and multiply-adds (G), total and per module")
     _common(p, "synthetic-mt")
     p.add_argument("--architecture", default=None)
@@ -154,6 +171,41 @@ def cmd_run(args):
         print(f"  {k:13s} {v}")
 
 
+def cmd_hpo(args):
+    from runners.hpo import run_study
+
+    cfg, out = _load_cfg(args, "hpo")
+    if args.fast_dev_run and args.n_trials is None:
+        args.n_trials = 2
+    res = run_study(cfg, out, storage=args.storage, study_name=args.study_name, n_trials=args.n_trials)
+    print(f"study {res['study']}: {res['complete']} of {res['trials']} trials complete")
+    for k in ("best_value", "best_params", "best", "pareto", "trials_csv"):
+        if k in res:
+            print(f"  {k:12s} {res[k]}")
+    print(f"watch it: trcnas dashboard --storage {args.storage or cfg['hpo']['storage']}")
+
+
+def cmd_dashboard(args):
+    try:
+        from optuna_dashboard import run_server
+    except ImportError:
+        raise UserError("optuna-dashboard is not installed: pip install 'trcnas[dashboard]'") from None
+    from runners.hpo import make_storage
+
+    print(f"optuna-dashboard on http://{args.host}:{args.port}/ (Ctrl-C stops it)")
+    run_server(make_storage(args.storage), host=args.host, port=args.port)
+
+
+def cmd_bench(args):
+    from nas.engine.loop import resolve_device
+    from runners.bench import format_table, run_bench
+
+    res = run_bench(str(resolve_device(args.device)), args.out, quick=args.quick, progress=not args.json)
+    print(json.dumps(res, indent=2) if args.json else format_table(res))
+    if not args.json:
+        print(f"written: {', '.join(res['files'].values())}")
+
+
 def cmd_summary(args):
     from nas.engine.summary import model_summary
     from nas.engine.train import load_run_architecture
@@ -204,8 +256,11 @@ def cmd_table(args):
     print(f"outputs: {paths['csv']}, {paths['markdown']}")
 
 
-COMMANDS = {"run": cmd_run, "train": cmd_train, "retrain": cmd_train, "search": cmd_search, "summary": cmd_summary,
-            "configs": cmd_configs, "export": cmd_export, "table": cmd_table}
+COMMANDS = {
+    "run": cmd_run, "train": cmd_train, "retrain": cmd_train, "search": cmd_search, "export": cmd_export,
+    "table": cmd_table, "hpo": cmd_hpo, "dashboard": cmd_dashboard, "summary": cmd_summary, "configs": cmd_configs,
+    "bench": cmd_bench,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,6 +70,14 @@ def param_space(cfg: dict, num_samples: int) -> dict:
     return {"seed": tune.grid_search(seeds) if len(seeds) > 1 else seeds[0], "overrides": space}
 
 
+def _grid_size(space: dict) -> int:
+    n = 1
+    for spec in (space or {}).values():
+        if isinstance(spec, dict) and "grid" in spec:
+            n *= max(1, len(spec["grid"]))
+    return n
+
+
 def _copy_into(src: Path, dst: Path, names) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     for n in names:
@@ -101,11 +109,16 @@ def search_trial(config: dict) -> None:
             _copy_into(Path(d), run_dir, (CHECKPOINT, *ARTIFACTS))
     node = ray.get_runtime_context().get_node_id()
 
+    crash_at = cfg["debug"]["crash_after_checkpoint"]
+
     def report(step, path, final=None):
         with tempfile.TemporaryDirectory() as tmp:
             _copy_into(run_dir, Path(tmp), (CHECKPOINT, *ARTIFACTS))
             metrics = {"step": step, "done": final is not None, "node_id": node, **(final or {})}
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+        if crash_at is not None and step == crash_at and not (run_dir / "crashed").exists():
+            (run_dir / "crashed").write_text(str(step))
+            raise RuntimeError(f"injected crash after checkpoint {step}")
 
     try:
         summary = search_run(cfg, run_dir, progress=False, resume=True, on_checkpoint=report)
@@ -131,11 +144,17 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
 def run_tune_search(cfg: dict, name: str, address: str | None = None, num_samples: int = 1,
                     resume: str | None = None, verbose: int = 1) -> Path:
     """Launch (or ``resume``) an experiment; returns its directory (``storage_path/name``)."""
+    import ray
     from ray import tune
 
     init_ray(address)
     r = cfg["ray"]
-    resources = {"cpu": float(r["resources"].get("cpu", 1)), "gpu": float(r["resources"].get("gpu", 0))}
+    n_trials = max(1, num_samples) * _grid_size(r["param_space"])
+    cpu = r["resources"].get("cpu")
+    if not cpu:  # share the cluster's CPUs among the trials that run at once
+        at_once = min(n_trials, r["max_concurrent_trials"] or n_trials)
+        cpu = max(1, int(ray.cluster_resources().get("CPU", 1)) // at_once)
+    resources = {"cpu": float(cpu), "gpu": float(r["resources"].get("gpu", 0))}
     trainable = tune.with_resources(search_trial, resources)
     if resume:
         path = Path(resume).resolve()

@@ -62,8 +62,9 @@ class RunContext:
     val_set: Any
 
     def val_loader(self) -> DataLoader:
+        # own generator: building the iterator must not draw from the global RNG of a run in progress
         return DataLoader(self.val_set, batch_size=self.cfg["train"]["eval_batch_size"], shuffle=False,
-                          num_workers=self.cfg["data"]["num_workers"])
+                          num_workers=self.cfg["data"]["num_workers"], generator=torch.Generator())
 
 
 def prepare(cfg: dict, out_dir: str | Path, progress: bool = True) -> RunContext:

@@ -18,9 +18,13 @@ FREEZE_COLUMNS = ["step", "decision", "choice", "probability", "margin"]
 
 
 def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bool = True,
-               on_checkpoint: Callable | None = None, stop_after: int | None = None) -> dict:
+               on_checkpoint: Callable | None = None, stop_after: int | None = None,
+               on_eval: Callable[[int, dict], None] | None = None) -> dict:
     """Writes config.yaml, checkpoint.pt, train_curve.csv, alpha_history.csv, freeze_events.csv,
-    architecture.yaml and metrics.json into ``out_dir``; returns the metrics summary."""
+    architecture.yaml and metrics.json into ``out_dir``; returns the metrics summary.
+
+    ``on_checkpoint(step, path)`` follows every checkpoint; ``on_eval(step, {"primary", "delta_m"})``, if
+    given, receives the argmax subgraph's val metrics at every intermediate checkpoint (for pruning)."""
     out = Path(out_dir)
     space = load_space(cfg["search"]["space"])
     ctx = prepare(cfg, out, progress)
@@ -34,6 +38,10 @@ def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bo
         write_csv(out / "freeze_events.csv", controller.events, FREEZE_COLUMNS)
         if on_checkpoint:
             on_checkpoint(step, path)
+        if on_eval and step < steps:
+            m = evaluate(model, ctx.val_loader(), ctx.tasks, ctx.device, bf16=cfg["train"]["bf16"])
+            model.train()
+            on_eval(step, {"primary": primary(m, ctx.tasks), "delta_m": delta_m_of(m, ctx.tasks, cfg["baselines"])})
 
     result = fit(ctx, model, weights, steps, plugin=controller, progress=progress, resume=resume,
                  on_checkpoint=checkpoint_hook, stop_after=stop_after)

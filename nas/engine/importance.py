@@ -1,0 +1,120 @@
+"""Permutation importance of the CP blocks of a trained ATRC network (the ATRC paper's Fig. 6).
+
+For a block (target, source), its message for sample i is replaced by the message the block produced for
+sample pi(i), pi a random permutation of the *whole* held-out split (not only within a batch); the network is
+evaluated again and the drop in Delta_m (and in each task metric) is recorded, for R permutations.
+
+Delta_m is taken against the single-task ``baselines`` of the config when every task has one; otherwise
+against the unpermuted network itself (then the original Delta_m is 0 and the drop is -Delta_m(permuted)).
+Either way the importance is Delta_m(original) - Delta_m(permuted), in percentage points.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from nas.config import load_config
+from nas.data import build_dataset
+from nas.engine.checkpoint import load_checkpoint
+from nas.engine.evaluate import evaluate, primary
+from nas.engine.loop import CHECKPOINT, RunContext, resolve_device, write_csv, write_json
+from nas.engine.train import load_run_architecture
+from nas.errors import UserError
+from nas.metrics import delta_m
+from nas.models import build_model
+from nas.tasks import build_tasks
+
+
+def load_trained(run_dir: Path, device: str | None = None):
+    """(cfg, model, tasks, val dataset) of a train/retrain run directory."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / CHECKPOINT).is_file():
+        raise UserError(f"{run_dir} is not a finished run directory (needs config.yaml and {CHECKPOINT})")
+    cfg = load_config(str(run_dir / "config.yaml"), [f"device={device}"] if device else [])
+    arch = load_run_architecture(cfg, None)
+    val, info = build_dataset(cfg["data"], "val", train=False, progress=False)
+    tasks = build_tasks(cfg["data"]["tasks"], info)
+    model = build_model(cfg, tasks, architecture=arch)
+    state = load_checkpoint(run_dir / CHECKPOINT)
+    model.load_state_dict(state["model"])
+    return cfg, model.to(resolve_device(cfg["device"])), tasks, val
+
+
+def permutation_importance(run_dir: str | Path, repeats: int = 5, seed: int = 0, device: str | None = None,
+                           progress: bool = True, out: str | Path | None = None) -> list[dict]:
+    cfg, model, tasks, val = load_trained(Path(run_dir), device)
+    if getattr(model, "distill", None) is None or not model.distill.pairs:
+        raise UserError(f"{run_dir}: the network has no context block to permute (retrain an ATRC architecture)")
+    dev = resolve_device(cfg["device"])
+    ctx = RunContext(cfg, Path(run_dir), dev, tasks, None, None, val)
+    pairs = [(t, s) for t in model.distill.tasks for s in model.distill.sources[t]]
+    n = len(val)
+    store: dict[tuple[str, str], torch.Tensor] = {}
+
+    def recorder(batch):
+        idx = batch["index"].cpu()
+
+        def make(pair):
+            def hook(m):
+                buf = store.get(pair)
+                if buf is None:
+                    buf = store[pair] = torch.zeros((n, *m.shape[1:]), dtype=m.dtype)
+                buf[idx] = m.detach().cpu()
+                return m
+
+            return hook
+
+        return {p: make(p) for p in pairs}
+
+    base_metrics = evaluate(model, ctx.val_loader(), tasks, dev, hooks_fn=recorder, progress=progress)
+    base = primary(base_metrics, tasks)
+    higher = {t: k.higher_is_better for t, k in tasks.items()}
+    baselines = cfg["baselines"] if cfg["baselines"] and all(t in cfg["baselines"] for t in tasks) else base
+    dm0 = delta_m(base, {t: baselines[t] for t in tasks}, higher)
+    rows = []
+    jobs = [(p, r) for p in pairs for r in range(repeats)]
+    for (t, s), r in tqdm(jobs, desc="permutation importance", disable=not progress):
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + r))
+        msgs = store[(t, s)]
+
+        def permuted(batch, pair=(t, s), perm=perm, msgs=msgs):
+            idx = batch["index"].cpu()
+            return {pair: lambda m: msgs[perm[idx]].to(m.device, m.dtype)}
+
+        m = primary(evaluate(model, ctx.val_loader(), tasks, dev, hooks_fn=permuted), tasks)
+        dm = delta_m(m, {k: baselines[k] for k in tasks}, higher)
+        row = {"target": t, "source": s, "context": model.distill.choice[t][s], "repeat": r,
+               "delta_m": dm, "drop_delta_m": dm0 - dm}
+        for k in tasks:
+            sign = 1.0 if higher[k] else -1.0
+            row[f"drop_{k}"] = sign * (base[k] - m[k])
+        rows.append(row)
+    if out is not None:
+        out = Path(out)
+        write_csv(out / "importance_repeats.csv", rows)
+        write_csv(out / "importance.csv", summarize(rows, list(tasks)))
+        write_json(out / "importance.json", {"run": str(run_dir), "repeats": repeats, "seed": seed, "samples": n,
+                                             "delta_m_original": dm0, "baseline": "single-task" if baselines
+                                             is not base else "unpermuted network", "metrics": base})
+    return rows
+
+
+def summarize(rows: list[dict], tasks: list[str]) -> list[dict]:
+    """Mean and std over repeats per (target, source)."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    cols = ["drop_delta_m"] + [f"drop_{t}" for t in tasks]
+    g = df.groupby(["target", "source", "context"], sort=False)[cols]
+    mean, std = g.mean(), g.std(ddof=0)
+    out = []
+    for key in mean.index:
+        row = dict(zip(["target", "source", "context"], key))
+        for c in cols:
+            row[f"{c}_mean"] = float(mean.loc[key, c])
+            row[f"{c}_std"] = float(std.loc[key, c])
+        out.append(row)
+    return out

@@ -1,0 +1,296 @@
+"""``trcnas bench``: search-step throughput and peak memory per mode, the local context op against a naive
+unfold version, scaling with tasks and resolution, data generation speed; CUDA variants on a GPU.
+
+All timings are medians of repeated runs after warm-up, in one process. Results go to ``results/bench/``
+(bench.json with units and machine, bench.csv, bench.png) and a table on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from runners.memory import PeakMemory
+from spaces.io import atomic_write_text
+
+TASKS6 = ["semseg", "depth", "normals", "edge", "saliency", "parts"]
+FREEZE_CYCLE = ["global", "local", "tlabel", "slabel", "none"]
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_time(fn, device, warmup: int, reps: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        _sync(device)
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+class SupergraphBench(nn.Module):
+    """The ATRC search supergraph on given task features: CP blocks, fusion and prediction convs."""
+
+    def __init__(self, tasks: list[str], channels: int):
+        super().__init__()
+        from nas.models.atrc import ATRCModule
+        from spaces import load_space
+
+        cands = {t: {} for t in tasks}
+        for d in load_space("atrc").decisions(tasks):
+            cands[d.path[1]][d.path[2]] = list(d.candidates)
+        self.atrc = ATRCModule(tasks, channels, cands, search=True)
+        self.heads = nn.ModuleDict({t: nn.Conv2d(channels, 8, 1) for t in tasks})
+
+    def forward(self, feats, aux):
+        out = self.atrc(feats, aux)
+        return sum(self.heads[t](o).square().mean() for t, o in out.items())
+
+
+def _make_case(n_tasks, channels, res, batch, device, channels_last=False):
+    tasks = TASKS6[:n_tasks]
+    g = torch.Generator().manual_seed(0)
+    model = SupergraphBench(tasks, channels).to(device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    feats = {t: torch.randn(batch, channels, res, res, generator=g).to(device, memory_format=fmt).requires_grad_()
+             for t in tasks}
+    aux = {t: torch.randn(batch, 40, res, res, generator=g).to(device, memory_format=fmt) for t in tasks}
+    return model, feats, aux
+
+
+def run_search_step(mode: str, frozen_fraction: float, n_tasks: int = 4, channels: int = 64, res: int = 64,
+                    batch: int = 4, device="cpu", warmup: int = 1, reps: int = 3, bf16: bool = False,
+                    channels_last: bool = False, flops: bool = False) -> dict:
+    from nas.search.mixed import entropy_loss, mixed_ops, set_mode, set_tau, split_parameters
+
+    device = torch.device(device)
+    torch.manual_seed(0)
+    model, feats, aux = _make_case(n_tasks, channels, res, batch, device, channels_last)
+    set_mode(model, mode)
+    set_tau(model, 1.0)
+    ops = mixed_ops(model)
+    n_frozen = int(round(frozen_fraction * len(ops)))
+    for i, m in enumerate(ops[:n_frozen]):
+        want = FREEZE_CYCLE[i % len(FREEZE_CYCLE)]
+        m.freeze(m.candidates.index(want) if want in m.candidates else 0)
+    weights, alphas = split_parameters(model)
+    opt_w = torch.optim.SGD(weights, lr=1e-3, momentum=0.9, weight_decay=5e-4)
+    opt_a = torch.optim.Adam(alphas, lr=5e-4)
+
+    def step():
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(feats, aux)
+        h = entropy_loss(model)
+        if h is not None:
+            loss = loss + 0.01 * h
+        opt_w.zero_grad(set_to_none=True)
+        opt_a.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(weights, 10.0)
+        opt_w.step()
+        opt_a.step()
+
+    t = _median_time(step, device, warmup, reps)
+    with PeakMemory(device) as mem:
+        step()
+    out = {"mode": mode, "frozen": n_frozen, "decisions": len(ops), "tasks": n_tasks, "channels": channels,
+           "resolution": res, "batch": batch, "step_s": t, "images_per_s": batch / t,
+           "peak_memory_MiB": mem.peak_bytes / 2**20, "bf16": bf16, "channels_last": channels_last}
+    if flops:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+        with counter:
+            step()
+        out["flops_per_step"] = counter.get_total_flops()
+    return out
+
+
+def run_local_op(channels: int = 64, res: int = 128, batch: int = 1, device="cpu", warmup: int = 1,
+                 reps: int = 3) -> list[dict]:
+    from nas.models.local_attention import local_attention, local_attention_unfold
+
+    device = torch.device(device)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(batch, channels, res, res, generator=g).to(device).requires_grad_() for _ in range(3))
+    rows, outs = [], {}
+    for name, fn in (("halo (ours)", local_attention), ("unfold (naive)", local_attention_unfold)):
+        def fwd_bwd(fn=fn):
+            y = fn(q, k, v, 9)
+            y.square().sum().backward()
+            return y
+
+        t = _median_time(fwd_bwd, device, warmup, reps)
+        q.grad = k.grad = v.grad = None
+        with PeakMemory(device) as mem:
+            outs[name] = fwd_bwd().detach()
+        rows.append({"implementation": name, "channels": channels, "resolution": res, "batch": batch, "window": 9,
+                     "fwd_bwd_s": t, "peak_memory_MiB": mem.peak_bytes / 2**20})
+    diff = float((outs["halo (ours)"] - outs["unfold (naive)"]).abs().max())
+    for r in rows:
+        r["max_abs_diff"] = diff
+    return rows
+
+
+def growth_exponent(xs, ys) -> float:
+    """Slope of log(y) against log(x): time ~ x^exponent."""
+    return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
+
+
+def run_data(n: int = 40, size: int = 128) -> dict:
+    from nas.data.scenes import SceneGenerator
+
+    gen = SceneGenerator(size, size)
+    gen.render(0, 0)
+    t = time.perf_counter()
+    for i in range(n):
+        gen.render(0, i)
+    dt = time.perf_counter() - t
+    return {"images_per_s": n / dt, "size": size, "images": n, "cores_used": 1}
+
+
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "4090": 165.0}
+
+
+def machine(device) -> dict:
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "device": str(device)}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def run_bench(device: str = "cpu", out: str | Path = "results/bench", quick: bool = False, progress: bool = True):
+    dev = torch.device(device)
+    reps, warm = (1, 1) if quick else (3, 1)
+    say = print if progress else (lambda *a, **k: None)
+    res: dict = {"machine": machine(dev), "units": {
+        "images_per_s": "images/s", "step_s": "s", "peak_memory_MiB": "MiB", "fwd_bwd_s": "s",
+        "max_abs_diff": "absolute", "exponent": "dimensionless (time ~ x^exponent)"}}
+    size = {"n_tasks": 4, "channels": 64, "res": 32 if quick else 64, "batch": 2 if quick else 4}
+    res["search_step"] = {"size": size, "rows": []}
+    for mode, frac, label in (("soft-all", 0.0, "soft-all (reference: every candidate)"),
+                              ("soft", 0.0, "soft, none frozen"), ("soft", 0.5, "soft, half frozen"),
+                              ("soft", 1.0, "soft, all frozen"), ("hard", 0.0, "hard (straight-through)")):
+        say(f"search step: {label} ...", flush=True)
+        r = run_search_step(mode, frac, size["n_tasks"], size["channels"], size["res"], size["batch"], dev, warm, reps)
+        r["label"] = label
+        res["search_step"]["rows"].append(r)
+    base = res["search_step"]["rows"][0]["images_per_s"]
+    for r in res["search_step"]["rows"]:
+        r["speedup_vs_soft_all"] = r["images_per_s"] / base
+    say("local op ...", flush=True)
+    res["local_op"] = run_local_op(64, 64 if quick else 128, 1, dev, warm, reps)
+    say("scaling ...", flush=True)
+    task_rows = [run_search_step("soft", 0.0, n, 32, 32, 2, dev, warm, reps) for n in range(2, 7)]
+    res_rows = [run_search_step("soft", 0.0, 4, 32, r, 2, dev, warm, reps) for r in (32, 64, 96, 128)[: 2 if quick
+                                                                                                       else 4]]
+    res["scaling"] = {
+        "tasks": {"rows": task_rows, "exponent": growth_exponent([r["tasks"] for r in task_rows],
+                                                                 [r["step_s"] for r in task_rows])},
+        "resolution": {"rows": res_rows, "exponent": growth_exponent([r["resolution"] for r in res_rows],
+                                                                     [r["step_s"] for r in res_rows])},
+    }
+    say("data ...", flush=True)
+    res["data"] = run_data(10 if quick else 40)
+    if dev.type == "cuda":
+        res["cuda"] = _cuda_variants(dev, size, warm, reps)
+    return write_bench(res, Path(out))
+
+
+def _cuda_variants(dev, size, warm, reps) -> dict:
+    rows = []
+    for bf16, cl in ((False, False), (True, False), (False, True), (True, True)):
+        r = run_search_step("soft", 0.0, size["n_tasks"], size["channels"], size["res"], size["batch"], dev, warm,
+                            reps, bf16=bf16, channels_last=cl, flops=True)
+        rows.append(r)
+    name = torch.cuda.get_device_name(dev)
+    peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    for r in rows:
+        r["achieved_TFLOPs"] = r["flops_per_step"] / r["step_s"] / 1e12
+        r["fraction_of_peak_bf16"] = None if peak is None else r["achieved_TFLOPs"] / peak
+    return {"rows": rows, "peak_bf16_TFLOPs": peak, "gpu": name}
+
+
+def write_bench(res: dict, out: Path) -> dict:
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "bench.json", json.dumps(res, indent=2))
+    frames = [pd.DataFrame(res["search_step"]["rows"]).assign(section="search_step"),
+              pd.DataFrame(res["local_op"]).assign(section="local_op"),
+              pd.DataFrame(res["scaling"]["tasks"]["rows"]).assign(section="scaling_tasks"),
+              pd.DataFrame(res["scaling"]["resolution"]["rows"]).assign(section="scaling_resolution")]
+    if "cuda" in res:
+        frames.append(pd.DataFrame(res["cuda"]["rows"]).assign(section="cuda"))
+    atomic_write_text(out / "bench.csv", pd.concat(frames, ignore_index=True).to_csv(index=False))
+    _plot(res, out / "bench.png")
+    res["files"] = {k: str(out / f"bench.{k}") for k in ("json", "csv", "png")}
+    return res
+
+
+def _plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    rows = res["search_step"]["rows"]
+    axes[0].barh([r["label"] for r in rows], [r["images_per_s"] for r in rows], color="#4C72B0")
+    axes[0].set_xlabel("search-step throughput (images/s)")
+    axes[0].invert_yaxis()
+    for key, ax, xl in (("tasks", axes[1], "number of tasks"), ("resolution", axes[2], "feature resolution (px)")):
+        s = res["scaling"][key]
+        xs = [r["tasks" if key == "tasks" else "resolution"] for r in s["rows"]]
+        ax.loglog(xs, [r["step_s"] for r in s["rows"]], "o-")
+        ax.set_xlabel(xl)
+        ax.set_ylabel("step time (s)")
+        ax.set_title(f"growth exponent {s['exponent']:.2f}")
+    fig.suptitle(f"trcnas bench on {res['machine']['device']} ({res['machine']['processor']})")
+    fig.tight_layout()
+    buf = path.with_suffix(".tmp.png")
+    fig.savefig(buf, dpi=110)
+    plt.close(fig)
+    os.replace(buf, path)
+
+
+def format_table(res: dict) -> str:
+    size = res["search_step"]["size"]
+    lines = [f"search step ({size['n_tasks']} tasks, C={size['channels']}, batch {size['batch']}, "
+             f"{size['res']}x{size['res']} features):"]
+    lines.append(f"  {'mode':40s} {'img/s':>8s} {'x soft-all':>10s} {'peak MiB':>9s}")
+    for r in res["search_step"]["rows"]:
+        lines.append(f"  {r['label']:40s} {r['images_per_s']:8.2f} {r['speedup_vs_soft_all']:10.2f} "
+                     f"{r['peak_memory_MiB']:9.1f}")
+    lines.append("local op (fwd+bwd, C=64, 9x9):")
+    for r in res["local_op"]:
+        lines.append(f"  {r['implementation']:16s} {r['fwd_bwd_s'] * 1000:9.1f} ms {r['peak_memory_MiB']:9.1f} MiB"
+                     f"   max|diff| {r['max_abs_diff']:.2e}")
+    s = res["scaling"]
+    lines.append(f"scaling: time ~ tasks^{s['tasks']['exponent']:.2f}, ~ resolution^{s['resolution']['exponent']:.2f}")
+    lines.append(f"data: {res['data']['images_per_s']:.1f} synthetic images/s on one core at 128x128")
+    if "cuda" in res:
+        for r in res["cuda"]["rows"]:
+            frac = r["fraction_of_peak_bf16"]
+            lines.append(f"  cuda bf16={r['bf16']!s:5s} channels_last={r['channels_last']!s:5s} "
+                         f"{r['images_per_s']:8.1f} img/s {r['achieved_TFLOPs']:.2f} TFLOP/s"
+                         + (f" ({frac:.1%} of peak)" if frac is not None else ""))
+    return "\n".join(lines)

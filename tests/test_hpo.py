@@ -1,0 +1,79 @@
+"""Optuna studies in a real RDB storage, read back by the real optuna-dashboard server on loopback."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pandas as pd
+import pytest
+
+from runners.cli import main
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_hpo_study_is_served_by_optuna_dashboard(tmp_path, fast_args):
+    db = f"sqlite:///{tmp_path / 'optuna.db'}"
+    out = tmp_path / "hpo"
+    argv = ["hpo", "--storage", db, "--study-name", "s1", "--out", str(out), *fast_args,
+            "--set", "baselines={semseg: 5.0, depth: 4.0, normals: 50.0, edge: 5.0}"]
+    assert main(argv) == 0
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(trials) == 2 and set(trials["state"]) == {"COMPLETE"}
+    assert (out / "best.yaml").exists()
+    assert main([*argv, "--n-trials", "1"]) == 0  # same name: the study resumes
+    assert len(pd.read_csv(out / "trials.csv")) == 3
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "runners.cli", "dashboard", "--storage", db, "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                studies = _get(f"http://127.0.0.1:{port}/api/studies")["studies"]
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    pytest.fail("optuna-dashboard did not start")
+                time.sleep(0.5)
+        assert [s["study_name"] for s in studies] == ["s1"]
+        detail = _get(f"http://127.0.0.1:{port}/api/studies/{studies[0]['study_id']}")
+        assert len(detail["trials"]) == 3
+        t0 = detail["trials"][0]
+        names = {p["name"] for p in t0["params"]}
+        assert {"search.alpha_lr", "search.freeze_threshold", "loss_weights.edge"} <= names
+        assert len(t0["values"]) == 1 and t0["values"][0] == pytest.approx(trials["value"][0])
+        assert detail["objective_names"] == ["delta_m"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_multi_objective_exports_pareto_front(tmp_path, fast_args):
+    out = tmp_path / "mo"
+    argv = ["hpo", "--storage", f"journal:{tmp_path / 'journal.log'}", "--out", str(out), *fast_args,
+            "--set", "hpo.objectives=[val/semseg, params_M]", "--set", "hpo.directions=[maximize, minimize]"]
+    assert main(argv) == 0
+    front = pd.read_csv(out / "pareto.csv")
+    assert 1 <= len(front) <= 2 and {"val/semseg", "params_M", "search.alpha_lr"} <= set(front.columns)
+    for f in front["architecture"]:
+        assert (out / "pareto").exists() and f.endswith(".yaml")
+
+
+def test_bad_storage_is_one_line(tmp_path, capsys, fast_args):
+    assert main(["hpo", "--storage", "nosuchdb://x", "--out", str(tmp_path), *fast_args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot open Optuna storage" in err[0]

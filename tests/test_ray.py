@@ -1,0 +1,116 @@
+"""Runner integration tests on a real two-node Ray cluster on loopback (``ray start`` processes)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+FAST = ["--fast-dev-run", "--no-progress"]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    port = _free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    common = ["--num-cpus=1", "--include-dashboard=false", "--disable-usage-stats"]
+    subprocess.run(["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", *common],
+                   check=True, env=env, capture_output=True)
+    try:
+        subprocess.run(["ray", "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", *common],
+                       check=True, env=env, capture_output=True)
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run(["ray", "stop", "--force"], capture_output=True)
+
+
+def _trcnas(*args, cache, storage, timeout=600, check=True):
+    cmd = [sys.executable, "-m", "runners.cli", *args, *FAST, "--set", f"data.cache_dir={cache}",
+           "--set", f"ray.storage_path={storage}"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert p.returncode == 0, p.stderr[-3000:]
+    return p
+
+
+def _steps(trial: Path) -> list[int]:
+    return [json.loads(ln)["step"] for ln in (trial / "result.json").read_text().splitlines() if ln.strip()]
+
+
+def test_trials_land_on_both_nodes_and_export_best(cluster, cache_dir, tmp_path):
+    _trcnas("search", "--address", cluster, "--num-samples", "2", "--name", "two", cache=cache_dir,
+            storage=tmp_path)
+    df = pd.read_csv(tmp_path / "two" / "summary.csv")
+    assert list(df["status"]) == ["done", "done"]
+    assert df["node_id"].nunique() == 2  # one CPU per node, one CPU per trial
+    assert sorted(df["seed"]) == [0, 1]
+    out = tmp_path / "best.yaml"
+    p = subprocess.run([sys.executable, "-m", "runners.cli", "export", str(tmp_path / "two"), "--metric",
+                        "val/semseg", "--out", str(out)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    best = df.loc[df["val/semseg"].idxmax()]
+    assert json.loads(best["architecture"]) == __import__("yaml").safe_load(out.read_text())["choices"]
+
+
+def test_nan_trial_errors_while_sibling_finishes(cluster, cache_dir, tmp_path):
+    _trcnas("search", "--address", cluster, "--name", "nan", "--set", "ray.max_failures=1",
+            "--set", "ray.param_space={loss_weights.depth: {grid: [1.0, 1.0e39]}}", cache=cache_dir, storage=tmp_path)
+    df = pd.read_csv(tmp_path / "nan" / "summary.csv").sort_values("loss_weights.depth")
+    assert list(df["status"]) == ["done", "error"]
+    assert "loss became" in df.iloc[1]["error"]
+
+
+def test_injected_crash_is_retried_from_checkpoint(cluster, cache_dir, tmp_path):
+    _trcnas("search", "--address", cluster, "--name", "crash", "--set", "search.steps=6",
+            "--set", "debug.crash_after_checkpoint=2", "--set", "ray.max_failures=2", cache=cache_dir,
+            storage=tmp_path)
+    df = pd.read_csv(tmp_path / "crash" / "summary.csv")
+    assert list(df["status"]) == ["done"]
+    trial = next(p for p in (tmp_path / "crash").iterdir() if (p / "result.json").exists())
+    # reported checkpoints 2 | crash | restored from 2: 4, 6, final 6 — step 2 is not trained again
+    assert _steps(trial) == [2, 4, 6, 6]
+
+
+def test_killed_driver_resumes_without_rerunning_finished_trials(cluster, cache_dir, tmp_path):
+    args = [sys.executable, "-m", "runners.cli", "search", "--address", cluster, "--num-samples", "2",
+            "--name", "kill", *FAST, "--set", f"data.cache_dir={cache_dir}", "--set", f"ray.storage_path={tmp_path}",
+            "--set", "ray.max_concurrent_trials=1", "--set", "search.steps=40", "--set", "train.checkpoint_every=4"]
+    exp = tmp_path / "kill"
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 400
+    try:
+        while time.time() < deadline:  # wait for one finished trial and a checkpoint of the second
+            trials = [p for p in exp.glob("search_trial_*") if (p / "result.json").exists()] if exp.exists() else []
+            done = [t for t in trials if '"done": true' in (t / "result.json").read_text()]
+            running = [t for t in trials if t not in done and _steps(t)]
+            if done and running:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the experiment did not reach a finished trial and a checkpointed one")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finished, interrupted = done[0], running[0]
+    before_done = (finished / "result.json").read_text()
+    last_step = _steps(interrupted)[-1]
+    assert last_step < 40
+    _trcnas("search", "--address", cluster, "--resume", str(exp), cache=cache_dir, storage=tmp_path)
+    df = pd.read_csv(exp / "summary.csv")
+    assert list(df["status"]) == ["done", "done"]
+    assert (finished / "result.json").read_text() == before_done  # not rerun
+    steps = _steps(interrupted)
+    resumed = steps[steps.index(last_step) + 1:]
+    assert resumed and resumed[0] > last_step and resumed[-1] == 40
