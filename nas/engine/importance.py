@@ -82,15 +82,15 @@ def permutation_importance(run_dir: str | Path, repeats: int = 5, seed: int = 0,
 
         def permuted(batch, pair=(t, s), perm=perm, msgs=msgs):
             idx = batch["index"].cpu()
-            return {pair: lambda m: msgs[perm[idx]].to(m.device, m.dtype)}
+            return {pair: lambda msg: msgs[perm[idx]].to(msg.device, msg.dtype)}
 
-        m = primary(evaluate(model, ctx.val_loader(), tasks, dev, hooks_fn=permuted), tasks)
-        dm = delta_m(m, {k: baselines[k] for k in tasks}, higher)
+        permuted_metrics = primary(evaluate(model, ctx.val_loader(), tasks, dev, hooks_fn=permuted), tasks)
+        dm = delta_m(permuted_metrics, {k: baselines[k] for k in tasks}, higher)
         row = {"target": t, "source": s, "context": model.distill.choice[t][s], "repeat": r,
                "delta_m": dm, "drop_delta_m": dm0 - dm}
         for k in tasks:
             sign = 1.0 if higher[k] else -1.0
-            row[f"drop_{k}"] = sign * (base[k] - m[k])
+            row[f"drop_{k}"] = sign * (base[k] - permuted_metrics[k])
         rows.append(row)
     if out is not None:
         out = Path(out)
