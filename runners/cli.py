@@ -70,6 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/bench")
     p.add_argument("--quick", action="store_true", help="small sizes and one repetition (a smoke test)")
 
+    p = sub.add_parser("importance", help="permutation importance of each context block of a trained ATRC network")
+    p.add_argument("--run", required=True, help="a train/retrain run directory of an ATRC architecture")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", default=None, help="where importance.csv goes (default: the run directory)")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("report", help="figures and tables from the result files under DIR (into DIR/figures)")
+    p.add_argument("dir")
+    p.add_argument("--out", default=None)
+
     p = sub.add_parser("summary", help="parameters (M) and multiply-adds (G), total and per module")
     _common(p, "synthetic-mt")
     p.add_argument("--architecture", default=None)
@@ -164,7 +176,8 @@ def cmd_run(args):
     cfg, out = _load_cfg(args, "run")
     res = run_pipeline(cfg, out, address=args.address, num_samples=args.num_samples, progress=not args.no_progress)
     w = res["wall_s"]
-    print(f"pipeline finished in {w['total']:.0f}s (search {w['search']:.0f}s, retrain {w['retrain']:.0f}s); "
+    print(f"pipeline finished in {w['total']:.0f}s (search {w['search']:.0f}s, retrain {w['retrain']:.0f}s, "
+          f"importance {w['importance']:.0f}s); "
           f"best trial by {res['selected_by']}; retrained val metrics:")
     _print_metrics(res["metrics"])
     for k, v in res["outputs"].items():
@@ -204,6 +217,29 @@ def cmd_bench(args):
     print(json.dumps(res, indent=2) if args.json else format_table(res))
     if not args.json:
         print(f"written: {', '.join(res['files'].values())}")
+
+
+def cmd_importance(args):
+    from nas.engine.importance import permutation_importance
+
+    if args.repeats < 1:
+        raise UserError("--repeats must be at least 1")
+    out = Path(args.out or args.run)
+    permutation_importance(args.run, args.repeats, args.seed, args.device, not args.no_progress, out)
+    import pandas as pd
+
+    df = pd.read_csv(out / "importance.csv")
+    print(df[["target", "source", "context", "drop_delta_m_mean", "drop_delta_m_std"]].to_string(index=False))
+    print(f"written: {out / 'importance.csv'}, {out / 'importance_repeats.csv'}")
+
+
+def cmd_report(args):
+    from analysis.report import make_report
+
+    if not Path(args.dir).is_dir():
+        raise UserError(f"report: {args.dir} is not a directory")
+    s = make_report(args.dir, args.out)
+    print(f"figures and tables in {s['figures']}: {', '.join(s['files'])}")
 
 
 def cmd_summary(args):
@@ -259,7 +295,7 @@ def cmd_table(args):
 COMMANDS = {
     "run": cmd_run, "train": cmd_train, "retrain": cmd_train, "search": cmd_search, "export": cmd_export,
     "table": cmd_table, "hpo": cmd_hpo, "dashboard": cmd_dashboard, "summary": cmd_summary, "configs": cmd_configs,
-    "bench": cmd_bench,
+    "bench": cmd_bench, "importance": cmd_importance, "report": cmd_report,
 }
 
 

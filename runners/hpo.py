@@ -6,6 +6,7 @@ metrics, multi-objective studies export their Pareto front (CSV + architecture Y
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 from pathlib import Path
 
@@ -136,6 +137,16 @@ def export_study(study, out: Path, objectives: list[str]) -> dict:
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     result = {"study": study.study_name, "trials": len(study.trials), "complete": len(done),
               "trials_csv": str(out / "trials.csv")}
+    meta = {"study": study.study_name, "objectives": objectives,
+            "directions": [d.name.lower() for d in study.directions]}
+    atomic_write_text(out / "study.json", json.dumps(meta, indent=2))
+    if len(done) >= 2 and len(objectives) == 1:
+        import optuna
+        import pandas as pd
+
+        imp = optuna.importance.get_param_importances(study)
+        atomic_write_text(out / "param_importances.csv",
+                          pd.DataFrame({"param": list(imp), "importance": list(imp.values())}).to_csv(index=False))
     if not done:
         return result
     if len(objectives) == 1:

@@ -1,10 +1,13 @@
-"""``trcnas run``: search (Ray Tune trials) -> export the best architecture -> retrain -> evaluate."""
+"""``trcnas run``: search (Ray Tune trials) -> export the best architecture -> retrain -> evaluate ->
+permutation importance -> report figures."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
+from analysis.report import make_report
+from nas.engine.importance import permutation_importance
 from nas.engine.train import train_run
 from runners.export import export
 from runners.tune_search import run_tune_search
@@ -25,10 +28,15 @@ def run_pipeline(cfg: dict, out: str | Path, address: str | None = None, num_sam
     export(exp, arch_path, metric=metric, mode=mode)
     t1 = time.perf_counter()
     summary = train_run(cfg, out / "retrain", architecture=str(arch_path), progress=progress)
+    t2 = time.perf_counter()
+    permutation_importance(out / "retrain", cfg["report"]["importance_repeats"], cfg["seed"], progress=progress,
+                           out=out / "retrain")
+    t3 = time.perf_counter()
+    report = make_report(out)
     outputs = {
         "experiment": exp, "summary": exp / "summary.csv", "architecture": arch_path,
         "retrain": out / "retrain", "metrics": out / "retrain" / "metrics.json",
+        "importance": out / "retrain" / "importance.csv", "figures": Path(report["figures"]),
     }
-    return {"outputs": outputs, "metrics": summary, "wall_s": {"search": t_search, "retrain": time.perf_counter() - t1,
-                                                                "total": time.perf_counter() - t0},
-            "selected_by": f"{metric} ({mode})"}
+    wall = {"search": t_search, "retrain": t2 - t1, "importance": t3 - t2, "total": time.perf_counter() - t0}
+    return {"outputs": outputs, "metrics": summary, "wall_s": wall, "selected_by": f"{metric} ({mode})"}

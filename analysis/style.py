@@ -1,0 +1,43 @@
+"""Shared figure style: a consistent palette per context type and task, readable labels, saving PNG + PDF
+atomically, and an explicit 'no data' panel instead of an empty axis."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+CONTEXT_ORDER = ["none", "global", "local", "tlabel", "slabel"]
+CONTEXT_LABELS = {"none": "none", "global": "global", "local": "local", "tlabel": "T-label", "slabel": "S-label"}
+CONTEXT_COLORS = {"none": "#bdbdbd", "global": "#4C72B0", "local": "#55A868", "tlabel": "#C44E52",
+                  "slabel": "#8172B2"}
+TASK_LABELS = {"semseg": "SemSeg", "parts": "PartSeg", "depth": "Depth", "normals": "Normals", "edge": "Boundary",
+               "saliency": "Saliency"}
+
+
+def task_label(t: str) -> str:
+    return TASK_LABELS.get(t, t)
+
+
+def no_data(ax, what: str) -> None:
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, f"no data: {what}", ha="center", va="center", fontsize=12, color="#555555",
+            transform=ax.transAxes)
+
+
+def save(fig, out_dir: Path, name: str) -> list[Path]:
+    """Writes ``name.png`` and ``name.pdf`` (temporary file, then rename) and closes the figure."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in ("png", "pdf"):
+        final = out_dir / f"{name}.{ext}"
+        tmp = out_dir / f".{name}.tmp.{ext}"
+        fig.savefig(tmp, dpi=130, bbox_inches="tight")
+        os.replace(tmp, final)
+        paths.append(final)
+    plt.close(fig)
+    return paths
