@@ -107,7 +107,8 @@ def proportions_figure(archs: list[dict], out: Path) -> pd.DataFrame | None:
 def reliability(archs: list[dict]) -> pd.DataFrame:
     """Per pair: % of pairs of runs that chose the same context (percentage agreement)."""
     choices = [pair_choices(a) for a in archs]
-    pairs = sorted(choices[0])
+    tasks = archs[0]["tasks"]
+    pairs = [(t, s) for t in tasks for s in tasks if (t, s) in choices[0]]
     rows = []
     for p in pairs:
         agree = [choices[i][p] == choices[j][p] for i, j in combinations(range(len(choices)), 2)]

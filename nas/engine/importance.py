@@ -45,14 +45,28 @@ def load_trained(run_dir: Path, device: str | None = None):
 
 def permutation_importance(run_dir: str | Path, repeats: int = 5, seed: int = 0, device: str | None = None,
                            progress: bool = True, out: str | Path | None = None) -> list[dict]:
+    """Importance of every CP block of the trained run in ``run_dir``; with ``out``, writes importance.csv
+    (mean and std per block), importance_repeats.csv and importance.json."""
     cfg, model, tasks, val = load_trained(Path(run_dir), device)
     if getattr(model, "distill", None) is None or not model.distill.pairs:
         raise UserError(f"{run_dir}: the network has no context block to permute (retrain an ATRC architecture)")
     dev = resolve_device(cfg["device"])
     ctx = RunContext(cfg, Path(run_dir), dev, tasks, None, None, val)
+    rows, meta = importance_of(model, ctx.val_loader, tasks, cfg["baselines"], repeats, seed, dev, progress)
+    if out is not None:
+        out = Path(out)
+        write_csv(out / "importance_repeats.csv", rows)
+        write_csv(out / "importance.csv", summarize(rows, list(tasks)))
+        write_json(out / "importance.json", {"run": str(run_dir), "repeats": repeats, "seed": seed, **meta})
+    return rows
+
+
+def importance_of(model, make_loader, tasks, baselines, repeats: int, seed: int, device, progress: bool = False):
+    """Core of the permutation test for any model with a ``distill`` module exposing ``tasks``, ``sources``
+    and ``choice`` and a ``forward(image, hooks=...)``; ``make_loader()`` yields batches with ``index``."""
     pairs = [(t, s) for t in model.distill.tasks for s in model.distill.sources[t]]
-    n = len(val)
     store: dict[tuple[str, str], torch.Tensor] = {}
+    n = len(make_loader().dataset)
 
     def recorder(batch):
         idx = batch["index"].cpu()
@@ -69,11 +83,11 @@ def permutation_importance(run_dir: str | Path, repeats: int = 5, seed: int = 0,
 
         return {p: make(p) for p in pairs}
 
-    base_metrics = evaluate(model, ctx.val_loader(), tasks, dev, hooks_fn=recorder, progress=progress)
-    base = primary(base_metrics, tasks)
+    base = primary(evaluate(model, make_loader(), tasks, device, hooks_fn=recorder, progress=progress), tasks)
     higher = {t: k.higher_is_better for t, k in tasks.items()}
-    baselines = cfg["baselines"] if cfg["baselines"] and all(t in cfg["baselines"] for t in tasks) else base
-    dm0 = delta_m(base, {t: baselines[t] for t in tasks}, higher)
+    use_st = bool(baselines) and all(t in baselines for t in tasks)
+    ref = {t: (baselines[t] if use_st else base[t]) for t in tasks}
+    dm0 = delta_m(base, ref, higher)
     rows = []
     jobs = [(p, r) for p in pairs for r in range(repeats)]
     for (t, s), r in tqdm(jobs, desc="permutation importance", disable=not progress):
@@ -84,22 +98,17 @@ def permutation_importance(run_dir: str | Path, repeats: int = 5, seed: int = 0,
             idx = batch["index"].cpu()
             return {pair: lambda msg: msgs[perm[idx]].to(msg.device, msg.dtype)}
 
-        permuted_metrics = primary(evaluate(model, ctx.val_loader(), tasks, dev, hooks_fn=permuted), tasks)
-        dm = delta_m(permuted_metrics, {k: baselines[k] for k in tasks}, higher)
+        permuted_metrics = primary(evaluate(model, make_loader(), tasks, device, hooks_fn=permuted), tasks)
+        dm = delta_m(permuted_metrics, ref, higher)
         row = {"target": t, "source": s, "context": model.distill.choice[t][s], "repeat": r,
                "delta_m": dm, "drop_delta_m": dm0 - dm}
         for k in tasks:
             sign = 1.0 if higher[k] else -1.0
             row[f"drop_{k}"] = sign * (base[k] - permuted_metrics[k])
         rows.append(row)
-    if out is not None:
-        out = Path(out)
-        write_csv(out / "importance_repeats.csv", rows)
-        write_csv(out / "importance.csv", summarize(rows, list(tasks)))
-        write_json(out / "importance.json", {"run": str(run_dir), "repeats": repeats, "seed": seed, "samples": n,
-                                             "delta_m_original": dm0, "baseline": "single-task" if baselines
-                                             is not base else "unpermuted network", "metrics": base})
-    return rows
+    meta = {"samples": n, "delta_m_original": dm0, "metrics": base,
+            "baseline": "single-task" if use_st else "unpermuted network"}
+    return rows, meta
 
 
 def summarize(rows: list[dict], tasks: list[str]) -> list[dict]:

@@ -1,0 +1,124 @@
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+
+from analysis import context
+from analysis.report import make_report
+from nas.engine.importance import importance_of, summarize
+from nas.tasks import DatasetInfo, build_tasks
+from spaces import from_genotype
+
+TASKS = ["semseg", "depth", "normals", "edge"]
+
+
+class Planted(nn.Module):
+    """depth <- normals carries the depth signal (encoded in image channel 0); depth <- depth is pure noise."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+        self.distill = SimpleNamespace(tasks=["depth"], sources={"depth": ["normals", "depth"]},
+                                       choice={"depth": {"normals": "global", "depth": "local"}},
+                                       pairs={"depth__normals": None, "depth__depth": None})
+
+    def forward(self, image, hooks=None):
+        hooks = hooks or {}
+        signal = hooks.get(("depth", "normals"), lambda m: m)(image[:, :1] * self.scale)
+        noise = hooks.get(("depth", "depth"), lambda m: m)(image[:, 1:2])
+        b, _, h, w = image.shape
+        normals = torch.zeros(b, 3, h, w)
+        normals[:, 2] = 1
+        return {"pred": {"depth": signal + 0.1 * noise, "normals": normals}, "aux": {}}
+
+
+def test_importance_ranks_informative_source_above_noise():
+    g = torch.Generator().manual_seed(0)
+    n = 24
+    depth = 1 + 4 * torch.rand(n, 1, 1, 1, generator=g).expand(n, 1, 8, 8)
+    noise = torch.randn(n, 1, 8, 8, generator=g)
+    image = torch.cat([depth, noise, torch.zeros(n, 1, 8, 8)], 1)
+    normals = torch.nn.functional.normalize(torch.randn(n, 3, 8, 8, generator=g), dim=1)
+    ds = [{"image": image[i], "depth": depth[i], "normals": normals[i], "index": torch.tensor(i)} for i in range(n)]
+    tasks = build_tasks(["depth", "normals"], DatasetInfo("planted"))
+
+    def loader():
+        return torch.utils.data.DataLoader(ds, batch_size=5)
+
+    rows, meta = importance_of(Planted(), loader, tasks, {}, repeats=3, seed=0, device="cpu")
+    imp = pd.DataFrame(summarize(rows, ["depth", "normals"])).set_index("source")
+    assert meta["delta_m_original"] == 0.0  # no single-task baselines: relative to the unpermuted network
+    assert imp.loc["normals", "drop_delta_m_mean"] > 10 * max(imp.loc["depth", "drop_delta_m_mean"], 1e-3)
+    assert imp.loc["normals", "drop_depth_mean"] > 0.5  # RMSE rises by metres when the signal is shuffled
+    assert imp.loc["depth", "drop_normals_mean"] == pytest.approx(0.0)
+    # deterministic for a seed
+    rows2, _ = importance_of(Planted(), loader, tasks, {}, repeats=3, seed=0, device="cpu")
+    assert rows == rows2
+
+
+def _arch(seed):
+    rng = np.random.default_rng(seed)
+    codes = {t: {s: int(rng.choice([0, 1, 2, 3] if t == s else [0, 1, 2, 3, 4])) for s in TASKS} for t in TASKS}
+    codes["semseg"]["depth"] = 1  # always global: full agreement on this pair
+    return from_genotype({"data": codes})
+
+
+def _fake_results(root, runs=3):
+    for i in range(runs):
+        d = root / f"search{i}"
+        a = _arch(i)
+        a.save(d / "architecture.yaml")
+        hist = {"step": [0, 1, 2], "tau": [1.0, 0.5, 0.05], "entropy_weight": [-0.02, 0.02, 0.06]}
+        for t in TASKS:
+            for s in TASKS:
+                for c in ("none", "global"):
+                    hist[f"atrc.{t}.{s}:{c}"] = [0.5, 0.6, 0.7] if c == "global" else [0.5, 0.4, 0.3]
+        pd.DataFrame(hist).to_csv(d / "alpha_history.csv", index=False)
+        pd.DataFrame([{"step": 1, "decision": "atrc.semseg.depth", "choice": "global", "probability": 0.7,
+                       "margin": 0.4}]).to_csv(d / "freeze_events.csv", index=False)
+    imp = pd.DataFrame([{"target": t, "source": s, "context": "global", "drop_delta_m_mean": float(i + j),
+                         "drop_delta_m_std": 0.1} for i, t in enumerate(TASKS) for j, s in enumerate(TASKS)])
+    imp.to_csv(root / "importance.csv", index=False)
+    return imp
+
+
+def test_report_writes_figures_and_heatmap_equals_csv(tmp_path):
+    imp = _fake_results(tmp_path)
+    summary = make_report(tmp_path)
+    fig = tmp_path / "figures"
+    for name in ("importance_heatmap", "chosen_context", "context_proportions", "search_reliability",
+                 "alpha_trajectories", "schedules", "search_vs_retrain", "resources", "optuna"):
+        png, pdf = fig / f"{name}.png", fig / f"{name}.pdf"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+        assert pdf.read_bytes()[:5] == b"%PDF-"
+    m = pd.read_csv(fig / "importance_matrix.csv").set_index("target")
+    for _, r in imp.iterrows():
+        assert m.loc[r["target"], r["source"]] == pytest.approx(r["drop_delta_m_mean"])
+    assert summary["importance_matrix"]["depth"]["semseg"] == pytest.approx(1.0)
+    assert (fig / "importance_matrix.tex").read_text().startswith("\\begin{tabular}")
+    rel = pd.read_csv(fig / "search_reliability.csv")
+    assert rel.set_index(["target", "source"]).loc[("semseg", "depth"), "agreement"] == 100.0
+    assert summary["reliability"]["runs"] == 3 and summary["reliability"]["pearson_r"] is not None
+    props = pd.read_csv(fig / "context_proportions.csv").set_index("target")
+    assert np.allclose(props.sum(axis=1), 100.0)
+    assert json.loads((fig / "report.json").read_text())["search_runs"] == 3
+
+
+def test_reliability_agreement_by_hand():
+    a, b, c = _arch(0), _arch(0), _arch(1)
+    rel = context.reliability([a.to_dict(), b.to_dict(), c.to_dict()]).set_index(["target", "source"])
+    # pair agreement = share of the 3 run pairs with equal choices: 1/3 when only (a, b) agree
+    ca, cc = a.choices["atrc"], c.choices["atrc"]
+    for t in TASKS:
+        for s in TASKS:
+            want = 100.0 if ca[t][s] == cc[t][s] else 100.0 / 3
+            assert rel.loc[(t, s), "agreement"] == pytest.approx(want)
+
+
+def test_empty_dir_report_says_no_data(tmp_path):
+    s = make_report(tmp_path)
+    assert "importance_heatmap.png" in s["files"] and s["search_runs"] == 0
