@@ -177,14 +177,22 @@ def machine(device) -> dict:
     return info
 
 
+FULL = {"step": {"n_tasks": 4, "channels": 64, "res": 64, "batch": 4}, "local": {"channels": 64, "res": 128},
+        "tasks": (2, 3, 4, 5, 6), "resolutions": (32, 64, 96, 128), "scaling": {"channels": 32, "batch": 2},
+        "data": 40, "reps": 3}
+QUICK = {"step": {"n_tasks": 4, "channels": 16, "res": 16, "batch": 1}, "local": {"channels": 16, "res": 32},
+         "tasks": (2, 3), "resolutions": (16, 32), "scaling": {"channels": 8, "batch": 1}, "data": 4, "reps": 1}
+
+
 def run_bench(device: str = "cpu", out: str | Path = "results/bench", quick: bool = False, progress: bool = True):
     dev = torch.device(device)
-    reps, warm = (1, 1) if quick else (3, 1)
+    sz = QUICK if quick else FULL
+    reps, warm = sz["reps"], 1
     say = print if progress else (lambda *a, **k: None)
-    res: dict = {"machine": machine(dev), "units": {
+    res: dict = {"machine": machine(dev), "quick": quick, "units": {
         "images_per_s": "images/s", "step_s": "s", "peak_memory_MiB": "MiB", "fwd_bwd_s": "s",
         "max_abs_diff": "absolute", "exponent": "dimensionless (time ~ x^exponent)"}}
-    size = {"n_tasks": 4, "channels": 64, "res": 32 if quick else 64, "batch": 2 if quick else 4}
+    size = sz["step"]
     res["search_step"] = {"size": size, "rows": []}
     for mode, frac, label in (("soft-all", 0.0, "soft-all (reference: every candidate)"),
                               ("soft", 0.0, "soft, none frozen"), ("soft", 0.5, "soft, half frozen"),
@@ -197,11 +205,11 @@ def run_bench(device: str = "cpu", out: str | Path = "results/bench", quick: boo
     for r in res["search_step"]["rows"]:
         r["speedup_vs_soft_all"] = r["images_per_s"] / base
     say("local op ...", flush=True)
-    res["local_op"] = run_local_op(64, 64 if quick else 128, 1, dev, warm, reps)
+    res["local_op"] = run_local_op(sz["local"]["channels"], sz["local"]["res"], 1, dev, warm, reps)
     say("scaling ...", flush=True)
-    task_rows = [run_search_step("soft", 0.0, n, 32, 32, 2, dev, warm, reps) for n in range(2, 7)]
-    res_rows = [run_search_step("soft", 0.0, 4, 32, r, 2, dev, warm, reps) for r in (32, 64, 96, 128)[: 2 if quick
-                                                                                                       else 4]]
+    c, b = sz["scaling"]["channels"], sz["scaling"]["batch"]
+    task_rows = [run_search_step("soft", 0.0, n, c, 32 if not quick else 16, b, dev, warm, reps) for n in sz["tasks"]]
+    res_rows = [run_search_step("soft", 0.0, 4, c, r, b, dev, warm, reps) for r in sz["resolutions"]]
     res["scaling"] = {
         "tasks": {"rows": task_rows, "exponent": growth_exponent([r["tasks"] for r in task_rows],
                                                                  [r["step_s"] for r in task_rows])},
@@ -209,7 +217,7 @@ def run_bench(device: str = "cpu", out: str | Path = "results/bench", quick: boo
                                                                      [r["step_s"] for r in res_rows])},
     }
     say("data ...", flush=True)
-    res["data"] = run_data(10 if quick else 40)
+    res["data"] = run_data(sz["data"])
     if dev.type == "cuda":
         res["cuda"] = _cuda_variants(dev, size, warm, reps)
     return write_bench(res, Path(out))
@@ -280,7 +288,8 @@ def format_table(res: dict) -> str:
     for r in res["search_step"]["rows"]:
         lines.append(f"  {r['label']:40s} {r['images_per_s']:8.2f} {r['speedup_vs_soft_all']:10.2f} "
                      f"{r['peak_memory_MiB']:9.1f}")
-    lines.append("local op (fwd+bwd, C=64, 9x9):")
+    lo = res["local_op"][0]
+    lines.append(f"local op (fwd+bwd, C={lo['channels']}, {lo['resolution']}x{lo['resolution']}, 9x9 window):")
     for r in res["local_op"]:
         lines.append(f"  {r['implementation']:16s} {r['fwd_bwd_s'] * 1000:9.1f} ms {r['peak_memory_MiB']:9.1f} MiB"
                      f"   max|diff| {r['max_abs_diff']:.2e}")

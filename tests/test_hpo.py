@@ -43,7 +43,7 @@ def test_hpo_study_is_served_by_optuna_dashboard(tmp_path, fast_args):
         deadline = time.time() + 60
         while True:
             try:
-                studies = _get(f"http://127.0.0.1:{port}/api/studies")["studies"]
+                studies = _get(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
                 break
             except OSError:
                 if time.time() > deadline or proc.poll() is not None:

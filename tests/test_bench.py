@@ -1,0 +1,48 @@
+import json
+
+import pytest
+import torch
+
+from runners.bench import growth_exponent, run_search_step
+from runners.cli import main
+from runners.memory import PeakMemory
+
+
+def test_peak_memory_measures_tensors_not_rss():
+    x = torch.randn(256, 256)
+    with PeakMemory("cpu") as m:
+        a = x @ x  # 256 KiB
+        b = a + 1  # another 256 KiB, both alive
+        del a, b
+        c = torch.empty(64, 64)  # 16 KiB after the others were freed
+    assert m.peak_bytes == 2 * 256 * 256 * 4
+    assert c.numel() == 64 * 64
+
+
+def test_growth_exponent():
+    assert growth_exponent([2, 4, 8], [3.0, 12.0, 48.0]) == pytest.approx(2.0)
+
+
+def test_frozen_modes_do_less_work():
+    soft_all = run_search_step("soft-all", 1.0, n_tasks=2, channels=8, res=16, batch=1, reps=1, flops=True)
+    frozen = run_search_step("soft", 1.0, n_tasks=2, channels=8, res=16, batch=1, reps=1, flops=True)
+    hard = run_search_step("hard", 0.0, n_tasks=2, channels=8, res=16, batch=1, reps=1, flops=True)
+    assert frozen["flops_per_step"] < soft_all["flops_per_step"] / 2
+    assert hard["flops_per_step"] < soft_all["flops_per_step"] / 2
+    assert frozen["peak_memory_MiB"] < soft_all["peak_memory_MiB"]
+
+
+def test_bench_cli_json_has_every_figure_with_units(tmp_path, capsys):
+    assert main(["bench", "--quick", "--json", "--out", str(tmp_path)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["machine"]["device"] == "cpu" and res["machine"]["cpu_count"] >= 1
+    labels = [r["label"] for r in res["search_step"]["rows"]]
+    assert labels[0].startswith("soft-all") and len(labels) == 5
+    for r in res["search_step"]["rows"]:
+        assert r["images_per_s"] > 0 and r["peak_memory_MiB"] > 0
+    halo, unfold = res["local_op"]
+    assert halo["max_abs_diff"] < 1e-5 and halo["peak_memory_MiB"] < unfold["peak_memory_MiB"]
+    assert {"tasks", "resolution"} <= set(res["scaling"]) and res["data"]["images_per_s"] > 0
+    assert res["units"]["images_per_s"] == "images/s"
+    for f in ("bench.json", "bench.csv", "bench.png"):
+        assert (tmp_path / f).stat().st_size > 0
