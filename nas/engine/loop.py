@@ -188,7 +188,7 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
             if not math.isfinite(value):
                 raise DivergedError(f"loss became {value} at step {step}")
             row = {"step": step, "loss": value, "lr": lr, **{f"loss_{k}": float(v) for k, v in parts.items()},
-                   **extra_log, **log}
+                   **{k: float(v) for k, v in {**extra_log, **log}.items()}}
             rows.append(row)
             bar.set_postfix(loss=f"{value:.3f}")
         bar.update(1)

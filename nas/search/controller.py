@@ -6,7 +6,15 @@ from __future__ import annotations
 import torch
 
 from nas.engine.loop import LoopPlugin
-from nas.search.mixed import MixedOp, entropy_loss, mixed_ops, set_mode, set_tau, split_parameters
+from nas.search.mixed import (
+    MixedOp,
+    entropy_loss,
+    mixed_ops,
+    plan_hard_samples,
+    set_mode,
+    set_tau,
+    split_parameters,
+)
 from nas.search.schedules import Schedule
 
 
@@ -17,6 +25,7 @@ class ArchitectureSearch(LoopPlugin):
         if not self.ops:
             raise ValueError("the model has no searchable decision (no MixedOp)")
         set_mode(model, search_cfg["mode"])
+        self.mode = search_cfg["mode"]
         _, alphas = split_parameters(model)
         self.alpha_opt = torch.optim.Adam(alphas, lr=search_cfg["alpha_lr"],
                                           weight_decay=search_cfg["alpha_weight_decay"])
@@ -31,17 +40,20 @@ class ArchitectureSearch(LoopPlugin):
         return [self.alpha_opt]
 
     def before_step(self, step, total):
-        set_tau(self.model, self.tau(step, total))
+        tau = self.tau(step, total)
+        set_tau(self.model, tau)
+        if self.mode == "hard":
+            plan_hard_samples(self.ops, tau)
 
     def extra_loss(self, step, total):
         w = self.entropy_weight(step, total)
         h = entropy_loss(self.model)
         if h is None:
             return None, {"tau": self.tau(step, total), "entropy_weight": w}
-        return w * h, {"tau": self.tau(step, total), "entropy_weight": w, "entropy": float(h.detach())}
+        return w * h, {"tau": self.tau(step, total), "entropy_weight": w, "entropy": h.detach()}
 
     def after_step(self, step, total):
-        # one small device->host copy per step: the freeze rule needs the margins
+        # one small device->host copy per step (the freeze rule needs the margins); nothing else syncs
         probs = [torch.softmax(m.alpha.detach().float(), -1) for m in self.ops]
         self._pending.append((step, self.tau(step, total), self.entropy_weight(step, total), probs))
         margins = torch.stack([(p.topk(2).values[0] - p.topk(2).values[1]) if len(p) > 1 else p.new_ones(())

@@ -50,6 +50,8 @@ class MixedOp(nn.Module):
         self.is_none = [op is None for op in ops]
         self.alpha = nn.Parameter(torch.zeros(len(candidates)))
         self.register_buffer("frozen_index", torch.tensor(-1, dtype=torch.long))
+        self._frozen = -1  # host mirror of frozen_index: the forward branches on it without a device sync
+        self._planned: tuple[torch.Tensor, int] | None = None  # (hard weights, index) sampled by the controller
         self.mode = "soft"
         self.tau = 1.0
         self.last_computed: list[str] = []  # names of the candidates the last forward computed (for tests)
@@ -57,18 +59,27 @@ class MixedOp(nn.Module):
     # -- state ---------------------------------------------------------------------------------------
     @property
     def frozen(self) -> bool:
-        return int(self.frozen_index) >= 0
+        return self._frozen >= 0
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._frozen = int(self.frozen_index)
 
     def probabilities(self) -> torch.Tensor:
         return torch.softmax(self.alpha.detach().float(), dim=-1)
 
     def chosen(self) -> str:
-        i = int(self.frozen_index) if self.frozen else int(self.alpha.detach().argmax())
+        i = self._frozen if self.frozen else int(self.alpha.detach().argmax())
         return self.candidates[i]
 
     def freeze(self, index: int | None = None) -> None:
         i = int(self.alpha.detach().argmax()) if index is None else index
         self.frozen_index.fill_(i)
+        self._frozen = i
+
+    def plan(self, weights: torch.Tensor, index: int) -> None:
+        """Use these straight-through hard weights (and host index) in the next training forward."""
+        self._planned = (weights, index)
 
     def margin(self) -> float:
         p = self.probabilities().sort(descending=True).values
@@ -93,10 +104,13 @@ class MixedOp(nn.Module):
                 w = gumbel_softmax(self.alpha, self.tau)
             return self._combine(range(len(self.candidates)), w, fn)
         if self.frozen or not self.training:
-            return self._run(int(self.frozen_index) if self.frozen else int(self.alpha.detach().argmax()), fn)
+            return self._run(self._frozen if self.frozen else int(self.alpha.detach().argmax()), fn)
         if self.mode == "hard":
-            w = gumbel_softmax(self.alpha, self.tau, hard=True)
-            i = int(w.detach().argmax())
+            if self._planned is not None:
+                (w, i), self._planned = self._planned, None
+            else:  # sampled here: costs a device sync for the host index
+                w = gumbel_softmax(self.alpha, self.tau, hard=True)
+                i = int(w.detach().argmax())
             out = self._run(i, fn)
             return None if out is None else out * w[i].to(out.dtype)
         w = gumbel_softmax(self.alpha, self.tau)
@@ -145,6 +159,20 @@ def entropy_loss(model: nn.Module) -> torch.Tensor | None:
     """Mean entropy of softmax(alpha) over the decisions still searched (frozen ones are fixed for good)."""
     live = [m.entropy() for m in mixed_ops(model) if not m.frozen]
     return torch.stack(live).mean() if live else None
+
+
+def plan_hard_samples(ops: list[MixedOp], tau: float) -> None:
+    """One straight-through hard Gumbel sample for every live decision at once, with a single device->host
+    copy of the chosen indices (instead of one per decision)."""
+    live = [m for m in ops if not m.frozen]
+    if not live:
+        return
+    width = max(len(m.candidates) for m in live)
+    logits = torch.stack([nn.functional.pad(m.alpha, (0, width - len(m.candidates)), value=float("-inf"))
+                          for m in live])
+    w = gumbel_softmax(logits, tau, hard=True)
+    for m, row, i in zip(live, w, w.detach().argmax(-1).tolist()):
+        m.plan(row[: len(m.candidates)], i)
 
 
 def update_freezing(model: nn.Module, threshold: float) -> list[MixedOp]:
