@@ -2,6 +2,7 @@
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import pandas as pd
 import pytest
 
 FAST = ["--fast-dev-run", "--no-progress"]
+pytestmark = pytest.mark.slow
 
 
 def _free_port():
@@ -22,18 +24,27 @@ def _free_port():
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(tmp_path_factory):
+    """Head and worker node, one CPU each, with token authentication (Ray >= 2.59 defaults to it)."""
     port = _free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    common = ["--num-cpus=1", "--include-dashboard=false", "--disable-usage-stats"]
-    subprocess.run(["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", *common],
-                   check=True, env=env, capture_output=True)
+    token = tmp_path_factory.mktemp("ray") / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    env = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # for the CLI subprocesses and the nodes alike
+    common = ["--num-cpus=1", "--disable-usage-stats", "--node-ip-address=127.0.0.1"]
+    subprocess.run(["ray", "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
+                   check=True, capture_output=True)
     try:
-        subprocess.run(["ray", "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", *common],
-                       check=True, env=env, capture_output=True)
+        subprocess.run(["ray", "start", f"--address=127.0.0.1:{port}", *common], check=True, capture_output=True)
         yield f"127.0.0.1:{port}"
     finally:
         subprocess.run(["ray", "stop", "--force"], capture_output=True)
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _trcnas(*args, cache, storage, timeout=600, check=True):

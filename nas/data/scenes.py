@@ -56,14 +56,17 @@ class _Hits:
         self.part = np.zeros(n, dtype=np.int16)
         self.albedo = np.zeros((n, 3), dtype=np.float32)
 
-    def update(self, t, normal, cls, inst, albedo, part=0):
-        """t: (n,) distances with inf for misses; normal: (n,3) or (3,) world normals."""
-        closer = t < self.t
+    def update(self, t, normal, cls, inst, albedo, part=0, rays=None):
+        """t: distances (inf for misses) of all rays, or of the rays indexed by ``rays``; normal: per ray
+        (n, 3) or one (3,) world normal."""
+        current = self.t if rays is None else self.t[rays]
+        closer = t < current
         if not closer.any():
             return
-        idx = np.nonzero(closer)[0]
-        self.t[idx] = t[idx]
-        self.normal[idx] = normal[idx] if np.ndim(normal) == 2 else normal
+        sub = np.nonzero(closer)[0]
+        idx = sub if rays is None else rays[sub]
+        self.t[idx] = t[sub]
+        self.normal[idx] = normal[sub] if np.ndim(normal) == 2 else normal
         self.cls[idx] = cls
         self.inst[idx] = inst
         self.part[idx] = part
@@ -168,6 +171,15 @@ class SceneGenerator:
         hits = _Hits(len(d))
         inst = 0
 
+        def cast(fn, center, radius, *args):
+            """Intersect only the rays inside the screen bounding box of the primitive's bounding sphere."""
+            rays = self._rays_near(cam, cam_to_world, np.asarray(center, np.float32), radius)
+            if rays is not None and rays.size == 0:
+                return np.empty(0, np.float32), np.zeros((0, 3), np.float32), rays
+            sub = d if rays is None else d[rays]
+            t, n = fn(cam, sub, *args)
+            return t, n, rays
+
         def jitter(cls):
             return np.clip(_ALBEDO[cls] * rng.uniform(0.8, 1.2, 3), 0, 1).astype(np.float32)
 
@@ -205,13 +217,16 @@ class SceneGenerator:
             alb = jitter(_CLS[kind])
             if kind == "ball":
                 r = rng.uniform(0.15, 0.45)
-                t, n = _sphere(cam, d, np.array([x, r, z], np.float32), r)
+                c = np.array([x, r, z], np.float32)
+                t, n, rays = cast(_sphere, c, r, c, r)
             elif kind == "cabinet":
                 half = np.array([rng.uniform(0.2, 0.6), rng.uniform(0.3, 0.9), rng.uniform(0.2, 0.5)], np.float32)
-                t, n = _box(cam, d, np.array([x, half[1], z], np.float32), half, rng.uniform(0, np.pi))
+                c = np.array([x, half[1], z], np.float32)
+                t, n, rays = cast(_box, c, float(np.linalg.norm(half)), c, half, rng.uniform(0, np.pi))
             else:
-                t, n = _cylinder(cam, d, x, z, rng.uniform(0.08, 0.25), 0.0, rng.uniform(0.8, 2.2))
-            hits.update(t, n, _CLS[kind], inst, alb)
+                r, hgt = rng.uniform(0.08, 0.25), rng.uniform(0.8, 2.2)
+                t, n, rays = cast(_cylinder, (x, hgt / 2, z), np.hypot(r, hgt / 2), x, z, r, 0.0, hgt)
+            hits.update(t, n, _CLS[kind], inst, alb, rays=rays)
             inst += 1
 
         # a multi-part person: legs, torso, arms, head
@@ -224,21 +239,44 @@ class SceneGenerator:
             skin, cloth = jitter(_CLS["person"]), rng.uniform(0.1, 0.9, 3).astype(np.float32)
             leg_h, torso_h = 0.8 * s, 0.6 * s
             for side in (-1, 1):
-                t, n = _cylinder(cam, d, x + side * 0.1 * s * ex, z + side * 0.1 * s * ez, 0.07 * s, 0.0, leg_h)
-                hits.update(t, n, _CLS["person"], inst, cloth * 0.6, _PART["legs"])
-                t, n = _cylinder(
-                    cam, d, x + side * 0.27 * s * ex, z + side * 0.27 * s * ez, 0.05 * s, leg_h + 0.05, leg_h + torso_h
-                )
-                hits.update(t, n, _CLS["person"], inst, skin, _PART["arms"])
+                lx, lz = x + side * 0.1 * s * ex, z + side * 0.1 * s * ez
+                t, n, rays = cast(_cylinder, (lx, leg_h / 2, lz), np.hypot(0.07 * s, leg_h / 2),
+                                  lx, lz, 0.07 * s, 0.0, leg_h)
+                hits.update(t, n, _CLS["person"], inst, cloth * 0.6, _PART["legs"], rays=rays)
+                ax_, az_ = x + side * 0.27 * s * ex, z + side * 0.27 * s * ez
+                y0, y1 = leg_h + 0.05, leg_h + torso_h
+                t, n, rays = cast(_cylinder, (ax_, (y0 + y1) / 2, az_), np.hypot(0.05 * s, (y1 - y0) / 2),
+                                  ax_, az_, 0.05 * s, y0, y1)
+                hits.update(t, n, _CLS["person"], inst, skin, _PART["arms"], rays=rays)
             half = np.array([0.2 * s, torso_h / 2, 0.11 * s], np.float32)
-            t, n = _box(cam, d, np.array([x, leg_h + torso_h / 2, z], np.float32), half, -body_yaw)
-            hits.update(t, n, _CLS["person"], inst, cloth, _PART["torso"])
+            c = np.array([x, leg_h + torso_h / 2, z], np.float32)
+            t, n, rays = cast(_box, c, float(np.linalg.norm(half)), c, half, -body_yaw)
+            hits.update(t, n, _CLS["person"], inst, cloth, _PART["torso"], rays=rays)
             r = 0.12 * s
-            t, n = _sphere(cam, d, np.array([x, leg_h + torso_h + r + 0.02, z], np.float32), r)
-            hits.update(t, n, _CLS["person"], inst, skin, _PART["head"])
+            c = np.array([x, leg_h + torso_h + r + 0.02, z], np.float32)
+            t, n, rays = cast(_sphere, c, r, c, r)
+            hits.update(t, n, _CLS["person"], inst, skin, _PART["head"], rays=rays)
             inst += 1
 
         return self._shade(rng, cam, d, hits, cam_to_world, ceil, depth_room)
+
+    def _rays_near(self, cam, cam_to_world, center, radius):
+        """Flat indices of the pixels whose rays can hit a sphere (conservative screen-space box), or None
+        for all rays (the sphere reaches the camera plane)."""
+        pc = cam_to_world.T @ (center - cam)
+        z = pc[2]
+        if z <= radius * 1.05:
+            return None if z > -radius else np.empty(0, np.int64)
+        f, h, w = self.focal, self.height, self.width
+        # a sphere's image lies within angle asin(R/|p|) of its centre direction: bound it along each axis
+        rad = f * radius / np.sqrt(max(z * z - radius * radius, 1e-9)) * (np.linalg.norm(pc) / z)
+        u, v = f * pc[0] / z + w / 2, f * pc[1] / z + h / 2
+        c0, c1 = max(int(u - rad) - 1, 0), min(int(u + rad) + 2, w)
+        r0, r1 = max(int(v - rad) - 1, 0), min(int(v + rad) + 2, h)
+        if c0 >= c1 or r0 >= r1:
+            return np.empty(0, np.int64)
+        rows = np.arange(r0, r1)[:, None] * w
+        return (rows + np.arange(c0, c1)[None, :]).ravel()
 
     def _shade(self, rng, cam, d, hits, cam_to_world, ceil, depth_room) -> SceneSample:
         h, w = self.height, self.width
