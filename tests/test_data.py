@@ -149,3 +149,12 @@ def test_pascal_adapter_reads_layout(tmp_path):
     assert s["edge"][0, :, 6].all() and s["edge"][0, :, :6].sum() == 0
     assert s["parts"].shape == (h, w) and info.num_classes == 60
     json.dumps(info.edge_max_dist)
+
+
+def test_bounding_box_culling_changes_no_label():
+    fast, full = SceneGenerator(48, 64), SceneGenerator(48, 64)
+    full._rays_near = lambda *a: None  # every primitive against every ray
+    for i in range(8):
+        a, b = fast.render(5, i), full.render(5, i)
+        assert np.array_equal(a.semseg, b.semseg) and np.array_equal(a.parts, b.parts)
+        assert np.array_equal(a.depth, b.depth) and np.array_equal(a.image, b.image)

@@ -78,9 +78,12 @@ def _load_local(module: nn.Module, path: str) -> None:
         raise UserError(f"backbone.weights: file {p} not found (weights are only read from a local path)")
     state = torch.load(p, map_location="cpu", weights_only=True)
     state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    if len(missing) == len(module.state_dict()):
+    if not isinstance(state, dict) or not any(k in module.state_dict() for k in state):
         raise UserError(f"backbone.weights: no tensor of {p} matches the backbone (wrong file or architecture?)")
+    try:
+        module.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        raise UserError(f"backbone.weights: {p} does not fit the backbone: {str(e).splitlines()[1].strip()}") from None
 
 
 def _timm(model_name: str, keep: list[int], **kw):
