@@ -151,9 +151,10 @@ def run_tune_search(cfg: dict, name: str, address: str | None = None, num_sample
     r = cfg["ray"]
     n_trials = max(1, num_samples) * _grid_size(r["param_space"])
     cpu = r["resources"].get("cpu")
-    if not cpu:  # share the cluster's CPUs among the trials that run at once
+    if not cpu:  # share the cluster's CPUs among the trials that run at once, at most one node's worth
         at_once = min(n_trials, r["max_concurrent_trials"] or n_trials)
-        cpu = max(1, int(ray.cluster_resources().get("CPU", 1)) // at_once)
+        per_node = max([int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")] or [1])
+        cpu = max(1, min(int(ray.cluster_resources().get("CPU", 1)) // at_once, per_node))
     resources = {"cpu": float(cpu), "gpu": float(r["resources"].get("gpu", 0))}
     trainable = tune.with_resources(search_trial, resources)
     if resume:
