@@ -26,7 +26,7 @@ from tqdm import tqdm
 from nas.config import dump
 from nas.data import StepBatchSampler, build_dataset
 from nas.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from nas.engine.evaluate import compute_losses, to_device
+from nas.engine.evaluate import compute_losses, delta_m_of, evaluate, primary, to_device
 from nas.errors import UserError
 from nas.tasks import Task, build_tasks
 from spaces.io import atomic_write_text
@@ -204,3 +204,24 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
 
 def write_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, default=float))
+
+
+def finish_run(model, ctx: RunContext, result: LoopResult, model_name: str, progress: bool = True,
+               **extra) -> dict:
+    """Evaluates on the val split and writes ``metrics.json``: every metric, primary metrics, their
+    directions, Delta_m (with baselines), steps, wall time, plus ``extra``."""
+    metrics = evaluate(model, ctx.val_loader(), ctx.tasks, ctx.device, progress=progress,
+                       bf16=ctx.cfg["train"]["bf16"])
+    summary = {
+        "model": model_name,
+        "tasks": list(ctx.tasks),
+        "metrics": metrics,
+        "primary": primary(metrics, ctx.tasks),
+        "directions": {t: ("higher" if k.higher_is_better else "lower") for t, k in ctx.tasks.items()},
+        "delta_m": delta_m_of(metrics, ctx.tasks, ctx.cfg["baselines"]),
+        "steps": result.step,
+        "wall_s": result.wall_s,
+        **extra,
+    }
+    write_json(ctx.out_dir / "metrics.json", summary)
+    return summary

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nas.engine.evaluate import delta_m_of, evaluate, primary
-from nas.engine.loop import fit, prepare, write_csv, write_json
+from nas.engine.loop import finish_run, fit, prepare, write_csv
 from nas.models import build_model
 from nas.search.controller import ArchitectureSearch
 from nas.search.mixed import split_parameters
@@ -58,19 +58,6 @@ def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bo
     })
     arch.validate(space)
     arch.save(out / ARCHITECTURE)
-    metrics = evaluate(model, ctx.val_loader(), ctx.tasks, ctx.device, progress=progress, bf16=cfg["train"]["bf16"])
-    summary = {
-        "model": f"{space.name}_search",
-        "tasks": list(ctx.tasks),
-        "metrics": metrics,
-        "primary": primary(metrics, ctx.tasks),
-        "directions": {t: ("higher" if k.higher_is_better else "lower") for t, k in ctx.tasks.items()},
-        "delta_m": delta_m_of(metrics, ctx.tasks, cfg["baselines"]),
-        "steps": result.step,
-        "wall_s": result.wall_s,
-        "frozen": sum(v["frozen_at_step"] is not None for v in decisions.values()),
-        "decisions": len(decisions),
-        "architecture": arch.to_dict(),
-    }
-    write_json(out / "metrics.json", summary)
-    return summary
+    return finish_run(model, ctx, result, f"{space.name}_search", progress,
+                      frozen=sum(v["frozen_at_step"] is not None for v in decisions.values()),
+                      decisions=len(decisions), architecture=arch.to_dict())

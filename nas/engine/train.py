@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nas.engine.evaluate import delta_m_of, evaluate, primary
-from nas.engine.loop import fit, prepare, write_json
+from nas.engine.loop import finish_run, fit, prepare
 from nas.models import build_model
 from nas.tasks import TASKS
 
@@ -35,17 +34,5 @@ def train_run(cfg: dict, out_dir: str | Path, architecture: str | None = None, p
                  stop_after=stop_after)
     if result.step < cfg["train"]["steps"]:
         return {"step": result.step, "finished": False}
-    metrics = evaluate(model, ctx.val_loader(), ctx.tasks, ctx.device, progress=progress, bf16=cfg["train"]["bf16"])
-    summary = {
-        "model": cfg["model"]["type"],
-        "tasks": list(ctx.tasks),
-        "metrics": metrics,
-        "primary": primary(metrics, ctx.tasks),
-        "directions": {t: ("higher" if k.higher_is_better else "lower") for t, k in ctx.tasks.items()},
-        "delta_m": delta_m_of(metrics, ctx.tasks, cfg["baselines"]),
-        "steps": result.step,
-        "wall_s": result.wall_s,
-        "architecture": None if arch is None else arch.to_dict(),
-    }
-    write_json(Path(out_dir) / "metrics.json", summary)
-    return summary
+    return finish_run(model, ctx, result, cfg["model"]["type"], progress,
+                      architecture=None if arch is None else arch.to_dict())
