@@ -97,7 +97,7 @@ def test_injected_crash_is_retried_from_checkpoint(cluster, cache_dir, tmp_path)
 def test_killed_driver_resumes_without_rerunning_finished_trials(cluster, cache_dir, tmp_path):
     args = [sys.executable, "-m", "runners.cli", "search", "--address", cluster, "--num-samples", "2",
             "--name", "kill", *FAST, "--set", f"data.cache_dir={cache_dir}", "--set", f"ray.storage_path={tmp_path}",
-            "--set", "ray.max_concurrent_trials=1", "--set", "search.steps=40", "--set", "train.checkpoint_every=4"]
+            "--set", "ray.max_concurrent_trials=1", "--set", "search.steps=24", "--set", "train.checkpoint_every=4"]
     exp = tmp_path / "kill"
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 400
@@ -117,11 +117,11 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(cluster, cache_
     finished, interrupted = done[0], running[0]
     before_done = (finished / "result.json").read_text()
     last_step = _steps(interrupted)[-1]
-    assert last_step < 40
+    assert last_step < 24
     _trcnas("search", "--address", cluster, "--resume", str(exp), cache=cache_dir, storage=tmp_path)
     df = pd.read_csv(exp / "summary.csv")
     assert list(df["status"]) == ["done", "done"]
     assert (finished / "result.json").read_text() == before_done  # not rerun
     steps = _steps(interrupted)
     resumed = steps[steps.index(last_step) + 1:]
-    assert resumed and resumed[0] > last_step and resumed[-1] == 40
+    assert resumed and resumed[0] > last_step and resumed[-1] == 24
