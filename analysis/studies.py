@@ -20,15 +20,16 @@ def study_figures(trials: pd.DataFrame | None, importances: pd.DataFrame | None,
     done = trials[trials["state"] == "COMPLETE"]
     value_cols = [c for c in trials.columns if c == "value" or c.startswith("values_")]
     ax = axes[0]
-    if "value" in done:
-        ax.scatter(done["number"], done["value"], color="#4C72B0", label="trial")
-        best = done["value"].cummax() if maximize else done["value"].cummin()
+    if len(value_cols) == 1:
+        col = value_cols[0]
+        ax.scatter(done["number"], done[col], color="#4C72B0", label="trial")
+        best = done[col].cummax() if maximize else done[col].cummin()
         ax.plot(done["number"], best, color="#C44E52", label="best so far")
-        ax.set_ylabel("objective")
+        ax.set_ylabel(col.removeprefix("values_"))
         ax.legend()
     elif value_cols:
         ax.scatter(done["number"], done[value_cols[0]], color="#4C72B0")
-        ax.set_ylabel(value_cols[0])
+        ax.set_ylabel(value_cols[0].removeprefix("values_"))
     ax.set_xlabel("trial")
     ax.set_title("Optimisation history")
     if importances is not None and not importances.empty:

@@ -55,7 +55,8 @@ def test_hpo_study_is_served_by_optuna_dashboard(tmp_path, fast_args):
         t0 = detail["trials"][0]
         names = {p["name"] for p in t0["params"]}
         assert {"search.alpha_lr", "search.freeze_threshold", "loss_weights.edge"} <= names
-        assert len(t0["values"]) == 1 and t0["values"][0] == pytest.approx(trials["value"][0])
+        value_col = next(c for c in trials.columns if c.startswith("value"))  # "values_delta_m" when named
+        assert len(t0["values"]) == 1 and t0["values"][0] == pytest.approx(trials[value_col][0])
         assert detail["objective_names"] == ["delta_m"]
     finally:
         proc.terminate()
@@ -71,6 +72,10 @@ def test_multi_objective_exports_pareto_front(tmp_path, fast_args):
     assert 1 <= len(front) <= 2 and {"val/semseg", "params_M", "search.alpha_lr"} <= set(front.columns)
     for f in front["architecture"]:
         assert (out / "pareto").exists() and f.endswith(".yaml")
+    from analysis.report import make_report
+
+    rep = make_report(out)
+    assert "optuna.png" in rep["files"] and (out / "figures" / "optuna.pdf").stat().st_size > 0
 
 
 def test_bad_storage_is_one_line(tmp_path, capsys, fast_args):
