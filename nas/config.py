@@ -229,8 +229,7 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
                 raise UserError(f"--set {item}: unknown config key {'.'.join(path)!r}")
             node = node[p]
         node[path[-1]] = value
-        _check({path[0]: cfg[path[0]]} if path[0] in cfg else {path[0]: value}, DEFAULTS, "", f"--set {item}")
-    _check(cfg, DEFAULTS, "", source)
+        _check({path[0]: cfg[path[0]]}, DEFAULTS, "", f"--set {item}")
     _check_semantics(cfg, source)
     return cfg
 

@@ -115,7 +115,6 @@ def _load_cfg(args, command: str):
     cfg = load_config(args.config, overrides)
     if args.fast_dev_run:
         cfg["name"] = f"{cfg['name']}-fast-dev"
-        cfg["data"]["cache_dir"] = str(Path(cfg["data"]["cache_dir"]))
     out = Path(args.out) if args.out else Path("results") / command / f"{cfg['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
     return cfg, out
 
