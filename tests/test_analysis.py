@@ -122,3 +122,37 @@ def test_reliability_agreement_by_hand():
 def test_empty_dir_report_says_no_data(tmp_path):
     s = make_report(tmp_path)
     assert "importance_heatmap.png" in s["files"] and s["search_runs"] == 0
+
+
+def test_cached_encoder_gives_the_same_importance_as_full_forwards():
+    from nas.config import load_config
+    from nas.models import build_model
+
+    g = torch.Generator().manual_seed(0)
+    n = 10
+    info = DatasetInfo("s", num_classes=9, normal_centroids=np.eye(3, dtype=np.float32))
+    tasks = build_tasks(["semseg", "depth"], info)
+    arch = from_genotype({"data": {"semseg": {"semseg": 3, "depth": 1}, "depth": {"semseg": 2, "depth": 0}}})
+    cfg = load_config("synthetic-atrc", ["data.tasks=[semseg, depth]"])
+    torch.manual_seed(0)
+    model = build_model(cfg, tasks, kind="atrc", architecture=arch).eval()
+    ds = [{"image": torch.randn(3, 32, 32, generator=g), "semseg": torch.randint(0, 9, (32, 32), generator=g),
+           "depth": 1 + torch.rand(1, 32, 32, generator=g), "index": torch.tensor(i)} for i in range(n)]
+
+    def loader():
+        return torch.utils.data.DataLoader(ds, batch_size=4)
+
+    fast, _ = importance_of(model, loader, tasks, {}, repeats=2, seed=1, device="cpu")
+
+    class NoSplit(nn.Module):  # same network, seen without encode/decode
+        def __init__(self, m):
+            super().__init__()
+            self.m, self.distill = m, m.distill
+
+        def forward(self, image, hooks=None):
+            return self.m(image, hooks=hooks)
+
+    slow, _ = importance_of(NoSplit(model), loader, tasks, {}, repeats=2, seed=1, device="cpu")
+    assert len(fast) == 3 * 2  # three blocks (depth <- depth is none), two repeats
+    for a, b in zip(fast, slow):
+        assert a["source"] == b["source"] and a["drop_delta_m"] == pytest.approx(b["drop_delta_m"], abs=1e-9)

@@ -19,12 +19,13 @@ from tqdm import tqdm
 from nas.config import load_config
 from nas.data import build_dataset
 from nas.engine.checkpoint import load_checkpoint
-from nas.engine.evaluate import evaluate, primary
+from nas.engine.evaluate import primary, to_device
 from nas.engine.loop import CHECKPOINT, RunContext, resolve_device, write_csv, write_json
 from nas.engine.train import load_run_architecture
 from nas.errors import UserError
 from nas.metrics import delta_m
 from nas.models import build_model
+from nas.models.multitask import upsample_to
 from nas.tasks import build_tasks
 
 
@@ -63,14 +64,17 @@ def permutation_importance(run_dir: str | Path, repeats: int = 5, seed: int = 0,
 
 def importance_of(model, make_loader, tasks, baselines, repeats: int, seed: int, device, progress: bool = False):
     """Core of the permutation test for any model with a ``distill`` module exposing ``tasks``, ``sources``
-    and ``choice`` and a ``forward(image, hooks=...)``; ``make_loader()`` yields batches with ``index``."""
+    and ``choice`` and a ``forward(image, hooks=...)``; ``make_loader()`` yields batches with ``index``.
+    A model that also has ``encode``/``decode`` runs its backbone once: every permuted evaluation reuses the
+    cached task features and only reruns the distillation module and the heads."""
     pairs = [(t, s) for t in model.distill.tasks for s in model.distill.sources[t]]
     store: dict[tuple[str, str], torch.Tensor] = {}
     n = len(make_loader().dataset)
+    model.eval()
+    split = hasattr(model, "encode") and hasattr(model, "decode")
+    cached = []  # (labels, encoded features) per batch
 
-    def recorder(batch):
-        idx = batch["index"].cpu()
-
+    def record_hooks(idx):
         def make(pair):
             def hook(m):
                 buf = store.get(pair)
@@ -83,7 +87,27 @@ def importance_of(model, make_loader, tasks, baselines, repeats: int, seed: int,
 
         return {p: make(p) for p in pairs}
 
-    base = primary(evaluate(model, make_loader(), tasks, device, hooks_fn=recorder, progress=progress), tasks)
+    def run(hooks_for) -> dict[str, float]:
+        meters = {t: task.meter() for t, task in tasks.items()}
+        with torch.no_grad():
+            batches = cached if cached else ((to_device(b, device), None) for b in make_loader())
+            for batch, enc in batches:
+                idx = batch["index"].cpu()
+                if split:
+                    if enc is None:
+                        enc = model.encode(batch["image"])
+                        cached.append((batch, enc))
+                    out = model.decode(*enc, hooks=hooks_for(idx))
+                else:
+                    out = model(batch["image"], hooks=hooks_for(idx))
+                size = batch["image"].shape[-2:]
+                for t in tasks:
+                    meters[t].update(upsample_to(out["pred"][t].float(), size), batch[t])
+        return primary({t: m.compute() for t, m in meters.items()}, tasks)
+
+    base = run(record_hooks)
+    if not split:
+        cached.clear()
     higher = {t: k.higher_is_better for t, k in tasks.items()}
     use_st = bool(baselines) and all(t in baselines for t in tasks)
     ref = {t: (baselines[t] if use_st else base[t]) for t in tasks}
@@ -94,11 +118,10 @@ def importance_of(model, make_loader, tasks, baselines, repeats: int, seed: int,
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + r))
         msgs = store[(t, s)]
 
-        def permuted(batch, pair=(t, s), perm=perm, msgs=msgs):
-            idx = batch["index"].cpu()
+        def permuted(idx, pair=(t, s), perm=perm, msgs=msgs):
             return {pair: lambda msg: msgs[perm[idx]].to(msg.device, msg.dtype)}
 
-        permuted_metrics = primary(evaluate(model, make_loader(), tasks, device, hooks_fn=permuted), tasks)
+        permuted_metrics = run(permuted)
         dm = delta_m(permuted_metrics, ref, higher)
         row = {"target": t, "source": s, "context": model.distill.choice[t][s], "repeat": r,
                "delta_m": dm, "drop_delta_m": dm0 - dm}

@@ -59,14 +59,19 @@ class MultiTaskNet(nn.Module):
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.heads = nn.ModuleDict({t: prediction_conv(self.channels, tasks[t].out_channels) for t in tasks})
 
-    def forward(self, image: torch.Tensor, hooks=None) -> dict[str, dict[str, torch.Tensor]]:
+    def encode(self, image: torch.Tensor) -> tuple[dict, dict]:
+        """Backbone, task features F_n and aux logits A_n (everything before the distillation module)."""
         x = self.backbone(image)
-        feats = {t: m(x) for t, m in self.features.items()}
-        aux = {t: m(x) for t, m in self.aux.items()}
+        return {t: m(x) for t, m in self.features.items()}, {t: m(x) for t, m in self.aux.items()}
+
+    def decode(self, feats: dict, aux: dict, hooks=None) -> dict[str, dict[str, torch.Tensor]]:
         if self.distill is not None:
             feats = self.distill(feats, aux, hooks=hooks)
         pred = {t: self.heads[t](self.dropout(feats[t])) for t in self.task_names}
         return {"pred": pred, "aux": aux}
+
+    def forward(self, image: torch.Tensor, hooks=None) -> dict[str, dict[str, torch.Tensor]]:
+        return self.decode(*self.encode(image), hooks=hooks)
 
 
 class SingleTaskNets(nn.Module):
