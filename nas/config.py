@@ -86,7 +86,7 @@ DEFAULTS: dict[str, Any] = {
         # {"search.alpha_lr": {"type": "float", "low": 1e-3, "high": 0.1, "log": true}, ...}
         "params": {},
     },
-    "report": {"importance_repeats": 3},  # what `trcnas run` computes after retraining
+    "report": {"importance_repeats": 2},  # permutations per block that `trcnas run` computes after retraining
     # fault injection for testing the runners: the trial raises once, right after reporting this checkpoint step
     "debug": {"crash_after_checkpoint": None},
 }
