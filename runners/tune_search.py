@@ -35,9 +35,7 @@ def absolute_paths(cfg: dict) -> dict:
 
 
 def apply_overrides(cfg: dict, overrides: dict) -> dict:
-    """``{"search.alpha_lr": 0.01}`` -> nested assignment (keys validated by the config schema)."""
-    from nas.config import load_config  # noqa: F401  (schema lives there)
-
+    """``{"search.alpha_lr": 0.01}`` -> nested assignment; the key must exist in the config."""
     cfg = copy.deepcopy(cfg)
     for dotted, value in overrides.items():
         node = cfg
