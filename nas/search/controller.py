@@ -56,14 +56,13 @@ class ArchitectureSearch(LoopPlugin):
         # one small device->host copy per step (the freeze rule needs the margins); nothing else syncs
         probs = [torch.softmax(m.alpha.detach().float(), -1) for m in self.ops]
         self._pending.append((step, self.tau(step, total), self.entropy_weight(step, total), probs))
-        margins = torch.stack([(p.topk(2).values[0] - p.topk(2).values[1]) if len(p) > 1 else p.new_ones(())
-                               for p in probs]).tolist()
+        top2 = [p.topk(min(2, len(p))).values for p in probs]
+        margins = torch.stack([t[0] - t[1] if len(t) > 1 else t.new_ones(()) for t in top2]).tolist()
         for m, margin in zip(self.ops, margins):
             if not m.frozen and margin >= self.threshold:
                 m.freeze()
-                p = self.probabilities_of(m)
                 self.events.append({"step": step, "decision": m.name, "choice": m.chosen(),
-                                    "probability": p[m.chosen()], "margin": margin})
+                                    "probability": self.probabilities_of(m)[m.chosen()], "margin": margin})
         return {"frozen": sum(m.frozen for m in self.ops)}
 
     @staticmethod
