@@ -43,16 +43,15 @@ def downsample_nearest(label: torch.Tensor, size) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model, loader, tasks: Mapping[str, Task], device, hooks_fn=None, progress: bool = False,
+def evaluate(model, loader, tasks: Mapping[str, Task], device, progress: bool = False,
              bf16: bool = False) -> dict[str, dict[str, float]]:
-    """Metrics of every task accumulated over the loader. ``hooks_fn(batch)`` may return distillation hooks."""
+    """Metrics of every task accumulated over the loader."""
     model.eval()
     meters = {t: task.meter() for t, task in tasks.items()}
     for batch in tqdm(loader, desc="evaluating", disable=not progress, leave=False):
         batch = to_device(batch, device)
-        hooks = hooks_fn(batch) if hooks_fn else None
         with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
-            out = model(batch["image"], hooks=hooks)
+            out = model(batch["image"])
         size = batch["image"].shape[-2:]
         for t in tasks:
             meters[t].update(upsample_to(out["pred"][t].float(), size), batch[t])
