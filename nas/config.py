@@ -17,12 +17,26 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "device": "cpu",
     "model": {
-        "type": "multitask",  # multitask | single_task | atrc
+        "type": "multitask",  # multitask | single_task | atrc | composite | mteb (searches: <space>_search)
         "backbone": {"name": "tiny", "weights": None, "options": {}},
         "channels": None,  # task feature width C; default: backbone channels / 4
         "attn_channels": None,  # CP block attention width; default C / 2
-        "architecture": None,  # architecture file for a fixed ATRC network
+        "architecture": None,  # architecture file for a fixed network (ATRC, CompositeTasking, mTEB)
         "dropout": 0.0,
+        "composite": {  # CompositeTasking (nas/composite)
+            "code_length": 20,  # ones per task in its task code
+            "conditioning": "pixel",  # pixel: CompositeTasking; image: Task Switching (one task per image)
+            # training palettes: rule single | mosaic | semantic (classes: {class: task}, default) | random |
+            # file (path: PNG of task indices)
+            "palette": {"rule": "mosaic"},
+            "anchor_eps": 0.05,  # seg logits 1 / (distance to class anchor + eps)
+            "focal_gamma": 2.0,
+        },
+        "mteb": {  # xTAM / mTEB multi-scale decoder (nas/models/mteb.py)
+            "max_query_tokens": 256,  # derives each scale's attention downscale s from its feature size
+            "key_channels": None,  # d of the correlation attention (default C / 2)
+            "dir_channels": None,  # channels of each half of a directional feature (default C / 2)
+        },
     },
     "data": {
         "dataset": "synthetic",
@@ -94,11 +108,13 @@ DEFAULTS: dict[str, Any] = {
 # keys whose default is None, with the type a value must have
 NULLABLE = {
     "model.backbone.weights": str, "model.channels": int, "model.attn_channels": int, "model.architecture": str,
+    "model.mteb.key_channels": int, "model.mteb.dir_channels": int,
     "data.root": str, "data.limit": int, "data.crop": list, "data.augment.scale": list,
     "ray.max_concurrent_trials": int, "debug.crash_after_checkpoint": int,
 }
 # mappings whose keys are free (task names) and values numbers
 OPEN = {"loss_weights": (int, float), "baselines": (int, float), "model.backbone.options": None,
+        "model.composite.palette": None,
         "ray.resources": (int, float), "ray.param_space": None, "hpo.params": None}
 
 
@@ -243,8 +259,11 @@ def _check_semantics(cfg: dict, source: str) -> None:
     for t in tasks:
         if t not in TASKS:
             raise UserError(f"{source}: data.tasks: unknown task {t!r}; known: {', '.join(TASKS.names())}")
-    if cfg["model"]["type"] not in ("multitask", "single_task", "atrc"):
-        raise UserError(f"{source}: model.type must be multitask, single_task or atrc")
+    from nas.models import MODELS
+
+    if cfg["model"]["type"] not in MODELS:
+        raise UserError(f"{source}: model.type {cfg['model']['type']!r} unknown; "
+                        f"use one of {', '.join(MODELS.names())}")
     for k in ("steps", "batch_size"):
         if cfg["train"][k] <= 0:
             raise UserError(f"{source}: train.{k} must be positive")

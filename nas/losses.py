@@ -44,3 +44,21 @@ def balanced_bce(logits: torch.Tensor, target: torch.Tensor, pos_weight: float |
     weight = torch.where(t > 0.5, w, 1 - w) * valid
     loss = F.binary_cross_entropy_with_logits(logits, t, weight=weight, reduction="sum")
     return loss / valid.sum().clamp_min(1)
+
+
+def normals_cosine(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - cos(pred, target) on pixels with a non-zero target (CompositeTasking's normals loss)."""
+    valid = target.norm(dim=1) > 0.5
+    if not valid.any():
+        return pred.sum() * 0.0
+    return (1 - F.cosine_similarity(pred, target, dim=1, eps=1e-6))[valid].mean()
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """Focal loss (1 - p_t)^gamma * CE over labelled pixels (IGNORE skipped)."""
+    valid = target != IGNORE
+    if not valid.any():
+        return logits.sum() * 0.0
+    t = torch.where(valid, target.long(), torch.zeros_like(target.long()))
+    logp = torch.log_softmax(logits.float(), dim=1).gather(1, t[:, None])[:, 0]
+    return (-(1 - logp.exp()) ** gamma * logp)[valid].mean()

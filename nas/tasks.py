@@ -40,6 +40,12 @@ class Task:
 
     out_channels: int = 1
     aux_regions: int = 2
+    ignore_value: float = 255  # what a label holds where it is not to be learned
+
+    def mask_target(self, target: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """``target`` with the pixels outside ``keep`` (B x H x W bool) set to ``ignore_value``."""
+        k = keep if target.dim() == 3 else keep[:, None]
+        return torch.where(k, target, torch.full_like(target, self.ignore_value))
 
     def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -100,6 +106,7 @@ class HumanParts(_Segmentation):
 class Depth(Task):
     name, metric, higher_is_better, unit = "depth", "rmse", False, "m"
     out_channels = 1
+    ignore_value = 0.0  # invalid depth
     aux_regions = 40
 
     def loss(self, pred, target):
@@ -122,6 +129,7 @@ class Depth(Task):
 class Normals(Task):
     name, metric, higher_is_better, unit = "normals", "mean", False, "deg"
     out_channels = 3
+    ignore_value = 0.0  # zero vector: invalid normal
 
     @property
     def aux_regions(self):

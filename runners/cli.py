@@ -255,7 +255,7 @@ def cmd_summary(args):
 
         info.num_classes, info.num_parts = len(CLASSES), len(PARTS)
     tasks = build_tasks(cfg["data"]["tasks"], info)
-    model = build_model(cfg, tasks, kind="atrc" if arch else None, architecture=arch)
+    model = build_model(cfg, tasks, kind=arch.group if arch else None, architecture=arch)
     size = tuple(cfg["data"]["crop"] or cfg["data"]["image_size"])
     s = model_summary(model, size)
     if args.json:

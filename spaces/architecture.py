@@ -11,7 +11,7 @@ import yaml
 
 from spaces.errors import SpecError
 from spaces.io import atomic_write_text
-from spaces.space import SearchSpace, load_space
+from spaces.space import Decision, SearchSpace, load_space
 
 ARCH_FORMAT = "trcnas-architecture/1"
 GENOTYPE_CODES = ("none", "global", "local", "tlabel", "slabel")
@@ -40,6 +40,11 @@ class Architecture:
     choices: dict[str, Any]
     search: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def group(self) -> str:
+        """The decision group (``atrc``, ``composite``, ``mteb``): names the network type that builds it."""
+        return next(iter(self.choices), self.space)
+
     def choice(self, path: tuple[str, ...]):
         return _get(self.choices, path)
 
@@ -62,7 +67,14 @@ class Architecture:
             raise SpecError(f"{where}tasks are listed twice: {self.tasks}")
         space = space or load_space(self.space)
         for d in space.decisions(self.tasks):
-            v = self.choice(d.path)
+            v = space.value_of(self.choices, d)
+            if d.element is not None:
+                lst = space.value_of(self.choices, Decision(d.path[:-1], ()))
+                bad = [e for e in lst or [] if e not in space.decisions_spec[d.path[-2]]["subset"]]
+                if not isinstance(lst, list) or bad:
+                    raise SpecError(f"{where}choices.{'.'.join(d.path[:-1])} must be a list of elements of "
+                                    f"{space.decisions_spec[d.path[-2]]['subset']}, got {lst!r}")
+                continue
             if v is None:
                 raise SpecError(f"{where}missing choice for {'.'.join(d.path)} (candidates: {list(d.candidates)})")
             if v not in d.candidates:
@@ -144,9 +156,11 @@ def fixed_architecture(space: SearchSpace, tasks: list[str], context: str) -> Ar
     return Architecture(space.name, list(tasks), choices, {"fixed": context})
 
 
-def architecture_from_decisions(space: SearchSpace, tasks: list[str], values: dict[tuple, str],
+def architecture_from_decisions(space: SearchSpace, tasks: list[str], values: dict[tuple, object],
                                 search: dict | None = None) -> Architecture:
-    choices: dict = {}
-    for path, v in values.items():
-        _set(choices, path, v)
-    return Architecture(space.name, list(tasks), choices, dict(search or {}))
+    return Architecture(space.name, list(tasks), space.choices_from(values), dict(search or {}))
+
+
+def default_architecture(space: SearchSpace, tasks: list[str]) -> Architecture:
+    """The space's declared ``defaults`` (e.g. CompositeTasking's depth 6 / width 128) as an architecture."""
+    return Architecture(space.name, list(tasks), space.choices_from(space.default_values()), {"fixed": "defaults"})

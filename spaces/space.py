@@ -2,7 +2,10 @@
 
 Decisions are identified by a path, e.g. ``("atrc", "semseg", "depth")``; an architecture's ``choices``
 nest along the same path. ``per: task_pair`` expands one decision per (target, source) pair of the run's
-tasks; ``per: single`` lists the decisions explicitly under ``decisions: {name: [candidates]}``.
+tasks; ``per: single`` lists the decisions explicitly under ``decisions: {name: [candidates]}``, or
+``{name: {subset: [elements]}}`` for a set-valued decision (e.g. where mTEB blocks go): it is searched as one
+off/on decision per element, ``(group, name, element)``, and exported as the list of the elements that are on.
+``defaults: {name: value}`` names the fixed architecture a search is compared against.
 """
 
 from __future__ import annotations
@@ -18,10 +21,14 @@ from spaces.errors import SpecError
 SPACE_FORMAT = "trcnas-space/1"
 
 
+OFF_ON = ("off", "on")
+
+
 @dataclass(frozen=True)
 class Decision:
     path: tuple[str, ...]
     candidates: tuple
+    element: object = None  # for one element of a subset decision: the element (path[-1] is its str)
 
     @property
     def name(self) -> str:
@@ -37,6 +44,7 @@ class SearchSpace:
     exclude_self: list
     restrict: dict
     decisions_spec: dict
+    defaults: dict
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "space") -> SearchSpace:
@@ -44,7 +52,7 @@ class SearchSpace:
             raise SpecError(f"{source}: a search space must be a mapping")
         if data.get("format") != SPACE_FORMAT:
             raise SpecError(f"{source}: format must be {SPACE_FORMAT!r}, got {data.get('format')!r}")
-        known = {"format", "name", "group", "per", "candidates", "exclude_self", "restrict", "decisions"}
+        known = {"format", "name", "group", "per", "candidates", "exclude_self", "restrict", "decisions", "defaults"}
         extra = set(data) - known
         if extra:
             raise SpecError(f"{source}: unknown key(s) {', '.join(sorted(extra))}")
@@ -55,6 +63,13 @@ class SearchSpace:
             raise SpecError(f"{source}: a task_pair space needs candidates")
         if per == "single" and not isinstance(data.get("decisions"), dict):
             raise SpecError(f"{source}: a single space needs decisions: {{name: [candidates]}}")
+        for n, spec in (data.get("decisions") or {}).items():
+            ok = (isinstance(spec, list) and spec) or (isinstance(spec, dict) and set(spec) == {"subset"}
+                                                       and isinstance(spec["subset"], list) and spec["subset"])
+            if not ok:
+                raise SpecError(f"{source}: decisions.{n} must be a list of candidates or {{subset: [elements]}}")
+        if not isinstance(data.get("defaults") or {}, dict):
+            raise SpecError(f"{source}: defaults must be a mapping {{decision: value}}")
         return cls(
             name=str(data.get("name", "space")),
             group=str(data.get("group", data.get("name", "space"))),
@@ -63,6 +78,7 @@ class SearchSpace:
             exclude_self=list(data.get("exclude_self") or []),
             restrict=dict(data.get("restrict") or {}),
             decisions_spec=dict(data.get("decisions") or {}),
+            defaults=dict(data.get("defaults") or {}),
         )
 
     def _pair_candidates(self, target: str, source: str) -> list:
@@ -85,7 +101,59 @@ class SearchSpace:
     def decisions(self, tasks: list[str]) -> list[Decision]:
         if self.per == "task_pair":
             return [Decision((self.group, t, s), tuple(self._pair_candidates(t, s))) for t in tasks for s in tasks]
-        return [Decision((self.group, n), tuple(c)) for n, c in self.decisions_spec.items()]
+        out = []
+        for n, spec in self.decisions_spec.items():
+            if isinstance(spec, dict):
+                out += [Decision((self.group, n, str(e)), OFF_ON, e) for e in spec["subset"]]
+            else:
+                out.append(Decision((self.group, n), tuple(spec)))
+        return out
+
+    def value_of(self, choices: dict, d: Decision):
+        """The value of one decision in a ``choices`` tree (None when missing)."""
+        node = choices
+        for p in d.path if d.element is None else d.path[:-1]:
+            if not isinstance(node, dict) or p not in node:
+                return None
+            node = node[p]
+        if d.element is None:
+            return node
+        if not isinstance(node, list):
+            return None
+        return "on" if d.element in node else "off"
+
+    def choices_from(self, values: dict[tuple, object]) -> dict:
+        """The ``choices`` tree of ``{decision path: value}`` (subset elements collected into lists)."""
+        tree: dict = {}
+        by_path = {d.path: d for d in self.decisions(self._tasks_of(values))}
+        for path, v in values.items():
+            d = by_path.get(path)
+            if d is not None and d.element is not None:
+                lst = _node(tree, path[:-2]).setdefault(path[-2], [])
+                if v == "on":
+                    lst.append(d.element)
+            else:
+                _node(tree, path[:-1])[path[-1]] = v
+        return tree
+
+    def _tasks_of(self, values) -> list[str]:
+        if self.per != "task_pair":
+            return []
+        return list(dict.fromkeys(p[1] for p in values))
+
+    def default_values(self) -> dict[tuple, object]:
+        """``{decision path: value}`` of the space's ``defaults`` (single spaces)."""
+        missing = [n for n in self.decisions_spec if n not in self.defaults]
+        if self.per != "single" or missing:
+            raise SpecError(f"space {self.name} declares no defaults for {', '.join(missing) or 'its pairs'}")
+        tree = {self.group: self.defaults}
+        return {d.path: self.value_of(tree, d) for d in self.decisions([])}
+
+
+def _node(tree: dict, path) -> dict:
+    for p in path:
+        tree = tree.setdefault(p, {})
+    return tree
 
 
 def load_space(name_or_path: str) -> SearchSpace:

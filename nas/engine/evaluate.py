@@ -16,8 +16,27 @@ def to_device(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def forward_batch(model, batch: dict):
+    """The training forward: ``model.forward_batch(batch)`` for networks that need more than the image
+    (CompositeTasking draws its palette there), else ``model(image)``."""
+    fn = getattr(model, "forward_batch", None)
+    return fn(batch) if fn is not None else model(batch["image"])
+
+
+def losses_of(model, out, batch: dict, tasks: Mapping[str, Task], weights: Mapping[str, float]):
+    fn = getattr(model, "compute_losses", None)
+    return (fn or compute_losses)(out, batch, tasks, weights)
+
+
+def predict(model, batch: dict) -> dict:
+    """``{"pred": {task: prediction}}`` in each task's meter format (``model.predict`` when it has one)."""
+    fn = getattr(model, "predict", None)
+    return fn(batch) if fn is not None else model(batch["image"])
+
+
 def compute_losses(out: dict, batch: dict, tasks: Mapping[str, Task], weights: Mapping[str, float]):
-    """-> (total, {name: detached value}). Final and aux losses use the same per-task weight."""
+    """-> (total, {name: detached value}). Final, aux and intermediate (``out["inter"][scale]``, multi-scale
+    decoders) losses use the same per-task weight."""
     size = batch["image"].shape[-2:]
     total = 0.0
     parts = {}
@@ -31,6 +50,11 @@ def compute_losses(out: dict, batch: dict, tasks: Mapping[str, Task], weights: M
             aux = task.aux_loss(logits, downsample_nearest(batch[t], logits.shape[-2:]))
             parts[f"aux_{t}"] = aux.detach()
             total = total + w * aux
+    for k, preds in out.get("inter", {}).items():
+        for t, p in preds.items():
+            loss = tasks[t].loss(upsample_to(p.float(), size), batch[t])
+            parts[f"inter{k}_{t}"] = loss.detach()
+            total = total + float(weights.get(t, 1.0)) * loss
     return total, parts
 
 
@@ -51,7 +75,7 @@ def evaluate(model, loader, tasks: Mapping[str, Task], device, progress: bool = 
     for batch in tqdm(loader, desc="evaluating", disable=not progress, leave=False):
         batch = to_device(batch, device)
         with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
-            out = model(batch["image"])
+            out = predict(model, batch)
         size = batch["image"].shape[-2:]
         for t in tasks:
             meters[t].update(upsample_to(out["pred"][t].float(), size), batch[t])

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from nas.config import dump
 from nas.data import StepBatchSampler, build_dataset
 from nas.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from nas.engine.evaluate import compute_losses, delta_m_of, evaluate, primary, to_device
+from nas.engine.evaluate import delta_m_of, evaluate, forward_batch, losses_of, primary, to_device
 from nas.errors import UserError
 from nas.tasks import Task, build_tasks
 from spaces.io import atomic_write_text
@@ -170,8 +170,8 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
         plugin.before_step(step, steps)
         batch = to_device(batch, ctx.device)
         with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=tr["bf16"]):
-            out = model(batch["image"])
-        loss, parts = compute_losses(out, batch, ctx.tasks, weights)
+            out = forward_batch(model, batch)
+        loss, parts = losses_of(model, out, batch, ctx.tasks, weights)
         extra, extra_log = plugin.extra_loss(step, steps)
         if extra is not None:
             loss = loss + extra

@@ -28,7 +28,7 @@ def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bo
     out = Path(out_dir)
     space = load_space(cfg["search"]["space"])
     ctx = prepare(cfg, out, progress)
-    model = build_model(cfg, ctx.tasks, kind=f"{space.name}_search", space=space)
+    model = build_model(cfg, ctx.tasks, kind=f"{space.group}_search", space=space)
     weights, _ = split_parameters(model)
     controller = ArchitectureSearch(model, cfg["search"])
     steps = cfg["search"]["steps"]

@@ -10,11 +10,15 @@ from nas.tasks import TASKS
 
 
 def load_run_architecture(cfg: dict, path: str | None):
-    from spaces import load_architecture
+    """The architecture file at ``path`` (or model.architecture); ``default``: the defaults declared by the
+    config's search space (e.g. CompositeTasking depth 6 / width 128, mTEB at scale 1 with add)."""
+    from spaces import default_architecture, load_architecture, load_space
 
     path = path or cfg["model"]["architecture"]
     if path is None:
         return None
+    if path == "default":
+        return default_architecture(load_space(cfg["search"]["space"]), list(cfg["data"]["tasks"]))
     arch = load_architecture(path)
     arch.validate(tasks=cfg["data"]["tasks"], source=str(path), known_tasks=TASKS.names())
     return arch
@@ -22,12 +26,12 @@ def load_run_architecture(cfg: dict, path: str | None):
 
 def train_run(cfg: dict, out_dir: str | Path, architecture: str | None = None, progress: bool = True,
               resume: bool = True, stop_after: int | None = None) -> dict:
-    """Trains the config's model (a fixed ATRC network when an architecture is given) and writes
-    config.yaml, checkpoint.pt, train_curve.csv and metrics.json into ``out_dir``."""
+    """Trains the config's model (with an architecture: the fixed network of the architecture's space) and
+    writes config.yaml, checkpoint.pt, train_curve.csv and metrics.json into ``out_dir``."""
     arch = load_run_architecture(cfg, architecture)
     if arch is not None:
-        cfg = {**cfg, "model": {**cfg["model"], "type": "atrc", "architecture": str(architecture or
-                                                                                   cfg["model"]["architecture"])}}
+        cfg = {**cfg, "model": {**cfg["model"], "type": arch.group, "architecture": str(architecture or
+                                                                                       cfg["model"]["architecture"])}}
     ctx = prepare(cfg, out_dir, progress)
     model = build_model(cfg, ctx.tasks, architecture=arch)
     result = fit(ctx, model, list(model.parameters()), cfg["train"]["steps"], progress=progress, resume=resume,

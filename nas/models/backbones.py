@@ -23,10 +23,15 @@ class MultiScaleConcat(nn.Module):
         self.body = body
         self.keep = keep
         self.out_channels = sum(channels[i] for i in keep)
+        self.pyramid_channels = [channels[i] for i in keep]  # finest first
+
+    def pyramid(self, x) -> list[torch.Tensor]:
+        """The kept feature maps, finest (stride 4) first, for decoders that work scale by scale."""
+        feats = self.body(x)
+        return [feats[i] for i in self.keep]
 
     def forward(self, x):
-        feats = self.body(x)
-        feats = [feats[i] for i in self.keep]
+        feats = self.pyramid(x)
         size = feats[0].shape[-2:]
         ups = [feats[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in feats[1:]]
         return torch.cat(ups, 1)
@@ -48,20 +53,25 @@ def _down(cin, cout):
 
 
 class TinyNet(nn.Module):
-    """A small residual CNN with three branches at strides 4, 8, 16 (the fast CPU default)."""
+    """A small residual CNN with branches at strides 4, 8, 16 (the fast CPU default), and 32 when given a
+    fourth width (for four-scale decoders)."""
 
     def __init__(self, widths=(32, 64, 96)):
         super().__init__()
-        w1, w2, w3 = widths
+        if len(widths) not in (3, 4):
+            raise UserError(f"backbone.options.widths: give 3 or 4 widths, got {list(widths)}")
+        w1, w2, w3 = widths[:3]
         self.stem = nn.Sequential(_down(3, w1 // 2), _down(w1 // 2, w1), _Block(w1))
         self.s8 = nn.Sequential(_down(w1, w2), _Block(w2))
         self.s16 = nn.Sequential(_down(w2, w3), _Block(w3), _Block(w3))
+        self.s32 = nn.Sequential(_down(w3, widths[3]), _Block(widths[3])) if len(widths) == 4 else None
         self.channels = list(widths)
 
     def forward(self, x):
         a = self.stem(x)
         b = self.s8(a)
-        return [a, b, self.s16(b)]
+        c = self.s16(b)
+        return [a, b, c] if self.s32 is None else [a, b, c, self.s32(c)]
 
 
 @BACKBONES.register("tiny")
@@ -69,7 +79,7 @@ def tiny(weights: str | None = None, widths=(32, 64, 96)):
     net = TinyNet(tuple(widths))
     if weights:
         _load_local(net, weights)
-    return MultiScaleConcat(net, net.channels, [0, 1, 2])
+    return MultiScaleConcat(net, net.channels, list(range(len(widths))))
 
 
 def _load_local(module: nn.Module, path: str) -> None:

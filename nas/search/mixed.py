@@ -94,40 +94,60 @@ class MixedOp(nn.Module):
         self.last_computed.append(self.candidates[i])
         return None if self.is_none[i] else fn(self.ops[i])
 
-    def forward(self, fn: Callable[[nn.Module], torch.Tensor]):
-        """``fn(op)`` computes one candidate's output; the mixed op decides which to compute and how to weigh."""
-        self.last_computed = []
+    def selection(self) -> list[tuple[int, torch.Tensor | None]]:
+        """Which candidates the next forward computes and their weights (None: unweighted), following the
+        mode, the freeze state and train/eval. A decision shared by several places in a network (e.g. one
+        fusion op for every mTEB) takes one selection per forward and ``apply``s it at each place."""
+        n = len(self.candidates)
         if self.mode == "soft-all" and self.training:
             if self.frozen:
                 w = torch.zeros_like(self.alpha).scatter_(0, self.frozen_index.view(1), 1.0)
             else:
                 w = gumbel_softmax(self.alpha, self.tau)
-            return self._combine(range(len(self.candidates)), w, fn)
+            return [(i, w[i]) for i in range(n)]
         if self.frozen or not self.training:
-            return self._run(self._frozen if self.frozen else int(self.alpha.detach().argmax()), fn)
+            return [(self._frozen if self.frozen else int(self.alpha.detach().argmax()), None)]
         if self.mode == "hard":
             if self._planned is not None:
                 (w, i), self._planned = self._planned, None
             else:  # sampled here: costs a device sync for the host index
                 w = gumbel_softmax(self.alpha, self.tau, hard=True)
                 i = int(w.detach().argmax())
-            out = self._run(i, fn)
-            return None if out is None else out * w[i].to(out.dtype)
+            return [(i, w[i])]
         w = gumbel_softmax(self.alpha, self.tau)
-        return self._combine([i for i in range(len(self.candidates)) if not self.is_none[i]], w, fn)
+        return [(i, w[i]) for i in range(n) if not self.is_none[i]]
 
-    def _combine(self, indices, w, fn):
+    def apply(self, selection: list[tuple[int, torch.Tensor | None]], fn: Callable[[nn.Module], object]):
+        """Weighted sum of ``fn(op)`` over a selection; outputs may be tensors or dicts of tensors."""
+        self.last_computed = []
         out = None
-        for i in indices:
+        for i, w in selection:
             y = self._run(i, fn)
             if y is None:
                 continue
-            y = y * w[i].to(y.dtype)
-            out = y if out is None else out + y
+            if w is not None:
+                y = _scale(y, w)
+            out = y if out is None else _add(out, y)
         return out
+
+    def forward(self, fn: Callable[[nn.Module], object]):
+        """``fn(op)`` computes one candidate's output; the mixed op decides which to compute and how to weigh."""
+        return self.apply(self.selection(), fn)
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, candidates={self.candidates}, mode={self.mode}"
+
+
+def _scale(y, w):
+    if isinstance(y, dict):
+        return {k: v * w.to(v.dtype) for k, v in y.items()}
+    return y * w.to(y.dtype)
+
+
+def _add(a, b):
+    if isinstance(a, dict):
+        return {k: a[k] + b[k] for k in a}
+    return a + b
 
 
 def mixed_ops(model: nn.Module) -> list[MixedOp]:

@@ -1,0 +1,91 @@
+"""The task representation block: task codes -> FC network (LeakyReLU 0.2) -> one embedding per task.
+
+``TaskEmbedding`` has a fixed depth (Linear layers) and width (units of every layer, also the embedding's
+channels). ``SearchTaskEmbedding`` is its supergraph: a network of the largest depth and width whose
+depth is a Gumbel mixture over exits (the pre-activation output of layer d, for every candidate d) and whose
+width is a Gumbel mixture over channel masks (the first w units of every layer). A mask keeps the first w
+units scaled by sqrt(max width / w), so every candidate width starts with the activation scale of its own
+Kaiming-initialised network; a masked layer then computes exactly what the sliced ``TaskEmbedding`` layer of
+width w computes with weights and bias times that scale, and retraining builds that size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nas.search.mixed import MixedOp
+
+SLOPE = 0.2
+
+
+def _linear(cin: int, cout: int) -> nn.Linear:
+    layer = nn.Linear(cin, cout)
+    nn.init.kaiming_normal_(layer.weight, a=SLOPE, nonlinearity="leaky_relu")
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def task_codes(num_tasks: int, code_length: int = 20) -> torch.Tensor:
+    """K x (code_length * K): task k has ones in its own block, zeros elsewhere; rows L2-normalised."""
+    z = torch.zeros(num_tasks, code_length * num_tasks)
+    for k in range(num_tasks):
+        z[k, k * code_length:(k + 1) * code_length] = 1.0
+    return F.normalize(z, dim=1)
+
+
+class TaskEmbedding(nn.Module):
+    def __init__(self, num_tasks: int, depth: int, width: int, code_length: int = 20):
+        super().__init__()
+        self.register_buffer("codes", task_codes(num_tasks, code_length), persistent=False)
+        dims = [code_length * num_tasks] + [width] * depth
+        self.layers = nn.ModuleList(_linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.out_channels = width
+
+    def forward(self) -> torch.Tensor:
+        h = self.codes
+        for i, layer in enumerate(self.layers):
+            h = layer(h)
+            if i < len(self.layers) - 1:
+                h = F.leaky_relu(h, SLOPE)
+        return h  # K x width
+
+
+class _Exit(nn.Module):
+    def __init__(self, depth: int):
+        super().__init__()
+        self.depth = depth
+
+
+class _WidthMask(nn.Module):
+    def __init__(self, width: int, max_width: int):
+        super().__init__()
+        scale = (max_width / width) ** 0.5
+        self.register_buffer("mask", (torch.arange(max_width) < width).float() * scale, persistent=False)
+
+
+class SearchTaskEmbedding(nn.Module):
+    def __init__(self, num_tasks: int, depths: Sequence[int], widths: Sequence[int], code_length: int = 20,
+                 name: str = "composite"):
+        super().__init__()
+        self.register_buffer("codes", task_codes(num_tasks, code_length), persistent=False)
+        wmax, dmax = max(widths), max(depths)
+        dims = [code_length * num_tasks] + [wmax] * dmax
+        self.layers = nn.ModuleList(_linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.depth = MixedOp(f"{name}.embedding_depth", list(depths), [_Exit(d) for d in depths])
+        self.width = MixedOp(f"{name}.embedding_width", list(widths), [_WidthMask(w, wmax) for w in widths])
+        self.out_channels = wmax
+
+    def forward(self) -> torch.Tensor:
+        mask = self.width(lambda op: op.mask)
+        depth_sel = self.depth.selection()
+        last = max(self.depth.candidates[i] for i, _ in depth_sel)
+        exits, h = {}, self.codes
+        for d, layer in enumerate(self.layers[:last], start=1):
+            z = layer(h) * mask
+            exits[d] = z
+            h = F.leaky_relu(z, SLOPE)
+        return self.depth.apply(depth_sel, lambda op: exits[op.depth])  # K x max width (masked)

@@ -1,0 +1,90 @@
+"""The CompositeTasking network: shared (unconditioned) encoder; decoder and skip connections made of task
+composition blocks driven by the palette embedding; one 3-channel output whose meaning at each pixel is the
+task the palette asks for there.
+
+For the training loop it provides ``forward_batch`` (draws the training palette from its rule),
+``compute_losses`` (each task's loss on its palette pixels) and ``predict`` (every task through a
+single-task palette, decoded into the format of the task's meter; the encoder runs once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nas.composite.blocks import TaskCompositionBlock, embedding_map
+from nas.composite.outputs import build_outputs
+from nas.composite.palette import PaletteRule
+from nas.models.multitask import upsample_to
+from nas.tasks import Task
+
+CONDITIONING = ("pixel", "image")  # image: Task Switching Networks (one task per image)
+
+
+class CompositeNet(nn.Module):
+    def __init__(self, backbone: nn.Module, tasks: Mapping[str, Task], embedding: nn.Module, channels: int,
+                 rule: PaletteRule, conditioning: str = "pixel", **output_options):
+        super().__init__()
+        if conditioning not in CONDITIONING:
+            raise ValueError(f"conditioning must be one of {CONDITIONING}, got {conditioning!r}")
+        self.task_names = list(tasks)
+        self.backbone = backbone
+        self.embedding = embedding
+        cs = list(backbone.pyramid_channels)  # finest first
+        e = embedding.out_channels
+        self.top = TaskCompositionBlock(cs[-1], channels, e)
+        self.skips = nn.ModuleList(TaskCompositionBlock(c, channels, e) for c in reversed(cs[:-1]))
+        self.fuse = nn.ModuleList(TaskCompositionBlock(2 * channels, channels, e) for _ in cs[:-1])
+        self.head = nn.Conv2d(channels, 3, 1)
+        self.outputs = build_outputs(dict(tasks), **output_options)
+        self.rule = rule
+        self.conditioning = conditioning
+
+    def _onehot(self, palette: torch.Tensor) -> torch.Tensor:
+        if self.conditioning == "image":  # one task per image: its embedding broadcasts over the image
+            palette = palette[:, :1, :1]
+        return F.one_hot(palette, len(self.task_names)).permute(0, 3, 1, 2).float()
+
+    def decode(self, feats: list[torch.Tensor], palette: torch.Tensor) -> torch.Tensor:
+        emb = self.embedding()
+        onehot = self._onehot(palette)
+        x = self.top(feats[-1], embedding_map(onehot, emb, feats[-1].shape[-2:]))
+        for skip, fuse, f in zip(self.skips, self.fuse, reversed(feats[:-1])):
+            e = embedding_map(onehot, emb, f.shape[-2:])
+            x = F.interpolate(x, size=f.shape[-2:], mode="bilinear", align_corners=False)
+            x = fuse(torch.cat([x, skip(f, e)], 1), e)
+        return self.head(x)
+
+    def forward(self, image: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
+        """B x 3 x H/4 x W/4 output for ``palette`` (B x H x W task indices)."""
+        return self.decode(self.backbone.pyramid(image), palette)
+
+    def forward_batch(self, batch: Mapping[str, torch.Tensor]) -> dict:
+        palette = self.rule(batch)
+        return {"out": self(batch["image"], palette), "palette": palette}
+
+    def compute_losses(self, out: dict, batch: Mapping, tasks: Mapping[str, Task], weights: Mapping[str, float]):
+        o = upsample_to(out["out"].float(), batch["image"].shape[-2:])
+        total, parts = 0.0, {}
+        for k, t in enumerate(self.task_names):
+            loss = self.outputs[t].loss(o, batch[t], out["palette"] == k)
+            parts[t] = loss.detach()
+            total = total + float(weights.get(t, 1.0)) * loss
+        return total, parts
+
+    def predict_palette(self, image: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
+        """The 3-channel output at input resolution."""
+        return upsample_to(self(image, palette).float(), image.shape[-2:])
+
+    def predict(self, batch: Mapping[str, torch.Tensor]) -> dict:
+        image = batch["image"]
+        feats = self.backbone.pyramid(image)
+        b, _, h, w = image.shape
+        pred = {}
+        for k, t in enumerate(self.task_names):
+            palette = torch.full((b, h, w), k, dtype=torch.long, device=image.device)
+            pred[t] = self.outputs[t].decode(upsample_to(self.decode(feats, palette).float(), (h, w)))
+        return {"pred": pred, "aux": {}}

@@ -1,0 +1,246 @@
+"""CompositeTasking: palette rules, outputs, the searchable task representation block, training on mosaics,
+retraining exactly the exported size."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nas.composite.embedding import SearchTaskEmbedding, TaskEmbedding, task_codes
+from nas.composite.outputs import AnchorOutput, class_anchors
+from nas.composite.palette import build_palette_rule, load_palette_image, save_palette_image
+from nas.config import load_config
+from nas.engine.evaluate import forward_batch, losses_of
+from nas.engine.loop import fit, prepare
+from nas.errors import UserError
+from nas.models import build_model
+from nas.search.mixed import split_parameters
+from nas.tasks import DatasetInfo, build_tasks
+from runners.cli import FAST_DEV, main
+from spaces import load_architecture, load_space
+
+TASKS = ["semseg", "depth", "normals", "edge"]
+
+
+def _batch(b=4, h=64, w=48):
+    torch.manual_seed(0)
+    return {"image": torch.zeros(b, 3, h, w), "semseg": torch.randint(0, 9, (b, h, w))}
+
+
+def test_single_rule_is_constant_per_image_and_can_fix_the_task():
+    torch.manual_seed(1)
+    p = build_palette_rule({"rule": "single"}, TASKS)(_batch(b=16))
+    per_image = p.flatten(1)
+    assert (per_image == per_image[:, :1]).all()
+    assert len(per_image[:, 0].unique()) > 1  # a random task per image
+    fixed = build_palette_rule({"rule": "single", "task": "normals"}, TASKS)(_batch())
+    assert (fixed == 2).all()
+
+
+def test_mosaic_rule_makes_four_rectangles_split_in_the_middle_half():
+    torch.manual_seed(2)
+    h, w = 64, 48
+    p = build_palette_rule({"rule": "mosaic"}, TASKS)(_batch(b=32, h=h, w=w))
+    for img in p:
+        # the split point: first row / column where the image changes, else it lies on the same task
+        rows = (img[1:] != img[:-1]).any(1).nonzero().flatten()
+        cols = (img[:, 1:] != img[:, :-1]).any(0).nonzero().flatten()
+        assert len(rows) <= 1 and len(cols) <= 1  # one horizontal and one vertical line at most
+        cy = int(rows[0]) + 1 if len(rows) else None
+        cx = int(cols[0]) + 1 if len(cols) else None
+        if cy is not None:
+            assert h // 4 <= cy <= 3 * h // 4
+        if cx is not None:
+            assert w // 4 <= cx <= 3 * w // 4
+        # each quadrant is constant
+        cy, cx = cy or h // 2, cx or w // 2
+        for q in (img[:cy, :cx], img[:cy, cx:], img[cy:, :cx], img[cy:, cx:]):
+            assert q.numel() == 0 or (q == q.flatten()[0]).all()
+    assert len(p.unique()) == len(TASKS)
+
+
+def test_semantic_rule_maps_classes_to_tasks():
+    rule = build_palette_rule({"rule": "semantic", "classes": {"floor": "depth", 3: "normals"}, "default": "edge"},
+                              TASKS, class_names=["void", "floor", "wall", "ceiling"])
+    label = torch.tensor([[[1, 2, 3, 255]]])
+    p = rule({"image": torch.zeros(1, 3, 1, 4), "semseg": label})
+    assert p.tolist() == [[[1, 3, 2, 3]]]  # floor -> depth, wall -> default edge, 3 -> normals, ignore -> edge
+    with pytest.raises(UserError, match="unknown class 'sofa'"):
+        build_palette_rule({"rule": "semantic", "classes": {"sofa": "depth"}}, TASKS, class_names=["floor"])
+    with pytest.raises(UserError, match="takes no path"):
+        build_palette_rule({"rule": "semantic", "path": "x.png"}, TASKS)
+
+
+def test_random_rule_draws_every_task_per_pixel():
+    torch.manual_seed(3)
+    p = build_palette_rule({"rule": "random"}, TASKS)(_batch(b=2, h=64, w=64))
+    counts = torch.bincount(p.flatten(), minlength=4).float() / p.numel()
+    assert torch.allclose(counts, torch.full((4,), 0.25), atol=0.02)
+    assert (p[:, 1:] != p[:, :-1]).float().mean() > 0.6  # no spatial structure
+
+
+def test_palette_file_round_trip_resize_and_errors(tmp_path):
+    drawn = torch.zeros(8, 8, dtype=torch.long)
+    drawn[:, 4:] = 3
+    drawn[6:, :] = 1
+    path = save_palette_image(drawn, tmp_path / "p.png")
+    assert torch.equal(load_palette_image(path, 4), drawn)
+    p = build_palette_rule({"rule": "file", "path": str(path)}, TASKS)(_batch(b=2, h=16, w=16))
+    assert p.shape == (2, 16, 16) and (p[:, :12, 8:] == 3).all() and (p[:, 12:] == 1).all()
+    with pytest.raises(UserError, match="value 3 but the run has 2 tasks"):
+        load_palette_image(path, 2)
+    with pytest.raises(UserError, match="not found"):
+        load_palette_image(tmp_path / "missing.png", 4)
+
+
+def test_task_codes_and_anchors():
+    z = task_codes(3, 20)
+    assert z.shape == (3, 60) and torch.allclose(z.norm(dim=1), torch.ones(3))
+    assert (z[1, 20:40] > 0).all() and (z[1, :20] == 0).all()
+    a = class_anchors(9)
+    assert a.shape == (9, 3) and len({tuple(x) for x in a.tolist()}) == 9
+    assert torch.pdist(a).min() >= 0.5 - 1e-6  # spread over the unit cube lattice
+
+
+def test_anchor_output_decodes_the_nearest_anchor():
+    info = DatasetInfo("synthetic", num_classes=9)
+    out = AnchorOutput(build_tasks(["semseg"], info)["semseg"])
+    o = out.anchors[[4, 0, 8]].T.reshape(1, 3, 1, 3) + 0.01
+    assert out.decode(o).argmax(1).flatten().tolist() == [4, 0, 8]
+
+
+def test_search_embedding_exits_and_masks_equal_the_sliced_fixed_network():
+    torch.manual_seed(0)
+    sup = SearchTaskEmbedding(4, [3, 6, 9, 12], [32, 64, 128, 256, 512])
+    sup.eval()
+    sup.depth.freeze(1)  # depth 6
+    sup.width.freeze(2)  # width 128
+    fixed = TaskEmbedding(4, 6, 128)
+    scale = (512 / 128) ** 0.5
+    with torch.no_grad():
+        for i, layer in enumerate(fixed.layers):
+            layer.weight.copy_(sup.layers[i].weight[:128, : layer.in_features] * scale)
+            layer.bias.copy_(sup.layers[i].bias[:128] * scale)
+    e = sup()
+    assert e.shape == (4, 512) and (e[:, 128:] == 0).all()
+    assert torch.allclose(e[:, :128], fixed(), atol=1e-6)
+
+
+def _small_cfg(cache_dir, *extra, config="synthetic-composite"):
+    return load_config(config, [*FAST_DEV, f"data.cache_dir={cache_dir}", *extra])
+
+
+def test_every_parameter_is_in_the_optimiser_and_the_embedding_trains(tmp_path, cache_dir):
+    cfg = _small_cfg(cache_dir, "train.steps=2")
+    ctx = prepare(cfg, tmp_path, progress=False)
+    model = build_model(cfg, ctx.tasks)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    seen = []
+    orig_sgd = torch.optim.SGD
+
+    def spy(params, **kw):
+        params = list(params)
+        seen.extend(params)
+        return orig_sgd(params, **kw)
+
+    torch.optim.SGD = spy
+    try:
+        fit(ctx, model, list(model.parameters()), 2, progress=False, resume=False)
+    finally:
+        torch.optim.SGD = orig_sgd
+    assert {id(p) for p in seen} == {id(p) for p in model.parameters()}
+    changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
+    emb = {n for n in before if n.startswith("embedding.")}
+    assert emb and emb <= changed  # the task representation block is trained (the reference code's bug)
+    # in the supergraph, weights and alphas split every parameter exactly once
+    sup = build_model(cfg, ctx.tasks, kind="composite_search", space=load_space("composite"))
+    w, a = split_parameters(sup)
+    assert len(a) == 2 and {id(p) for p in w + a} == {id(p) for p in sup.parameters()}
+    assert any(p is sup.embedding.layers[0].weight for p in w)
+
+
+def test_task_switching_equals_pixel_conditioning_on_a_constant_palette(cache_dir):
+    cfg = _small_cfg(cache_dir)
+    info = DatasetInfo("synthetic", num_classes=9)
+    tasks = build_tasks(TASKS, info)
+    torch.manual_seed(0)
+    pix = build_model(cfg, tasks).eval()
+    cfg_ts = _small_cfg(cache_dir, config="synthetic-taskswitching")
+    ts = build_model(cfg_ts, tasks).eval()
+    ts.load_state_dict(pix.state_dict())
+    assert ts.conditioning == "image" and cfg_ts["model"]["composite"]["palette"] == {"rule": "single"}
+    image = torch.randn(2, 3, 64, 64)
+    palette = torch.tensor([0, 2]).view(2, 1, 1).expand(2, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(pix(image, palette), ts(image, palette), atol=1e-5)
+        # and the task matters: another palette gives another output
+        assert (pix(image, palette) - pix(image, palette.flip(0))).abs().max() > 1e-4
+
+
+def test_trained_on_mosaics_each_task_is_predicted_on_its_own_region(tmp_path, cache_dir):
+    cfg = _small_cfg(cache_dir, "train.steps=150", "data.train_samples=32", "train.batch_size=4",
+                     "train.lr=0.02", "model.composite.palette={rule: mosaic}")
+    ctx = prepare(cfg, tmp_path, progress=False)
+    torch.manual_seed(0)
+    model = build_model(cfg, ctx.tasks)
+    fit(ctx, model, list(model.parameters()), 150, progress=False, resume=False)
+    model.eval()
+    rule = build_palette_rule({"rule": "mosaic"}, TASKS)
+    own = {t: [] for t in TASKS}
+    other = {t: [] for t in TASKS}
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for batch in ctx.val_loader():
+            palette = rule(batch)
+            o = model.predict_palette(batch["image"], palette)
+            for k, t in enumerate(TASKS):
+                if (palette == k).any():
+                    own[t].append(float(model.outputs[t].loss(o, batch[t], palette == k)))
+                if (palette != k).any():
+                    other[t].append(float(model.outputs[t].loss(o, batch[t], palette != k)))
+    for t in TASKS:
+        assert np.mean(own[t]) < np.mean(other[t]), (t, np.mean(own[t]), np.mean(other[t]))
+
+
+def test_search_exports_and_retrain_builds_exactly_that_size(tmp_path, fast_args):
+    s = tmp_path / "s"
+    assert main(["search", "--local", "--config", "synthetic-composite", "--out", str(s), *fast_args]) == 0
+    arch = load_architecture(s / "architecture.yaml")
+    assert set(arch.choices["composite"]) == {"embedding_depth", "embedding_width"}
+    arch.choices["composite"] = {"embedding_depth": 9, "embedding_width": 64}
+    arch.save(tmp_path / "a.yaml")
+    r = tmp_path / "r"
+    assert main(["retrain", "--config", "synthetic-composite", "--architecture", str(tmp_path / "a.yaml"),
+                 "--out", str(r), *fast_args]) == 0
+    state = torch.load(r / "checkpoint.pt", weights_only=True)["model"]
+    layers = sorted({k.split(".")[2] for k in state if k.startswith("embedding.layers.")}, key=int)
+    assert len(layers) == 9
+    assert state["embedding.layers.0.weight"].shape == (64, 80)
+    assert all(state[f"embedding.layers.{i}.weight"].shape == (64, 64) for i in range(1, 9))
+    assert state["top.film.0.weight"].shape[1] == 64
+    m = json.loads((r / "metrics.json").read_text())
+    assert m["model"] == "composite" and set(m["primary"]) == set(TASKS)
+    # the space's defaults (depth 6, width 128) by name
+    d = tmp_path / "d"
+    assert main(["retrain", "--config", "synthetic-composite", "--architecture", "default", "--out", str(d),
+                 *fast_args]) == 0
+    state = torch.load(d / "checkpoint.pt", weights_only=True)["model"]
+    assert sum(k.endswith(".weight") and k.startswith("embedding.layers.") for k in state) == 6
+    assert state["embedding.layers.5.weight"].shape == (128, 128)
+
+
+def test_batch_losses_are_masked_to_the_palette(cache_dir):
+    cfg = _small_cfg(cache_dir)
+    info = DatasetInfo("synthetic", num_classes=9)
+    tasks = build_tasks(TASKS, info)
+    torch.manual_seed(0)
+    model = build_model(cfg, tasks)
+    b = {"image": torch.randn(2, 3, 32, 32), "semseg": torch.randint(0, 9, (2, 32, 32)),
+         "depth": torch.rand(2, 1, 32, 32) + 1,
+         "normals": torch.nn.functional.normalize(torch.randn(2, 3, 32, 32), dim=1),
+         "edge": (torch.rand(2, 1, 32, 32) > 0.8).float()}
+    model.rule = build_palette_rule({"rule": "single", "task": "depth"}, TASKS)
+    out = forward_batch(model, b)
+    _, parts = losses_of(model, out, b, tasks, cfg["loss_weights"])
+    assert float(parts["depth"]) > 0 and all(float(parts[t]) == 0 for t in ("semseg", "normals", "edge"))
