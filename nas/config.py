@@ -83,6 +83,9 @@ DEFAULTS: dict[str, Any] = {
         "resources": {"gpu": 0},  # per trial ({"cpu": N, "gpu": G}, fractional GPUs allowed); no cpu: the
         # cluster's CPUs shared among the trials that run at once
         "max_failures": 1,  # retries of a crashed trial, from its last checkpoint
+        # data-parallel workers per trial (Ray Train TorchTrainer + DDP: gloo on CPUs, NCCL on GPUs); each
+        # worker gets ray.resources and train.batch_size / workers images of every step
+        "workers": 1,
         "storage_path": "results/ray",  # must be shared storage for multi-node clusters
         "metric": "delta_m",
         "mode": "max",

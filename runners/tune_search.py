@@ -119,13 +119,66 @@ def search_trial(config: dict) -> None:
             raise RuntimeError(f"injected crash after checkpoint {step}")
 
     try:
-        summary = search_run(cfg, run_dir, progress=False, resume=True, on_checkpoint=report)
+        if cfg["ray"]["workers"] > 1:
+            summary = ddp_search(cfg, run_dir, cpus, config.get("gpus") or 0)
+        else:
+            summary = search_run(cfg, run_dir, progress=False, resume=True, on_checkpoint=report)
     except DivergedError as e:
         marker.write_text(json.dumps({"error": str(e)}))
         raise
     final = {f"val/{t}": v for t, v in summary["primary"].items()}
     final.update({"delta_m": summary["delta_m"], "frozen": summary["frozen"], "search_wall_s": summary["wall_s"]})
     report(summary["steps"], None, final)
+
+
+def _ddp_worker(config: dict) -> None:
+    """One Ray Train worker of a data-parallel search (the process group is set up by TorchTrainer)."""
+    import ray
+    import torch
+
+    from nas.engine.search import search_run
+
+    torch.set_num_threads(max(1, int(config["cpus"])))
+    cfg = config["cfg"]
+    rank = ray.train.get_context().get_world_rank()
+    where = {"rank": rank, "node_id": ray.get_runtime_context().get_node_id()}
+    (Path(config["run_dir"]) / f"worker{rank}.json").write_text(json.dumps(where))
+    if config["gpus"]:
+        import ray.train.torch
+
+        cfg = {**cfg, "device": str(ray.train.torch.get_device())}
+    search_run(cfg, Path(config["run_dir"]), progress=False, resume=True)
+
+
+def ddp_search(cfg: dict, run_dir: Path, cpus: float, gpus: float) -> dict:
+    """A search on ``ray.workers`` DDP workers (Ray Train TorchTrainer: gloo on CPUs, NCCL on GPUs). The
+    workers resume from ``run_dir/checkpoint.pt``, so a retried worker group or trial continues where the
+    last checkpoint left it; the trial reports when the workers finish."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from nas.engine.loop import DivergedError
+
+    workers = int(cfg["ray"]["workers"])
+    per_worker = {"CPU": float(cpus), **({"GPU": float(gpus)} if gpus else {})}
+    trainer = TorchTrainer(
+        _ddp_worker,
+        train_loop_config={"cfg": cfg, "run_dir": str(run_dir), "cpus": cpus, "gpus": gpus},
+        torch_config=TorchConfig(backend="nccl" if gpus else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=bool(gpus),
+                                               resources_per_worker=per_worker),
+        run_config=ray.train.RunConfig(name="ddp", storage_path=str(run_dir.parent.resolve()),
+                                       failure_config=ray.train.FailureConfig(max_failures=cfg["ray"]["max_failures"])),
+    )
+    try:
+        trainer.fit()
+    except Exception as e:  # a worker's DivergedError arrives wrapped: keep its reason for the summary
+        msg = str(e)
+        if "loss became" in msg:
+            line = next(ln for ln in msg.splitlines() if "loss became" in ln)
+            raise DivergedError(line.split("DivergedError:")[-1].strip()) from None
+        raise
+    return json.loads((run_dir / "metrics.json").read_text())
 
 
 def init_ray(address: str | None, num_cpus: int | None = None) -> None:
@@ -152,9 +205,11 @@ def run_tune_search(cfg: dict, name: str, address: str | None = None, num_sample
     if not cpu:  # share the cluster's CPUs among the trials that run at once, at most one node's worth
         at_once = min(n_trials, r["max_concurrent_trials"] or n_trials)
         per_node = max([int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")] or [1])
-        cpu = max(1, min(int(ray.cluster_resources().get("CPU", 1)) // at_once, per_node))
+        slots = at_once * max(1, r["workers"])  # data-parallel workers each take a share
+        cpu = max(1, min(int(ray.cluster_resources().get("CPU", 1)) // slots, per_node))
     resources = {"cpu": float(cpu), "gpu": float(r["resources"].get("gpu", 0))}
-    trainable = tune.with_resources(search_trial, resources)
+    # a data-parallel trial only coordinates (no CPU, a token of memory): its Ray Train workers hold the resources
+    trainable = tune.with_resources(search_trial, resources if r["workers"] <= 1 else {"cpu": 0, "memory": 2**20})
     if resume:
         path = Path(resume).resolve()
         if not (path / "tuner.pkl").exists() and not any(path.glob("experiment_state-*.json")):
@@ -166,7 +221,7 @@ def run_tune_search(cfg: dict, name: str, address: str | None = None, num_sample
         if resources["gpu"] > 0:
             cfg["device"] = "cuda"
         space = param_space(cfg, num_samples)
-        space.update({"cfg": cfg, "cpus": resources["cpu"]})
+        space.update({"cfg": cfg, "cpus": resources["cpu"], "gpus": resources["gpu"]})
         storage = str(Path(r["storage_path"]).resolve()) if "://" not in r["storage_path"] else r["storage_path"]
         tuner = tune.Tuner(
             trainable,

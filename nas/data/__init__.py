@@ -24,11 +24,13 @@ class StepBatchSampler(torch.utils.data.Sampler):
     a permutation seeded by (seed, epoch). Yields ``(index, epoch)`` pairs so augmentation is a function of
     the step too: a resumed run sees exactly the batches it would have seen."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, total: int, start: int = 0):
+    def __init__(self, n: int, batch_size: int, seed: int, total: int, start: int = 0, rank: int = 0,
+                 world: int = 1):
         if n < batch_size:
             raise ValueError(f"dataset has {n} samples, fewer than one batch of {batch_size}")
         self.n, self.bs, self.seed, self.total, self.start = n, batch_size, seed, total, start
         self.per_epoch = n // batch_size
+        self.rank, self.world = rank, world  # data parallel: this rank's equal slice of each global batch
 
     def _perm(self, epoch: int) -> list[int]:
         g = torch.Generator().manual_seed(self.seed * 7919 + epoch)
@@ -40,7 +42,9 @@ class StepBatchSampler(torch.utils.data.Sampler):
             e, b = divmod(k, self.per_epoch)
             if e != epoch:
                 epoch, perm = e, self._perm(e)
-            yield [(i, e) for i in perm[b * self.bs : (b + 1) * self.bs]]
+            batch = perm[b * self.bs : (b + 1) * self.bs]
+            part = self.bs // self.world
+            yield [(i, e) for i in batch[self.rank * part : (self.rank + 1) * part]]
 
     def __len__(self):
         return max(0, self.total - self.start)

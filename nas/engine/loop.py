@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from nas.config import dump
 from nas.data import StepBatchSampler, build_dataset
+from nas.engine import distributed
 from nas.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from nas.engine.evaluate import delta_m_of, evaluate, forward_batch, losses_of, primary, to_device
 from nas.errors import UserError
@@ -126,10 +127,17 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
         progress: bool = True, resume: bool = True, curve_name: str = "train_curve.csv",
         on_checkpoint: Callable[[int, Path], None] | None = None, stop_after: int | None = None) -> LoopResult:
     """Train ``model`` for ``steps`` steps. ``stop_after`` ends early (still checkpointing) for tests that
-    simulate an interrupted run."""
+    simulate an interrupted run. Inside a process group (Ray Train workers) every rank trains on its slice of
+    each global batch with DDP and cross-rank batch norm; rank 0 writes the files."""
     cfg, tr = ctx.cfg, ctx.cfg["train"]
     plugin = plugin or LoopPlugin()
+    rank, world = distributed.world()
+    if world > 1:
+        if tr["batch_size"] % world:
+            raise UserError(f"train.batch_size {tr['batch_size']} must be a multiple of the {world} workers")
+        distributed.convert_batchnorm(model, ctx.device)
     model.to(ctx.device)
+    ddp = distributed.wrap(model, ctx.device) if world > 1 else None
     opt = torch.optim.SGD(weight_params, lr=tr["lr"], momentum=tr["momentum"], weight_decay=tr["weight_decay"])
     optims = [opt, *plugin.optimizers()]
     ckpt_path = ctx.out_dir / CHECKPOINT
@@ -142,7 +150,7 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
         plugin.load_state_dict(state["plugin"])
         set_rng_state(state["rng"])
         start, rows, elapsed = state["step"], list(state["rows"]), state.get("wall_s", 0.0)
-    sampler = StepBatchSampler(len(ctx.train_set), tr["batch_size"], cfg["seed"], steps, start)
+    sampler = StepBatchSampler(len(ctx.train_set), tr["batch_size"], cfg["seed"], steps, start, rank, world)
     # its own generator: creating the iterator must not draw from the global RNG (bit-exact resumption)
     loader = DataLoader(ctx.train_set, batch_sampler=sampler, num_workers=cfg["data"]["num_workers"],
                         pin_memory=ctx.device.type == "cuda", generator=torch.Generator().manual_seed(cfg["seed"]))
@@ -151,6 +159,10 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
     clip = tr["grad_clip"]
 
     def checkpoint(step):
+        if rank != 0:
+            if on_checkpoint:
+                on_checkpoint(step, ckpt_path)
+            return
         state = {"model": model.state_dict(), "optimizers": [o.state_dict() for o in optims],
                  "plugin": plugin.state_dict(), "rng": rng_state(), "step": step, "rows": rows,
                  "wall_s": elapsed + time.perf_counter() - t0}
@@ -161,7 +173,8 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
 
     t0 = time.perf_counter()
     model.train()
-    bar = tqdm(total=steps, initial=start, desc=ctx.cfg["name"], disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=steps, initial=start, desc=ctx.cfg["name"], disable=not progress or rank != 0,
+               dynamic_ncols=True)
     step = start
     for step, batch in enumerate(loader, start=start):
         lr = poly_lr(tr["lr"], step, steps, tr["poly_power"])
@@ -170,7 +183,7 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
         plugin.before_step(step, steps)
         batch = to_device(batch, ctx.device)
         with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=tr["bf16"]):
-            out = forward_batch(model, batch)
+            out = ddp(batch) if ddp is not None else forward_batch(model, batch)
         loss, parts = losses_of(model, out, batch, ctx.tasks, weights)
         extra, extra_log = plugin.extra_loss(step, steps)
         if extra is not None:
@@ -184,7 +197,7 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
             o.step()
         log = plugin.after_step(step, steps)
         if step % tr["log_every"] == 0 or step == steps - 1:
-            value = float(loss.detach())  # the only host sync, at logging steps
+            value = float(distributed.mean_over_ranks(loss.detach()))  # the only host sync, at logging steps
             if not math.isfinite(value):
                 raise DivergedError(f"loss became {value} at step {step}")
             row = {"step": step, "loss": value, "lr": lr, **{f"loss_{k}": float(v) for k, v in parts.items()},
@@ -223,5 +236,6 @@ def finish_run(model, ctx: RunContext, result: LoopResult, model_name: str, prog
         "wall_s": result.wall_s,
         **extra,
     }
-    write_json(ctx.out_dir / "metrics.json", summary)
+    if distributed.is_main():
+        write_json(ctx.out_dir / "metrics.json", summary)
     return summary

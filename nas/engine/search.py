@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from nas.engine import distributed
 from nas.engine.evaluate import delta_m_of, evaluate, primary
 from nas.engine.loop import finish_run, fit, prepare, write_csv
 from nas.models import build_model
@@ -30,12 +31,15 @@ def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bo
     ctx = prepare(cfg, out, progress)
     model = build_model(cfg, ctx.tasks, kind=f"{space.group}_search", space=space)
     weights, _ = split_parameters(model)
-    controller = ArchitectureSearch(model, cfg["search"])
+    controller = ArchitectureSearch(model, cfg["search"], seed=cfg["seed"])
+    main = distributed.is_main()
     steps = cfg["search"]["steps"]
 
     def checkpoint_hook(step, path):
-        write_csv(out / "alpha_history.csv", controller.flush())
-        write_csv(out / "freeze_events.csv", controller.events, FREEZE_COLUMNS)
+        history = controller.flush()
+        if main:
+            write_csv(out / "alpha_history.csv", history)
+            write_csv(out / "freeze_events.csv", controller.events, FREEZE_COLUMNS)
         if on_checkpoint:
             on_checkpoint(step, path)
         if on_eval and step < steps:
@@ -57,7 +61,8 @@ def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bo
         "frozen_at_step": {k: v["frozen_at_step"] for k, v in decisions.items()},
     })
     arch.validate(space)
-    arch.save(out / ARCHITECTURE)
+    if main:
+        arch.save(out / ARCHITECTURE)
     return finish_run(model, ctx, result, f"{space.name}_search", progress,
                       frozen=sum(v["frozen_at_step"] is not None for v in decisions.values()),
                       decisions=len(decisions), architecture=arch.to_dict())

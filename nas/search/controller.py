@@ -19,8 +19,13 @@ from nas.search.schedules import Schedule
 
 
 class ArchitectureSearch(LoopPlugin):
-    def __init__(self, model: torch.nn.Module, search_cfg: dict):
+    def __init__(self, model: torch.nn.Module, search_cfg: dict, seed: int = 0):
         self.model = model
+        # architecture samples come from their own generator: independent of data and dropout randomness,
+        # identical on every data-parallel rank, and checkpointed with the search
+        self.seed = seed
+        self.generator: torch.Generator | None = None
+        self._generator_state: torch.Tensor | None = None
         self.ops: list[MixedOp] = mixed_ops(model)
         if not self.ops:
             raise ValueError("the model has no searchable decision (no MixedOp)")
@@ -39,11 +44,21 @@ class ArchitectureSearch(LoopPlugin):
     def optimizers(self):
         return [self.alpha_opt]
 
+    def _ensure_generator(self) -> None:
+        device = self.ops[0].alpha.device
+        if self.generator is None or self.generator.device != device:
+            self.generator = torch.Generator(device=device).manual_seed(self.seed)
+            if self._generator_state is not None:
+                self.generator.set_state(self._generator_state)
+            for m in self.ops:
+                m.generator = self.generator
+
     def before_step(self, step, total):
+        self._ensure_generator()
         tau = self.tau(step, total)
         set_tau(self.model, tau)
         if self.mode == "hard":
-            plan_hard_samples(self.ops, tau)
+            plan_hard_samples(self.ops, tau, self.generator)
 
     def extra_loss(self, step, total):
         w = self.entropy_weight(step, total)
@@ -81,10 +96,14 @@ class ArchitectureSearch(LoopPlugin):
 
     def state_dict(self):
         self.flush()
-        return {"alpha_opt": self.alpha_opt.state_dict(), "events": self.events, "history": self.history}
+        gen = self.generator.get_state() if self.generator is not None else self._generator_state
+        return {"alpha_opt": self.alpha_opt.state_dict(), "events": self.events, "history": self.history,
+                "generator": gen}
 
     def load_state_dict(self, state):
         self.alpha_opt.load_state_dict(state["alpha_opt"])
+        self._generator_state = state.get("generator")
+        self.generator = None  # rebuilt from the state at the next step
         self.events = list(state["events"])
         self.history = list(state["history"])
 

@@ -54,6 +54,7 @@ class MixedOp(nn.Module):
         self._planned: tuple[torch.Tensor, int] | None = None  # (hard weights, index) sampled by the controller
         self.mode = "soft"
         self.tau = 1.0
+        self.generator: torch.Generator | None = None  # set by the search controller; None: global RNG
         self.last_computed: list[str] = []  # names of the candidates the last forward computed (for tests)
 
     # -- state ---------------------------------------------------------------------------------------
@@ -103,7 +104,7 @@ class MixedOp(nn.Module):
             if self.frozen:
                 w = torch.zeros_like(self.alpha).scatter_(0, self.frozen_index.view(1), 1.0)
             else:
-                w = gumbel_softmax(self.alpha, self.tau)
+                w = gumbel_softmax(self.alpha, self.tau, generator=self.generator)
             return [(i, w[i]) for i in range(n)]
         if self.frozen or not self.training:
             return [(self._frozen if self.frozen else int(self.alpha.detach().argmax()), None)]
@@ -111,10 +112,10 @@ class MixedOp(nn.Module):
             if self._planned is not None:
                 (w, i), self._planned = self._planned, None
             else:  # sampled here: costs a device sync for the host index
-                w = gumbel_softmax(self.alpha, self.tau, hard=True)
+                w = gumbel_softmax(self.alpha, self.tau, hard=True, generator=self.generator)
                 i = int(w.detach().argmax())
             return [(i, w[i])]
-        w = gumbel_softmax(self.alpha, self.tau)
+        w = gumbel_softmax(self.alpha, self.tau, generator=self.generator)
         return [(i, w[i]) for i in range(n) if not self.is_none[i]]
 
     def apply(self, selection: list[tuple[int, torch.Tensor | None]], fn: Callable[[nn.Module], object]):
@@ -181,7 +182,7 @@ def entropy_loss(model: nn.Module) -> torch.Tensor | None:
     return torch.stack(live).mean() if live else None
 
 
-def plan_hard_samples(ops: list[MixedOp], tau: float) -> None:
+def plan_hard_samples(ops: list[MixedOp], tau: float, generator: torch.Generator | None = None) -> None:
     """One straight-through hard Gumbel sample for every live decision at once, with a single device->host
     copy of the chosen indices (instead of one per decision)."""
     live = [m for m in ops if not m.frozen]
@@ -190,7 +191,7 @@ def plan_hard_samples(ops: list[MixedOp], tau: float) -> None:
     width = max(len(m.candidates) for m in live)
     logits = torch.stack([nn.functional.pad(m.alpha, (0, width - len(m.candidates)), value=float("-inf"))
                           for m in live])
-    w = gumbel_softmax(logits, tau, hard=True)
+    w = gumbel_softmax(logits, tau, hard=True, generator=generator)
     for m, row, i in zip(live, w, w.detach().argmax(-1).tolist()):
         m.plan(row[: len(m.candidates)], i)
 
