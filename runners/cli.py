@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=None, help="sqlite:///F.db, postgresql://..., or journal:FILE")
     p.add_argument("--study-name", default=None, help="resumes the study if it exists in the storage")
     p.add_argument("--n-trials", type=int, default=None)
+    p.add_argument("--ray", action="store_true",
+                   help="run the trials as Ray Tune trials proposed by OptunaSearch (same storage)")
+    p.add_argument("--address", default=None, help="with --ray: join a Ray cluster (auto or HOST:PORT)")
 
     p = sub.add_parser("dashboard", help="serve optuna-dashboard on a study storage (extra: dashboard)")
     p.add_argument("--storage", default="sqlite:///results/optuna.db")
@@ -189,7 +192,13 @@ def cmd_hpo(args):
     cfg, out = _load_cfg(args, "hpo")
     if args.fast_dev_run and args.n_trials is None:
         args.n_trials = 2
-    res = run_study(cfg, out, storage=args.storage, study_name=args.study_name, n_trials=args.n_trials)
+    if args.ray:
+        from runners.hpo import run_study_ray
+
+        res = run_study_ray(cfg, out, storage=args.storage, study_name=args.study_name, n_trials=args.n_trials,
+                            address=args.address)
+    else:
+        res = run_study(cfg, out, storage=args.storage, study_name=args.study_name, n_trials=args.n_trials)
     print(f"study {res['study']}: {res['complete']} of {res['trials']} trials complete")
     for k in ("best_value", "best_params", "best", "pareto", "trials_csv"):
         if k in res:

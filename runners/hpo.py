@@ -129,8 +129,114 @@ def run_study(cfg: dict, out: str | Path, storage: str | None = None, study_name
     return export_study(study, out, objectives)
 
 
-def export_study(study, out: Path, objectives: list[str]) -> dict:
-    """trials.csv always; best.yaml (single objective) or pareto.csv + pareto/trial_N.yaml (multi)."""
+def distributions(params: dict) -> dict:
+    """``hpo.params`` as Optuna distributions (for Ray Tune's OptunaSearch)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    out = {}
+    for name, spec in params.items():
+        kind = spec.get("type")
+        log = bool(spec.get("log", False))
+        if kind == "float":
+            out[name] = FloatDistribution(float(spec["low"]), float(spec["high"]), log=log)
+        elif kind == "int":
+            out[name] = IntDistribution(int(spec["low"]), int(spec["high"]), log=log)
+        elif kind == "categorical":
+            out[name] = CategoricalDistribution(list(spec["choices"]))
+        else:
+            raise UserError(f"hpo.params.{name}: type must be float, int or categorical, got {kind!r}")
+    return out
+
+
+def hpo_trial(config: dict) -> None:
+    """Ray Tune trainable of a study run through OptunaSearch: a search with the suggested values, reporting
+    the objective at every checkpoint (Optuna's intermediate values) and at the end."""
+    import torch
+    from ray import tune
+
+    from nas.engine.search import ARCHITECTURE, search_run
+    from nas.engine.train import train_run
+    from runners.tune_search import apply_overrides
+
+    cfg = apply_overrides(config["cfg"], {k: config[k] for k in config["params"]})
+    torch.set_num_threads(max(1, int(config["cpus"])))
+    objective = config["objective"]
+    run_dir = Path(tune.get_context().get_trial_dir()) / "run"
+
+    def pick(m):
+        return m["delta_m"] if objective == "delta_m" else m["primary"].get(objective[4:])
+
+    def on_eval(step, m):
+        if pick(m) is not None:
+            tune.report({objective: float(pick(m)), "step": step, "done": False})
+
+    summary = search_run(cfg, run_dir, progress=False, on_eval=on_eval)
+    if cfg["hpo"]["retrain"]:
+        summary = train_run(cfg, run_dir / "retrain", architecture=str(run_dir / ARCHITECTURE), progress=False)
+    tune.report({objective: float(pick(summary)), "step": summary["steps"], "done": True,
+                 "architecture": str((run_dir / ARCHITECTURE).resolve())})
+
+
+def run_study_ray(cfg: dict, out: str | Path, storage: str | None = None, study_name: str | None = None,
+                  n_trials: int | None = None, address: str | None = None) -> dict:
+    """The study's trials as Ray Tune trials proposed by OptunaSearch in the same storage: they spread over
+    the cluster (``ray.max_concurrent_trials``, ``ray.resources``) and optuna-dashboard sees each trial with
+    its params, value and intermediate values. Single objective (delta_m or val/<task>)."""
+    import optuna
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    from runners.tune_search import absolute_paths, init_ray
+
+    h = cfg["hpo"]
+    if len(h["objectives"]) != 1 or h["objectives"][0] in ("params_M", "madds_G"):
+        raise UserError("trcnas hpo --ray runs single-objective studies on delta_m or val/<task>")
+    if not h["params"]:
+        raise UserError("hpo.params is empty: declare the hyperparameters to tune")
+    objective, direction = h["objectives"][0], h["directions"][0]
+    if objective == "delta_m" and not cfg["baselines"]:
+        raise UserError("hpo objective delta_m needs single-task `baselines` for every task in the config")
+    out = Path(out).resolve()
+    name = study_name or h["study_name"]
+    store = make_storage(storage or h["storage"])
+    mode = "max" if direction == "maximize" else "min"
+    searcher = OptunaSearch(space=distributions(h["params"]), metric=objective, mode=mode, study_name=name,
+                            storage=store, sampler=optuna.samplers.TPESampler(seed=cfg["seed"]))
+    init_ray(address)
+    cpu = float(cfg["ray"]["resources"].get("cpu") or 1)
+    trainable = tune.with_resources(hpo_trial, {"cpu": cpu, "gpu": float(cfg["ray"]["resources"].get("gpu", 0))})
+    cfg = absolute_paths(cfg)
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"cfg": cfg, "params": list(h["params"]), "objective": objective, "cpus": cpu},
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=n_trials or h["n_trials"],
+                                    max_concurrent_trials=cfg["ray"]["max_concurrent_trials"]),
+        run_config=tune.RunConfig(name=name, storage_path=str(out / "ray"), verbose=1),
+    )
+    results = tuner.fit()
+    study = optuna.load_study(study_name=name, storage=store)
+    if not study.metric_names:
+        study.set_metric_names([objective])
+    # the architecture of each Optuna trial: the Tune trial proposed with the same params (finished Optuna
+    # trials take no more user attributes, so the mapping is kept beside the study's exports)
+    by_params = {}
+    for r in results:
+        if r.metrics and r.metrics.get("architecture"):
+            by_params[tuple(sorted((k, r.config[k]) for k in h["params"]))] = r.metrics["architecture"]
+    archs = {t.number: by_params[key] for t in study.trials
+             if (key := tuple(sorted(t.params.items()))) in by_params}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "architectures.json", json.dumps(archs, indent=2))
+    return export_study(study, out, [objective], archs)
+
+
+def export_study(study, out: Path, objectives: list[str], architectures: dict[int, str] | None = None) -> dict:
+    """trials.csv always; best.yaml (single objective) or pareto.csv + pareto/trial_N.yaml (multi).
+    A trial's architecture file is its ``architecture`` user attribute, else ``architectures[number]``."""
+
+    def arch_of(t):
+        return t.user_attrs.get("architecture") or (architectures or {}).get(t.number)
+
     out.mkdir(parents=True, exist_ok=True)
     df = study.trials_dataframe()
     atomic_write_text(out / "trials.csv", df.to_csv(index=False))
@@ -151,7 +257,7 @@ def export_study(study, out: Path, objectives: list[str]) -> dict:
         return result
     if len(objectives) == 1:
         best = study.best_trial
-        shutil.copy2(best.user_attrs["architecture"], out / "best.yaml")
+        shutil.copy2(arch_of(best), out / "best.yaml")
         result.update(best_value=best.value, best_params=best.params, best=str(out / "best.yaml"))
         return result
     import pandas as pd
@@ -160,7 +266,7 @@ def export_study(study, out: Path, objectives: list[str]) -> dict:
     rows = []
     for t in study.best_trials:
         dst = out / "pareto" / f"trial_{t.number:04d}.yaml"
-        shutil.copy2(t.user_attrs["architecture"], dst)
+        shutil.copy2(arch_of(t), dst)
         rows.append({"trial": t.number, **dict(zip(objectives, t.values)), **t.params, "architecture": str(dst)})
     atomic_write_text(out / "pareto.csv", pd.DataFrame(rows).to_csv(index=False))
     result.update(pareto=str(out / "pareto.csv"), pareto_size=len(rows))
