@@ -15,10 +15,11 @@ from analysis.style import CONTEXT_COLORS, CONTEXT_LABELS, CONTEXT_ORDER, no_dat
 
 
 def importance_matrix(imp: pd.DataFrame, tasks: list[str], column: str = "drop_delta_m_mean") -> pd.DataFrame:
-    """target x source matrix of mean drops (NaN where a pair has no block)."""
+    """target x source matrix of mean drops (NaN where a pair has no block; an mTEB network's directional
+    features of one pair at several scales are summed)."""
     m = pd.DataFrame(np.nan, index=tasks, columns=tasks)
-    for _, r in imp.iterrows():
-        m.loc[r["target"], r["source"]] = r[column]
+    for (t, s), v in imp.groupby(["target", "source"], sort=False)[column].sum().items():
+        m.loc[t, s] = v
     return m
 
 

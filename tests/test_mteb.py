@@ -141,3 +141,18 @@ def test_search_exports_placement_and_retrain_builds_exactly_it(tmp_path, fast_a
         if want_concat:
             assert state["blocks.2.concat.semseg.weight"].shape == (32, 64, 1, 1)
         assert state[f"blocks.{choice['scales'][0]}.directional.semseg__depth.alpha"].shape == (16,)
+
+
+def test_permutation_importance_of_directional_features(tmp_path, fast_args):
+    r = tmp_path / "r"
+    assert main(["retrain", "--config", "synthetic-mteb", "--architecture", "default", "--out", str(r),
+                 *fast_args]) == 0
+    assert main(["importance", "--run", str(r), "--repeats", "2", "--no-progress"]) == 0
+    import pandas as pd
+
+    imp = pd.read_csv(r / "importance.csv")
+    assert len(imp) == 4 * 3  # scale 1 only: every ordered pair of distinct tasks
+    assert set(imp["context"]) == {"mTEB scale 1"}
+    assert {(t, s) for t, s in zip(imp["target"], imp["source"])} == {(t, s) for t in TASKS for s in TASKS if s != t}
+    reps = pd.read_csv(r / "importance_repeats.csv")
+    assert len(reps) == 24 and reps["drop_delta_m"].notna().all()

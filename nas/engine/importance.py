@@ -1,4 +1,5 @@
-"""Permutation importance of the CP blocks of a trained ATRC network (the ATRC paper's Fig. 6).
+"""Permutation importance of the CP blocks of a trained ATRC network (the ATRC paper's Fig. 6), and of the
+directional features of a trained mTEB network.
 
 For a block (target, source), its message for sample i is replaced by the message the block produced for
 sample pi(i), pi a random permutation of the *whole* held-out split (not only within a batch); the network is
@@ -46,11 +47,12 @@ def load_trained(run_dir: Path, device: str | None = None):
 
 def permutation_importance(run_dir: str | Path, repeats: int = 5, seed: int = 0, device: str | None = None,
                            progress: bool = True, out: str | Path | None = None) -> list[dict]:
-    """Importance of every CP block of the trained run in ``run_dir``; with ``out``, writes importance.csv
-    (mean and std per block), importance_repeats.csv and importance.json."""
+    """Importance of every CP block (ATRC) or directional feature (mTEB) of the trained run in ``run_dir``;
+    with ``out``, writes importance.csv (mean and std per block), importance_repeats.csv and importance.json."""
     cfg, model, tasks, val = load_trained(Path(run_dir), device)
-    if getattr(model, "distill", None) is None or not model.distill.pairs:
-        raise UserError(f"{run_dir}: the network has no context block to permute (retrain an ATRC architecture)")
+    if not getattr(model, "permutable", lambda: [])():
+        raise UserError(f"{run_dir}: the network has no context block or directional feature to permute "
+                        "(retrain an ATRC or mTEB architecture)")
     dev = resolve_device(cfg["device"])
     ctx = RunContext(cfg, Path(run_dir), dev, tasks, None, None, val)
     rows, meta = importance_of(model, ctx.val_loader, tasks, cfg["baselines"], repeats, seed, dev, progress)
@@ -63,12 +65,15 @@ def permutation_importance(run_dir: str | Path, repeats: int = 5, seed: int = 0,
 
 
 def importance_of(model, make_loader, tasks, baselines, repeats: int, seed: int, device, progress: bool = False):
-    """Core of the permutation test for any model with a ``distill`` module exposing ``tasks``, ``sources``
-    and ``choice`` and a ``forward(image, hooks=...)``; ``make_loader()`` yields batches with ``index``.
-    A model that also has ``encode``/``decode`` runs its backbone once: every permuted evaluation reuses the
-    cached task features and only reruns the distillation module and the heads."""
-    pairs = [(t, s) for t in model.distill.tasks for s in model.distill.sources[t]]
-    store: dict[tuple[str, str], torch.Tensor] = {}
+    """Core of the permutation test for any model with ``permutable()`` (hook key, target, source, context)
+    and a ``forward(image, hooks=...)`` whose ``hooks[key](feature)`` may replace a feature;
+    ``make_loader()`` yields batches with ``index``. A model that also has ``encode``/``decode`` runs its
+    backbone once: every permuted evaluation reuses the cached features and only reruns the rest."""
+    units = model.permutable()
+    pairs = [u[0] for u in units]
+    context = {u[0]: u[3] for u in units}
+    names = {u[0]: (u[1], u[2]) for u in units}
+    store: dict[tuple, torch.Tensor] = {}
     n = len(make_loader().dataset)
     model.eval()
     split = hasattr(model, "encode") and hasattr(model, "decode")
@@ -114,16 +119,17 @@ def importance_of(model, make_loader, tasks, baselines, repeats: int, seed: int,
     dm0 = delta_m(base, ref, higher)
     rows = []
     jobs = [(p, r) for p in pairs for r in range(repeats)]
-    for (t, s), r in tqdm(jobs, desc="permutation importance", disable=not progress):
+    for key, r in tqdm(jobs, desc="permutation importance", disable=not progress):
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + r))
-        msgs = store[(t, s)]
+        msgs = store[key]
 
-        def permuted(idx, pair=(t, s), perm=perm, msgs=msgs):
+        def permuted(idx, pair=key, perm=perm, msgs=msgs):
             return {pair: lambda msg: msgs[perm[idx]].to(msg.device, msg.dtype)}
 
         permuted_metrics = run(permuted)
         dm = delta_m(permuted_metrics, ref, higher)
-        row = {"target": t, "source": s, "context": model.distill.choice[t][s], "repeat": r,
+        t, s = names[key]
+        row = {"target": t, "source": s, "context": context[key], "repeat": r,
                "delta_m": dm, "drop_delta_m": dm0 - dm}
         for k in tasks:
             sign = 1.0 if higher[k] else -1.0

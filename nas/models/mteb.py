@@ -66,10 +66,23 @@ class MTEBNet(nn.Module):
             return lambda f, r, concat: self.fusion.apply(sel, lambda op: op(f, r, concat))
         return self.fusion
 
+    def encode(self, image: torch.Tensor) -> tuple[list[torch.Tensor]]:
+        """The backbone levels, coarse first (everything before the decoder)."""
+        return (self.backbone.pyramid(image)[::-1],)
+
     def forward(self, image: torch.Tensor, hooks: Mapping[tuple[int, str, str], callable] | None = None) -> dict:
         """``{"pred", "aux": {}, "inter": {scale: {task: logits}}}``. ``hooks[(scale, target, source)]`` may
         replace a directional feature."""
-        pyr = self.backbone.pyramid(image)[::-1]
+        return self.decode(*self.encode(image), hooks=hooks)
+
+    def permutable(self) -> list[tuple]:
+        """(hook key, target, source, context) of every directional feature of the placed mTEBs."""
+        if self.search:
+            return []
+        return [((k, t, s), t, s, f"mTEB scale {k}") for k in self.placed_scales()
+                for t in self.task_names for s in self.blocks[str(k)].sources(t)]
+
+    def decode(self, pyr: list[torch.Tensor], hooks: Mapping[tuple[int, str, str], callable] | None = None) -> dict:
         fuse = self.fuse_fn()
         feats = {t: m(pyr[0]) for t, m in self.stem.items()}
         inter = {}

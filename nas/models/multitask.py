@@ -73,6 +73,13 @@ class MultiTaskNet(nn.Module):
     def forward(self, image: torch.Tensor, hooks=None) -> dict[str, dict[str, torch.Tensor]]:
         return self.decode(*self.encode(image), hooks=hooks)
 
+    def permutable(self) -> list[tuple]:
+        """(hook key, target, source, context) of every context block (what permutation importance permutes)."""
+        d = self.distill
+        if d is None or not hasattr(d, "choice"):
+            return []
+        return [((t, s), t, s, d.choice[t][s]) for t in d.tasks for s in d.sources[t]]
+
 
 class SingleTaskNets(nn.Module):
     """The single-task baseline: an independent network (own backbone) per task, same head design."""
