@@ -1,5 +1,4 @@
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -22,9 +21,9 @@ class Planted(nn.Module):
     def __init__(self):
         super().__init__()
         self.scale = nn.Parameter(torch.ones(()))
-        self.distill = SimpleNamespace(tasks=["depth"], sources={"depth": ["normals", "depth"]},
-                                       choice={"depth": {"normals": "global", "depth": "local"}},
-                                       pairs={"depth__normals": None, "depth__depth": None})
+
+    def permutable(self):
+        return [(("depth", "normals"), "depth", "normals", "global"), (("depth", "depth"), "depth", "depth", "local")]
 
     def forward(self, image, hooks=None):
         hooks = hooks or {}
@@ -147,7 +146,10 @@ def test_cached_encoder_gives_the_same_importance_as_full_forwards():
     class NoSplit(nn.Module):  # same network, seen without encode/decode
         def __init__(self, m):
             super().__init__()
-            self.m, self.distill = m, m.distill
+            self.m = m
+
+        def permutable(self):
+            return self.m.permutable()
 
         def forward(self, image, hooks=None):
             return self.m(image, hooks=hooks)
