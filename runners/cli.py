@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the JSON instead of the table")
     p.add_argument("--out", default="results/bench")
     p.add_argument("--quick", action="store_true", help="small sizes and one repetition (a smoke test)")
+    p.add_argument("--ray-overhead", type=int, default=None, metavar="N",
+                   help="instead: wall time of N short searches as Ray Tune trials vs in-process")
+    p.add_argument("--steps", type=int, default=100, help="with --ray-overhead: steps per search")
 
     p = sub.add_parser("importance", help="permutation importance of each context block of a trained ATRC network")
     p.add_argument("--run", required=True, help="a train/retrain run directory of an ATRC architecture")
@@ -218,6 +221,14 @@ def cmd_dashboard(args):
 
 
 def cmd_bench(args):
+    if args.ray_overhead:
+        from runners.bench_ray import ray_overhead
+
+        r = ray_overhead(args.ray_overhead, args.steps)
+        print(json.dumps(r, indent=2) if args.json else
+              f"{r['searches']} searches x {r['steps']} steps on {r['cpus']} CPUs: in-process "
+              f"{r['in_process_s']:.1f}s, as Ray Tune trials {r['ray_trials_s']:.1f}s, ratio {r['ratio']:.2f}")
+        return
     from nas.engine.loop import resolve_device
     from runners.bench import format_table, run_bench
 
