@@ -84,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="where importance.csv goes (default: the run directory)")
     p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser("predict", help="task editing: a CompositeTasking run, a palette PNG, one val image")
+    p.add_argument("--run", required=True, help="a train/retrain run directory of a CompositeTasking network")
+    p.add_argument("--palette", required=True, help="one-channel PNG: pixel value = index of the task asked there")
+    p.add_argument("--index", type=int, default=0, help="val image index")
+    p.add_argument("--out", required=True, help="prediction .npz (a .png of the raw output goes beside it)")
+    p.add_argument("--device", default=None)
+
     p = sub.add_parser("report", help="figures and tables from the result files under DIR (into DIR/figures)")
     p.add_argument("dir")
     p.add_argument("--out", default=None)
@@ -252,6 +259,16 @@ def cmd_importance(args):
     print(f"written: {out / 'importance.csv'}, {out / 'importance_repeats.csv'}")
 
 
+def cmd_predict(args):
+    from nas.engine.predict import predict_with_palette
+
+    r = predict_with_palette(args.run, args.palette, args.index, args.device, args.out)
+    tasks = [k for k in r if k not in ("palette", "output", "index")]
+    counts = {t: int((r["palette"] == k).sum()) for k, t in enumerate(tasks)}
+    print(f"val image {args.index}: pixels per task {counts}")
+    print(f"written: {args.out} (palette, output, {', '.join(tasks)}) and {Path(args.out).with_suffix('.png')}")
+
+
 def cmd_report(args):
     from analysis.report import make_report
 
@@ -315,6 +332,7 @@ COMMANDS = {
     "run": cmd_run, "train": cmd_train, "retrain": cmd_train, "search": cmd_search, "export": cmd_export,
     "table": cmd_table, "hpo": cmd_hpo, "dashboard": cmd_dashboard, "summary": cmd_summary, "configs": cmd_configs,
     "bench": cmd_bench, "importance": cmd_importance, "report": cmd_report,
+    "predict": cmd_predict,
 }
 
 

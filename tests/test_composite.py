@@ -228,6 +228,18 @@ def test_search_exports_and_retrain_builds_exactly_that_size(tmp_path, fast_args
     state = torch.load(d / "checkpoint.pt", weights_only=True)["model"]
     assert sum(k.endswith(".weight") and k.startswith("embedding.layers.") for k in state) == 6
     assert state["embedding.layers.5.weight"].shape == (128, 128)
+    # task editing: a drawn palette (left half semseg, right half depth) on one val image
+    drawn = torch.zeros(16, 16, dtype=torch.long)
+    drawn[:, 8:] = 1
+    save_palette_image(drawn, tmp_path / "edit.png")
+    assert main(["predict", "--run", str(d), "--palette", str(tmp_path / "edit.png"), "--index", "1",
+                 "--out", str(tmp_path / "pred.npz")]) == 0
+    pred = np.load(tmp_path / "pred.npz")
+    assert pred["output"].shape == (3, 64, 64) and (pred["palette"][:, :32] == 0).all()
+    assert (pred["semseg"][:, :32] < 9).all() and (pred["semseg"][:, 32:] == 255).all()
+    assert np.isnan(pred["depth"][:, :32]).all() and np.isfinite(pred["depth"][:, 32:]).all()
+    assert np.isnan(pred["normals"]).all() and np.isnan(pred["edge"]).all()  # not asked anywhere
+    assert (tmp_path / "pred.png").stat().st_size > 0
 
 
 def test_batch_losses_are_masked_to_the_palette(cache_dir):

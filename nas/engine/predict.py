@@ -1,0 +1,62 @@
+"""Task editing with a trained CompositeTasking network: one image, a user-drawn palette (PNG of task
+indices), and the prediction of each task on the pixels the palette gives it."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nas.composite.network import CompositeNet
+from nas.composite.palette import PaletteFile
+from nas.engine.importance import load_trained
+from nas.errors import UserError
+from spaces.io import atomic_write_bytes
+
+
+@torch.no_grad()
+def predict_with_palette(run_dir: str | Path, palette: str | Path, index: int = 0, device: str | None = None,
+                         out: str | Path | None = None) -> dict:
+    """-> {"palette", "output" (3 x H x W), task: map}; each task's map holds its decoded prediction where
+    the palette asks for it (class ids, metres, unit normals, probabilities) and 255 / NaN elsewhere.
+    With ``out`` (a .npz path) also writes the arrays and ``<out>.png``, the raw output as RGB (the
+    segmentation regions show their class anchors' colours)."""
+    cfg, model, tasks, val = load_trained(Path(run_dir), device)
+    if not isinstance(model, CompositeNet):
+        raise UserError(f"{run_dir}: task editing needs a CompositeTasking run (model.type composite)")
+    if not 0 <= index < len(val):
+        raise UserError(f"--index {index}: the val split has {len(val)} images (0..{len(val) - 1})")
+    dev = next(model.parameters()).device
+    model.eval()
+    image = val[index]["image"][None].to(dev)
+    pal = PaletteFile(list(tasks), path=str(palette))({"image": image})
+    o = model.predict_palette(image, pal)
+    result = {"palette": pal[0].cpu().numpy(), "output": o[0].cpu().numpy(), "index": index}
+    for k, (t, head) in enumerate(model.outputs.items()):
+        where = (pal[0] == k).cpu().numpy()
+        d = head.decode(o)[0]
+        if t in ("semseg", "parts"):
+            m = np.full(where.shape, 255, np.uint8)
+            m[where] = d.argmax(0).cpu().numpy()[where]
+        elif t == "normals":
+            m = np.full((3, *where.shape), np.nan, np.float32)
+            m[:, where] = torch.nn.functional.normalize(d, dim=0).cpu().numpy()[:, where]
+        else:
+            v = d[0].sigmoid() if t in ("edge", "saliency") else d[0]
+            m = np.full(where.shape, np.nan, np.float32)
+            m[where] = v.cpu().numpy()[where]
+        result[t] = m
+    if out is not None:
+        out = Path(out)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **{k: np.asarray(v) for k, v in result.items()})
+        atomic_write_bytes(out, buf.getvalue())
+        from PIL import Image
+
+        rgb = (np.clip(result["output"].transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8)
+        png = io.BytesIO()
+        Image.fromarray(rgb).save(png, format="PNG")
+        atomic_write_bytes(out.with_suffix(".png"), png.getvalue())
+    return result
