@@ -178,6 +178,12 @@ def _merge(base: dict, over: dict, prefix: str = "") -> dict:
     return out
 
 
+def with_defaults(cfg: dict) -> dict:
+    """``cfg`` with today's defaults for keys it lacks (a config stored by an older trcnas, e.g. in a Ray
+    experiment being resumed)."""
+    return _merge(DEFAULTS, cfg)
+
+
 def _load_chain(name_or_path: str, seen: tuple = ()) -> dict:
     path = find_config(name_or_path)
     if str(path) in seen:

@@ -89,10 +89,11 @@ def search_trial(config: dict) -> None:
     import torch
     from ray import tune
 
+    from nas.config import with_defaults
     from nas.engine.loop import CHECKPOINT, DivergedError
     from nas.engine.search import search_run
 
-    cfg = apply_overrides(config["cfg"], config.get("overrides") or {})
+    cfg = apply_overrides(with_defaults(config["cfg"]), config.get("overrides") or {})
     cfg["seed"] = int(config["seed"])
     cpus = int(max(1, (config.get("cpus") or 1)))
     torch.set_num_threads(cpus)
@@ -214,7 +215,9 @@ def run_tune_search(cfg: dict, name: str, address: str | None = None, num_sample
         path = Path(resume).resolve()
         if not (path / "tuner.pkl").exists() and not any(path.glob("experiment_state-*.json")):
             raise UserError(f"--resume {path}: not a Ray Tune experiment directory")
-        tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=False)
+        # errored trials get another run: a crash (or a lost cluster) resumes from the last checkpoint, a
+        # diverged trial fails again at once with its recorded reason
+        tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
         exp_dir = path
     else:
         cfg = absolute_paths(cfg)
