@@ -23,23 +23,46 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _wait_nodes(address: str, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"ray start exited with {proc.returncode}")
+        r = subprocess.run(["ray", "status", f"--address={address}"], capture_output=True, text=True)
+        if r.returncode == 0 and r.stdout.count(" node_") >= n:
+            return
+        time.sleep(1)
+    pytest.fail(f"the Ray cluster at {address} did not reach {n} nodes")
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """Head and worker node, one CPU each, with token authentication (Ray >= 2.59 defaults to it)."""
+    """Head and worker node, one CPU each, with token authentication (Ray >= 2.59 defaults to it). The nodes
+    run in the foreground (``--block``) and are stopped by signalling them, so other Ray sessions on the
+    machine are left alone (``ray stop`` would stop every one)."""
     port = _free_port()
     token = tmp_path_factory.mktemp("ray") / "auth_token"
     token.write_text(secrets.token_hex(32))
     env = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # for the CLI subprocesses and the nodes alike
-    common = ["--num-cpus=1", "--disable-usage-stats", "--node-ip-address=127.0.0.1"]
-    subprocess.run(["ray", "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
-                   check=True, capture_output=True)
+    common = ["--num-cpus=1", "--disable-usage-stats", "--node-ip-address=127.0.0.1", "--block"]
+    address = f"127.0.0.1:{port}"
+    nodes = [subprocess.Popen(["ray", "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
     try:
-        subprocess.run(["ray", "start", f"--address=127.0.0.1:{port}", *common], check=True, capture_output=True)
-        yield f"127.0.0.1:{port}"
+        _wait_nodes(address, 1, nodes[0])
+        nodes.append(subprocess.Popen(["ray", "start", f"--address={address}", *common],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        _wait_nodes(address, 2, nodes[1])
+        yield address
     finally:
-        subprocess.run(["ray", "stop", "--force"], capture_output=True)
+        for p in reversed(nodes):
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
