@@ -256,3 +256,13 @@ def test_batch_losses_are_masked_to_the_palette(cache_dir):
     out = forward_batch(model, b)
     _, parts = losses_of(model, out, b, tasks, cfg["loss_weights"])
     assert float(parts["depth"]) > 0 and all(float(parts[t]) == 0 for t in ("semseg", "normals", "edge"))
+
+
+def test_summary_counts_a_composite_forward(capsys, fast_args):
+    assert main(["summary", "--config", "synthetic-composite", "--architecture", "default", "--json",
+                 *fast_args]) == 0
+    s = json.loads(capsys.readouterr().out)
+    mods = {m["module"]: m for m in s["modules"]}
+    assert mods["backbone"]["madds_G"] > 0 and mods["fuse.1"]["madds_G"] > 0
+    listed = sum(m["madds_G"] for m in s["modules"])  # the palette-embedding einsums run outside the modules
+    assert 0.99 * s["madds_G"] <= listed <= s["madds_G"]

@@ -62,6 +62,11 @@ class CompositeNet(nn.Module):
         """B x 3 x H/4 x W/4 output for ``palette`` (B x H x W task indices)."""
         return self.decode(self.backbone.pyramid(image), palette)
 
+    def forward_image(self, image: torch.Tensor) -> torch.Tensor:
+        """The output for a palette asking every pixel for the first task (for counting MAdds)."""
+        b, _, h, w = image.shape
+        return self(image, torch.zeros((b, h, w), dtype=torch.long, device=image.device))
+
     def forward_batch(self, batch: Mapping[str, torch.Tensor]) -> dict:
         palette = self.rule(batch)
         return {"out": self(batch["image"], palette), "palette": palette}
