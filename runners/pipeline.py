@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 
 from analysis.report import make_report
-from nas.engine.importance import permutation_importance
+from nas.engine.importance import NothingToPermute, permutation_importance
 from nas.engine.train import train_run
+from nas.tasks import TASKS
 from runners.export import export
 from runners.tune_search import run_tune_search
 
@@ -23,14 +24,18 @@ def run_pipeline(cfg: dict, out: str | Path, address: str | None = None, num_sam
                           verbose=1 if progress else 0)
     t_search = time.perf_counter() - t0
     metric = cfg["ray"]["metric"] if cfg["baselines"] else f"val/{cfg['data']['tasks'][0]}"
-    mode = cfg["ray"]["mode"] if cfg["baselines"] else ("min" if metric in ("val/depth", "val/normals") else "max")
+    first = TASKS.get(cfg["data"]["tasks"][0])
+    mode = cfg["ray"]["mode"] if cfg["baselines"] else ("max" if first.higher_is_better else "min")
     arch_path = out / "architecture.yaml"
     export(exp, arch_path, metric=metric, mode=mode)
     t1 = time.perf_counter()
     summary = train_run(cfg, out / "retrain", architecture=str(arch_path), progress=progress)
     t2 = time.perf_counter()
-    permutation_importance(out / "retrain", cfg["report"]["importance_repeats"], cfg["seed"], progress=progress,
-                           out=out / "retrain")
+    try:
+        permutation_importance(out / "retrain", cfg["report"]["importance_repeats"], cfg["seed"],
+                               progress=progress, out=out / "retrain")
+    except NothingToPermute:  # CompositeTasking: the report draws the rest
+        pass
     t3 = time.perf_counter()
     report = make_report(out)
     outputs = {

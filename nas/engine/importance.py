@@ -30,6 +30,10 @@ from nas.models.multitask import upsample_to
 from nas.tasks import build_tasks
 
 
+class NothingToPermute(UserError):
+    """The trained network has no context block or directional feature (e.g. CompositeTasking)."""
+
+
 def load_trained(run_dir: Path, device: str | None = None):
     """(cfg, model, tasks, val dataset) of a train/retrain run directory."""
     run_dir = Path(run_dir)
@@ -51,7 +55,7 @@ def permutation_importance(run_dir: str | Path, repeats: int = 5, seed: int = 0,
     with ``out``, writes importance.csv (mean and std per block), importance_repeats.csv and importance.json."""
     cfg, model, tasks, val = load_trained(Path(run_dir), device)
     if not getattr(model, "permutable", lambda: [])():
-        raise UserError(f"{run_dir}: the network has no context block or directional feature to permute "
+        raise NothingToPermute(f"{run_dir}: the network has no context block or directional feature to permute "
                         "(retrain an ATRC or mTEB architecture)")
     dev = resolve_device(cfg["device"])
     ctx = RunContext(cfg, Path(run_dir), dev, tasks, None, None, val)
