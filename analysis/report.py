@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from analysis import context, resources, search_plots, studies
+from analysis import context, decisions, resources, search_plots, studies
 from analysis.loaders import first, read_architecture, read_csv, read_json, search_runs
 from spaces.io import atomic_write_text
 
@@ -29,15 +29,26 @@ def make_report(root: str | Path, out: str | Path | None = None) -> dict:
     if m is not None:
         resources.write_tables(m.reset_index(names="target"), out, "importance_matrix", "%.3f")
         summary["importance_matrix"] = m.round(4).to_dict()
-    c = context.chosen_context_heatmap(chosen, out)
-    if c is not None:
-        resources.write_tables(c.reset_index(names="target"), out, "chosen_context", "%s")
-    tab = context.proportions_figure(archs, out)
-    if tab is not None:
-        resources.write_tables(tab.reset_index(), out, "context_proportions", "%.1f")
-    rel = context.reliability_figure(archs, imp, out)
+    pairwise = "atrc" in ((chosen or (archs[0] if archs else None)) or {"choices": {"atrc": {}}})["choices"]
+    if pairwise:  # per task pair (ATRC): heatmaps over target x source
+        c = context.chosen_context_heatmap(chosen, out)
+        if c is not None:
+            resources.write_tables(c.reset_index(names="target"), out, "chosen_context", "%s")
+        tab = context.proportions_figure(archs, out)
+        if tab is not None:
+            resources.write_tables(tab.reset_index(), out, "context_proportions", "%.1f")
+        rel = context.reliability_figure(archs, imp, out)
+    else:  # named decisions (CompositeTasking, mTEB)
+        c = decisions.chosen_table(chosen, out)
+        if c is not None:
+            resources.write_tables(c, out, "chosen_decisions", "%s")
+        tab = decisions.shares_figure(archs, out)
+        if tab is not None:
+            resources.write_tables(tab, out, "decision_proportions", "%.1f")
+        rel = decisions.agreement_figure(archs, out)
     if rel is not None:
-        resources.write_tables(rel.pop("table"), out, "search_reliability", "%.1f")
+        resources.write_tables(rel.pop("table"), out, "search_reliability" if pairwise else "decision_reliability",
+                               "%.1f")
         summary["reliability"] = rel
     summary["search_runs"] = len(runs)
 
@@ -70,7 +81,11 @@ def make_report(root: str | Path, out: str | Path | None = None) -> dict:
 def _search_retrain_pairs(root: Path, runs: list[Path]) -> list[dict]:
     """A search's metrics.json next to a retrain of its architecture (``retrain/metrics.json`` in the same
     pipeline directory, or the retrain whose architecture equals the search's)."""
-    retrains = [p.parent for p in root.rglob("metrics.json") if (read_json(p) or {}).get("model") == "atrc"]
+    def is_retrain(p: Path) -> bool:  # a trained fixed architecture (searches write "<space>_search")
+        m = read_json(p) or {}
+        return bool(m.get("architecture")) and not str(m.get("model", "")).endswith("_search")
+
+    retrains = [p.parent for p in root.rglob("metrics.json") if is_retrain(p)]
     pairs = []
     for r in runs:
         sm = read_json(r / "metrics.json")

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
+import yaml
 
 from analysis import context
 from analysis.report import make_report
@@ -158,3 +159,24 @@ def test_cached_encoder_gives_the_same_importance_as_full_forwards():
     assert len(fast) == 3 * 2  # three blocks (depth <- depth is none), two repeats
     for a, b in zip(fast, slow):
         assert a["source"] == b["source"] and a["drop_delta_m"] == pytest.approx(b["drop_delta_m"], abs=1e-9)
+
+
+def test_report_of_named_decision_searches(tmp_path):
+    """mTEB-style spaces get per-decision figures: chosen values, shares over runs, agreement."""
+    runs = [{"scales": [1], "fusion": "add"}, {"scales": [1], "fusion": "prod"}, {"scales": [], "fusion": "add"}]
+    for i, ch in enumerate(runs):
+        d = tmp_path / f"run{i}"
+        d.mkdir()
+        (d / "architecture.yaml").write_text(yaml.safe_dump({"format": "trcnas-architecture/1", "space": "mteb",
+                                                             "tasks": ["semseg", "depth"], "choices": {"mteb": ch}}))
+        (d / "alpha_history.csv").write_text("step,tau,entropy_weight,mteb.fusion:add\n0,1.0,0.0,0.5\n")
+    s = make_report(tmp_path)
+    figs = tmp_path / "figures"
+    for name in ("chosen_decisions", "decision_proportions", "decision_reliability"):
+        assert (figs / f"{name}.png").stat().st_size > 0 and (figs / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
+    rel = pd.read_csv(figs / "decision_reliability.csv").set_index("decision")["agreement"]
+    assert rel["mteb.fusion"] == pytest.approx(100 / 3) and rel["mteb.scales"] == pytest.approx(100 / 3)
+    share = pd.read_csv(figs / "decision_proportions.csv")
+    row = share[(share["decision"] == "mteb.scales") & (share["choice"] == "-")]
+    assert float(row["share"].iloc[0]) == pytest.approx(100 / 3)
+    assert s["reliability"]["runs"] == 3
