@@ -29,13 +29,19 @@ def alpha_trajectories(history: pd.DataFrame | None, events: pd.DataFrame | None
         if d in frozen:
             ax.axvline(frozen[d], color="black", ls="--", lw=1)
         parts = d.split(".")
-        title = f"{task_label(parts[1])} ← {task_label(parts[2])}" if len(parts) == 3 else d
+        pair = parts[0] == "atrc" and len(parts) == 3
+        title = f"{task_label(parts[1])} ← {task_label(parts[2])}" if pair else ".".join(parts[1:]) or d
         ax.set_title(title, fontsize=9)
         ax.set_ylim(0, 1)
     for ax in list(axes.flat)[len(decisions):]:
         ax.set_axis_off()
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=len(labels), bbox_to_anchor=(0.5, 1.02))
+    legends = {tuple(ax.get_legend_handles_labels()[1]) for ax in list(axes.flat)[: len(decisions)]}
+    if len(legends) == 1:  # one candidate set (ATRC): one legend for the figure
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="upper center", ncol=len(labels), bbox_to_anchor=(0.5, 1.02))
+    else:  # decisions with their own candidates (CompositeTasking, mTEB): a legend per panel
+        for ax in list(axes.flat)[: len(decisions)]:
+            ax.legend(fontsize=7, loc="best")
     fig.supxlabel("search step (dashed: frozen)")
     fig.supylabel("softmax(α)")
     save(fig, out, "alpha_trajectories")
