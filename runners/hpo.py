@@ -71,8 +71,8 @@ def _value(objective: str, summary: dict, cfg: dict, arch_path: Path) -> float:
         from spaces import load_architecture
 
         _, info = build_dataset(cfg["data"], "val", train=False, progress=False)
-        model = build_model(cfg, build_tasks(cfg["data"]["tasks"], info), kind="atrc",
-                            architecture=load_architecture(arch_path))
+        arch = load_architecture(arch_path)
+        model = build_model(cfg, build_tasks(cfg["data"]["tasks"], info), kind=arch.group, architecture=arch)
         return float(model_summary(model, tuple(cfg["data"]["crop"] or cfg["data"]["image_size"]))[objective])
     raise UserError(f"unknown hpo objective {objective!r}; use delta_m, val/<task>, params_M or madds_G")
 
@@ -150,7 +150,7 @@ def distributions(params: dict) -> dict:
 
 def hpo_trial(config: dict) -> None:
     """Ray Tune trainable of a study run through OptunaSearch: a search with the suggested values, reporting
-    the objective at every checkpoint (Optuna's intermediate values) and at the end."""
+    a single objective at every checkpoint (Optuna's intermediate values) and every objective at the end."""
     import torch
     from ray import tune
 
@@ -160,28 +160,30 @@ def hpo_trial(config: dict) -> None:
 
     cfg = apply_overrides(config["cfg"], {k: config[k] for k in config["params"]})
     torch.set_num_threads(max(1, int(config["cpus"])))
-    objective = config["objective"]
+    objectives = config["objectives"]
     run_dir = Path(tune.get_context().get_trial_dir()) / "run"
 
-    def pick(m):
-        return m["delta_m"] if objective == "delta_m" else m["primary"].get(objective[4:])
-
     def on_eval(step, m):
-        if pick(m) is not None:
-            tune.report({objective: float(pick(m)), "step": step, "done": False})
+        o = objectives[0]
+        value = m["delta_m"] if o == "delta_m" else m["primary"].get(o[4:])
+        if value is not None:
+            tune.report({o: float(value), "step": step, "done": False})
 
-    summary = search_run(cfg, run_dir, progress=False, on_eval=on_eval)
+    intermediate = len(objectives) == 1 and objectives[0] not in ("params_M", "madds_G")
+    summary = search_run(cfg, run_dir, progress=False, on_eval=on_eval if intermediate else None)
+    arch = run_dir / ARCHITECTURE
     if cfg["hpo"]["retrain"]:
-        summary = train_run(cfg, run_dir / "retrain", architecture=str(run_dir / ARCHITECTURE), progress=False)
-    tune.report({objective: float(pick(summary)), "step": summary["steps"], "done": True,
-                 "architecture": str((run_dir / ARCHITECTURE).resolve())})
+        summary = train_run(cfg, run_dir / "retrain", architecture=str(arch), progress=False)
+    final = {o: _value(o, summary, cfg, arch) for o in objectives}
+    tune.report({**final, "step": summary["steps"], "done": True, "architecture": str(arch.resolve())})
 
 
 def run_study_ray(cfg: dict, out: str | Path, storage: str | None = None, study_name: str | None = None,
                   n_trials: int | None = None, address: str | None = None) -> dict:
     """The study's trials as Ray Tune trials proposed by OptunaSearch in the same storage: they spread over
     the cluster (``ray.max_concurrent_trials``, ``ray.resources``) and optuna-dashboard sees each trial with
-    its params, value and intermediate values. Single objective (delta_m or val/<task>)."""
+    its params, values and (single objective) intermediate values. Multi-objective studies export their
+    Pareto front as the in-process ones do."""
     import optuna
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
@@ -189,26 +191,28 @@ def run_study_ray(cfg: dict, out: str | Path, storage: str | None = None, study_
     from runners.tune_search import absolute_paths, init_ray
 
     h = cfg["hpo"]
-    if len(h["objectives"]) != 1 or h["objectives"][0] in ("params_M", "madds_G"):
-        raise UserError("trcnas hpo --ray runs single-objective studies on delta_m or val/<task>")
+    objectives, directions = list(h["objectives"]), list(h["directions"])
+    if len(objectives) != len(directions) or not objectives:
+        raise UserError("hpo.objectives and hpo.directions must be non-empty and of the same length")
     if not h["params"]:
         raise UserError("hpo.params is empty: declare the hyperparameters to tune")
-    objective, direction = h["objectives"][0], h["directions"][0]
-    if objective == "delta_m" and not cfg["baselines"]:
+    if "delta_m" in objectives and not cfg["baselines"]:
         raise UserError("hpo objective delta_m needs single-task `baselines` for every task in the config")
     out = Path(out).resolve()
     name = study_name or h["study_name"]
     store = make_storage(storage or h["storage"])
-    mode = "max" if direction == "maximize" else "min"
-    searcher = OptunaSearch(space=distributions(h["params"]), metric=objective, mode=mode, study_name=name,
-                            storage=store, sampler=optuna.samplers.TPESampler(seed=cfg["seed"]))
+    modes = ["max" if d == "maximize" else "min" for d in directions]
+    multi = len(objectives) > 1
+    searcher = OptunaSearch(space=distributions(h["params"]), metric=objectives if multi else objectives[0],
+                            mode=modes if multi else modes[0], study_name=name, storage=store,
+                            sampler=optuna.samplers.TPESampler(seed=cfg["seed"]))
     init_ray(address)
     cpu = float(cfg["ray"]["resources"].get("cpu") or 1)
     trainable = tune.with_resources(hpo_trial, {"cpu": cpu, "gpu": float(cfg["ray"]["resources"].get("gpu", 0))})
     cfg = absolute_paths(cfg)
     tuner = tune.Tuner(
         trainable,
-        param_space={"cfg": cfg, "params": list(h["params"]), "objective": objective, "cpus": cpu},
+        param_space={"cfg": cfg, "params": list(h["params"]), "objectives": objectives, "cpus": cpu},
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=n_trials or h["n_trials"],
                                     max_concurrent_trials=cfg["ray"]["max_concurrent_trials"]),
         run_config=tune.RunConfig(name=name, storage_path=str(out / "ray"), verbose=1),
@@ -216,7 +220,7 @@ def run_study_ray(cfg: dict, out: str | Path, storage: str | None = None, study_
     results = tuner.fit()
     study = optuna.load_study(study_name=name, storage=store)
     if not study.metric_names:
-        study.set_metric_names([objective])
+        study.set_metric_names(objectives)
     # the architecture of each Optuna trial: the Tune trial proposed with the same params (finished Optuna
     # trials take no more user attributes, so the mapping is kept beside the study's exports)
     by_params = {}
@@ -227,7 +231,7 @@ def run_study_ray(cfg: dict, out: str | Path, storage: str | None = None, study_
              if (key := tuple(sorted(t.params.items()))) in by_params}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "architectures.json", json.dumps(archs, indent=2))
-    return export_study(study, out, [objective], archs)
+    return export_study(study, out, objectives, archs)
 
 
 def export_study(study, out: Path, objectives: list[str], architectures: dict[int, str] | None = None) -> dict:
