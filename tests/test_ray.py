@@ -214,3 +214,21 @@ def test_optuna_study_through_ray_tune_is_seen_by_the_dashboard(cluster, cache_d
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_multi_objective_study_through_ray_tune_exports_pareto(cluster, cache_dir, tmp_path):
+    db = f"sqlite:///{tmp_path / 'optuna.db'}"
+    out = tmp_path / "mo"
+    _trcnas("hpo", "--ray", "--address", cluster, "--storage", db, "--study-name", "mo", "--out", str(out),
+            "--n-trials", "2", "--set", "ray.max_concurrent_trials=2", "--set", "ray.resources={cpu: 1}",
+            "--set", "hpo.objectives=[delta_m, params_M]", "--set", "hpo.directions=[maximize, minimize]",
+            "--set", "baselines={semseg: 5.0, depth: 4.0, normals: 50.0, edge: 5.0}", cache=cache_dir,
+            storage=tmp_path)
+    import optuna
+
+    study = optuna.load_study(study_name="mo", storage=db)
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 2 and all(len(t.values) == 2 and t.values[1] > 0 for t in done)
+    pareto = pd.read_csv(out / "pareto.csv")
+    assert 1 <= len(pareto) <= 2 and {"delta_m", "params_M"} <= set(pareto.columns)
+    assert all(Path(p).exists() for p in pareto["architecture"])
