@@ -190,7 +190,8 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        # "local": always a new local instance, never a cluster some earlier `ray start` left recorded
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 
 
 def run_tune_search(cfg: dict, name: str, address: str | None = None, num_samples: int = 1,
