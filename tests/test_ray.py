@@ -63,6 +63,9 @@ def cluster(tmp_path_factory):
                 p.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
+        current = Path("/tmp/ray/ray_current_cluster")  # Ray's record of the last started cluster: now stale
+        if current.exists() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
