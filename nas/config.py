@@ -76,6 +76,7 @@ DEFAULTS: dict[str, Any] = {
         "tau": {"start": 1.0, "end": 0.05, "shape": "linear"},
         "entropy": {"start": -0.02, "end": 0.06, "shape": "linear"},
         "freeze_threshold": 0.3,
+        "alpha_warmup": 0,  # first steps train only the weights (no alpha update, no freezing)
     },
     "ray": {  # searches as Ray Tune trials (runners/tune_search.py)
         "num_samples": 1,  # seeds per point of the param space

@@ -66,3 +66,14 @@ def test_retrain_with_architecture_trains_fixed_network(tmp_path, cache_dir):
     search_run(cfg, tmp_path / "s", progress=False)
     out = train_run(cfg, tmp_path / "r", architecture=str(tmp_path / "s" / "architecture.yaml"), progress=False)
     assert out["model"] == "atrc" and out["steps"] == 3
+
+
+def test_alpha_warmup_trains_weights_only(tmp_path, cache_dir):
+    cfg = _cfg(cache_dir, "search.alpha_warmup=3", "search.freeze_threshold=0.0", "search.alpha_lr=0.1")
+    search_run(cfg, tmp_path, progress=False, resume=False)
+    rows = list(csv.DictReader((tmp_path / "alpha_history.csv").open()))
+    probs = [[float(v) for k, v in r.items() if ":" in k] for r in rows]
+    assert all(p == probs[0] for p in probs[:3])  # uniform: no alpha step during the warm-up
+    assert probs[3] != probs[0]
+    events = list(csv.DictReader((tmp_path / "freeze_events.csv").open()))
+    assert events and min(int(e["step"]) for e in events) == 3  # threshold 0 freezes at the first chance

@@ -37,6 +37,10 @@ class ArchitectureSearch(LoopPlugin):
         self.tau = Schedule.from_cfg(search_cfg["tau"])
         self.entropy_weight = Schedule.from_cfg(search_cfg["entropy"])
         self.threshold = float(search_cfg["freeze_threshold"])
+        # steps that train only the weights: alphas stay put (Adam's moments still warm up) and nothing freezes,
+        # so candidates that start as identity (zero-initialised gates) are judged once they have learnt
+        self.warmup = int(search_cfg["alpha_warmup"])
+        self.alpha_lr = float(search_cfg["alpha_lr"])
         self.events: list[dict] = []  # freeze events
         self.history: list[dict] = []  # one row per step: tau, entropy weight, probabilities
         self._pending: list[tuple[int, float, float, torch.Tensor]] = []  # on-device snapshots, flushed lazily
@@ -55,6 +59,8 @@ class ArchitectureSearch(LoopPlugin):
 
     def before_step(self, step, total):
         self._ensure_generator()
+        for g in self.alpha_opt.param_groups:
+            g["lr"] = 0.0 if step < self.warmup else self.alpha_lr
         tau = self.tau(step, total)
         set_tau(self.model, tau)
         if self.mode == "hard":
@@ -74,7 +80,7 @@ class ArchitectureSearch(LoopPlugin):
         top2 = [p.topk(min(2, len(p))).values for p in probs]
         margins = torch.stack([t[0] - t[1] if len(t) > 1 else t.new_ones(()) for t in top2]).tolist()
         for m, margin in zip(self.ops, margins):
-            if not m.frozen and margin >= self.threshold:
+            if step >= self.warmup and not m.frozen and margin >= self.threshold:
                 m.freeze()
                 self.events.append({"step": step, "decision": m.name, "choice": m.chosen(),
                                     "probability": self.probabilities_of(m)[m.chosen()], "margin": margin})
