@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
         "steps": 1500,
         "batch_size": 8,
         "eval_batch_size": 16,
+        "optimizer": "sgd",  # sgd | adam
         "lr": 0.01,
         "momentum": 0.9,
         "weight_decay": 0.0005,

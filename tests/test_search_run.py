@@ -1,6 +1,7 @@
 import csv
 import json
 
+import pytest
 import torch
 import yaml
 
@@ -77,3 +78,15 @@ def test_alpha_warmup_trains_weights_only(tmp_path, cache_dir):
     assert probs[3] != probs[0]
     events = list(csv.DictReader((tmp_path / "freeze_events.csv").open()))
     assert events and min(int(e["step"]) for e in events) == 3  # threshold 0 freezes at the first chance
+
+
+def test_weight_optimiser_choice():
+    from nas.engine.loop import make_optimizer
+    from nas.errors import UserError
+
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    tr = {"optimizer": "adam", "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-5}
+    assert isinstance(make_optimizer(tr, p), torch.optim.Adam)
+    assert isinstance(make_optimizer({**tr, "optimizer": "sgd"}, p), torch.optim.SGD)
+    with pytest.raises(UserError, match="train.optimizer must be sgd or adam"):
+        make_optimizer({**tr, "optimizer": "lion"}, p)

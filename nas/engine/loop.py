@@ -109,6 +109,15 @@ class LoopResult:
     wall_s: float = 0.0
 
 
+def make_optimizer(tr: dict, params: list) -> torch.optim.Optimizer:
+    """The weight optimiser: ``sgd`` (momentum; ATRC, xTAM) or ``adam`` (CompositeTasking); poly lr decay."""
+    if tr["optimizer"] == "sgd":
+        return torch.optim.SGD(params, lr=tr["lr"], momentum=tr["momentum"], weight_decay=tr["weight_decay"])
+    if tr["optimizer"] == "adam":
+        return torch.optim.Adam(params, lr=tr["lr"], weight_decay=tr["weight_decay"])
+    raise UserError(f"train.optimizer must be sgd or adam, got {tr['optimizer']!r}")
+
+
 def poly_lr(base: float, step: int, total: int, power: float) -> float:
     return base * (1 - min(step, total) / total) ** power
 
@@ -138,7 +147,7 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
         distributed.convert_batchnorm(model, ctx.device)
     model.to(ctx.device)
     ddp = distributed.wrap(model, ctx.device) if world > 1 else None
-    opt = torch.optim.SGD(weight_params, lr=tr["lr"], momentum=tr["momentum"], weight_decay=tr["weight_decay"])
+    opt = make_optimizer(tr, weight_params)
     optims = [opt, *plugin.optimizers()]
     ckpt_path = ctx.out_dir / CHECKPOINT
     start, rows, elapsed = 0, [], 0.0
