@@ -19,15 +19,17 @@ def pair_choices(arch: dict) -> dict[tuple[str, str], str]:
 
 
 def search_runs(root: Path) -> list[Path]:
-    """Directories holding a finished search: architecture.yaml next to alpha_history.csv (local runs and the
-    checkpoints of Ray trials; for a Ray trial only its latest checkpoint counts)."""
+    """Directories holding a finished search: architecture.yaml next to alpha_history.csv (local runs, and
+    Ray trials: each trial counts once, by its ``run`` directory, else its latest checkpoint)."""
     found = {}
     for arch in sorted(Path(root).rglob("architecture.yaml")):
         d = arch.parent
         if not (d / "alpha_history.csv").exists():
             continue
-        key = d.parent if d.name.startswith("checkpoint_") else d
-        if key not in found or d.name > found[key].name:
+        in_trial = (d.parent / "params.json").exists() and (d.name == "run" or d.name.startswith("checkpoint_"))
+        key = d.parent if in_trial or d.name.startswith("checkpoint_") else d
+        rank = (d.name == "run", d.name)  # the trial's own run directory first, then the newest checkpoint
+        if key not in found or rank > (found[key].name == "run", found[key].name):
             found[key] = d
     return sorted(found.values())
 

@@ -180,3 +180,22 @@ def test_report_of_named_decision_searches(tmp_path):
     row = share[(share["decision"] == "mteb.scales") & (share["choice"] == "-")]
     assert float(row["share"].iloc[0]) == pytest.approx(100 / 3)
     assert s["reliability"]["runs"] == 3
+
+
+def test_a_ray_trial_counts_once(tmp_path):
+    """A trial holds its run directory and checkpoint copies of it: one search run, not three."""
+    from analysis.loaders import search_runs
+
+    trial = tmp_path / "exp" / "search_trial_0"
+    for d in ("run", "checkpoint_000000", "checkpoint_000001"):
+        (trial / d).mkdir(parents=True)
+        (trial / d / "architecture.yaml").write_text("x")
+        (trial / d / "alpha_history.csv").write_text("x")
+    (trial / "params.json").write_text("{}")
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "architecture.yaml").write_text("x")
+    (local / "alpha_history.csv").write_text("x")
+    assert search_runs(tmp_path) == sorted([trial / "run", local])
+    (trial / "run" / "alpha_history.csv").unlink()  # a trial whose run dir is elsewhere: its newest checkpoint
+    assert search_runs(tmp_path) == sorted([trial / "checkpoint_000001", local])
