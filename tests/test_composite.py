@@ -170,6 +170,9 @@ def test_task_switching_equals_pixel_conditioning_on_a_constant_palette(cache_di
     ts = build_model(cfg_ts, tasks).eval()
     ts.load_state_dict(pix.state_dict())
     assert ts.conditioning == "image" and cfg_ts["model"]["composite"]["palette"] == {"rule": "single"}
+    with pytest.raises(UserError, match="needs one task per image"):
+        build_model(_small_cfg(cache_dir, "model.composite.palette={rule: mosaic}", config="synthetic-taskswitching"),
+                    tasks)
     image = torch.randn(2, 3, 64, 64)
     palette = torch.tensor([0, 2]).view(2, 1, 1).expand(2, 64, 64)
     with torch.no_grad():

@@ -80,6 +80,11 @@ def _composite_net(cfg, tasks, embedding):
     from nas.composite.palette import build_palette_rule
 
     m, c = cfg["model"], cfg["model"]["composite"]
+    if c["conditioning"] == "image" and c["palette"].get("rule", "mosaic") != "single":
+        from nas.errors import UserError
+
+        raise UserError("model.composite.conditioning image (Task Switching) needs one task per image: "
+                        f"set model.composite.palette.rule to single, not {c['palette'].get('rule', 'mosaic')!r}")
     backbone = _backbone_factory(cfg)()
     rule = build_palette_rule(c["palette"], list(tasks), getattr(next(iter(tasks.values())).info, "class_names", ()))
     return CompositeNet(backbone, tasks, embedding, m["channels"] or 64, rule, c["conditioning"],
