@@ -1,5 +1,6 @@
 """Optuna studies in a real RDB storage, read back by the real optuna-dashboard server on loopback."""
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -24,6 +25,28 @@ def _get(url):
         return json.loads(r.read())
 
 
+@contextlib.contextmanager
+def served_dashboard(storage: str):
+    """`trcnas dashboard` on a free loopback port; yields (the study summaries it lists, get(path) -> JSON)."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "runners.cli", "dashboard", "--storage", storage, "--port",
+                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                studies = _get(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    pytest.fail("optuna-dashboard did not start")
+                time.sleep(0.5)
+        yield studies, lambda path: _get(f"http://127.0.0.1:{port}{path}")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def test_hpo_study_is_served_by_optuna_dashboard(tmp_path, fast_args):
     db = f"sqlite:///{tmp_path / 'optuna.db'}"
     out = tmp_path / "hpo"
@@ -36,21 +59,9 @@ def test_hpo_study_is_served_by_optuna_dashboard(tmp_path, fast_args):
     assert main([*argv, "--n-trials", "1"]) == 0  # same name: the study resumes
     assert len(pd.read_csv(out / "trials.csv")) == 3
 
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "runners.cli", "dashboard", "--storage", db, "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                studies = _get(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    pytest.fail("optuna-dashboard did not start")
-                time.sleep(0.5)
+    with served_dashboard(db) as (studies, get):
         assert [s["study_name"] for s in studies] == ["s1"]
-        detail = _get(f"http://127.0.0.1:{port}/api/studies/{studies[0]['study_id']}")
+        detail = get(f"/api/studies/{studies[0]['study_id']}")
         assert len(detail["trials"]) == 3
         t0 = detail["trials"][0]
         names = {p["name"] for p in t0["params"]}
@@ -58,9 +69,6 @@ def test_hpo_study_is_served_by_optuna_dashboard(tmp_path, fast_args):
         value_col = next(c for c in trials.columns if c.startswith("value"))  # "values_delta_m" when named
         assert len(t0["values"]) == 1 and t0["values"][0] == pytest.approx(trials[value_col][0])
         assert detail["objective_names"] == ["delta_m"]
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_multi_objective_exports_pareto_front(tmp_path, fast_args):

@@ -182,8 +182,7 @@ def test_ddp_trial_on_two_workers_follows_one_worker(cluster, cache_dir, tmp_pat
 def test_optuna_study_through_ray_tune_is_seen_by_the_dashboard(cluster, cache_dir, tmp_path):
     """`trcnas hpo --ray`: OptunaSearch proposes Ray Tune trials on the cluster, in the study's RDB storage;
     the real optuna-dashboard lists every trial with params, value and intermediate values."""
-    from tests.test_hpo import _free_port as port_of
-    from tests.test_hpo import _get
+    from tests.test_hpo import served_dashboard
 
     db = f"sqlite:///{tmp_path / 'optuna.db'}"
     out = tmp_path / "hpo"
@@ -194,29 +193,14 @@ def test_optuna_study_through_ray_tune_is_seen_by_the_dashboard(cluster, cache_d
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 2 and set(trials["state"]) == {"COMPLETE"}
     assert (out / "best.yaml").exists()
-    port = port_of()
-    proc = subprocess.Popen([sys.executable, "-m", "runners.cli", "dashboard", "--storage", db, "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                studies = _get(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    pytest.fail("optuna-dashboard did not start")
-                time.sleep(0.5)
+    with served_dashboard(db) as (studies, get):
         assert [s["study_name"] for s in studies] == ["raystudy"]
-        detail = _get(f"http://127.0.0.1:{port}/api/studies/{studies[0]['study_id']}")
+        detail = get(f"/api/studies/{studies[0]['study_id']}")
         assert len(detail["trials"]) == 2
         for t in detail["trials"]:
             assert t["state"] == "Complete" and len(t["values"]) == 1
             assert {"search.alpha_lr", "loss_weights.edge"} <= {p["name"] for p in t["params"]}
             assert len(t["intermediate_values"]) >= 1  # reported at the step-2 checkpoint
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_multi_objective_study_through_ray_tune_exports_pareto(cluster, cache_dir, tmp_path):
