@@ -29,7 +29,8 @@ def make_report(root: str | Path, out: str | Path | None = None) -> dict:
     if m is not None:
         resources.write_tables(m.reset_index(names="target"), out, "importance_matrix", "%.3f")
         summary["importance_matrix"] = m.round(4).to_dict()
-    pairwise = "atrc" in ((chosen or (archs[0] if archs else None)) or {"choices": {"atrc": {}}})["choices"]
+    ref = chosen or (archs[0] if archs else None)
+    pairwise = ref is None or "atrc" in ref["choices"]
     if pairwise:  # per task pair (ATRC): heatmaps over target x source
         c = context.chosen_context_heatmap(chosen, out)
         if c is not None:

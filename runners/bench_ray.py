@@ -7,6 +7,7 @@ its checkpoints to Tune; the ratio of the wall times (Ray start included) is the
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -16,8 +17,6 @@ from nas.config import load_config
 
 def ray_overhead(n: int = 4, steps: int = 100, config: str = "synthetic-atrc", cache_dir: str = "results/cache",
                  progress: bool = True) -> dict:
-    import os
-
     import torch
 
     from nas.engine.search import search_run

@@ -10,6 +10,7 @@ and decoding into the prediction format the task's meter expects.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -46,6 +47,12 @@ class Output:
     def decode(self, out: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    fill: float = float("nan")  # what ``value`` maps hold where a task was not asked for
+
+    def value(self, out: torch.Tensor) -> torch.Tensor:
+        """The prediction in the task's own units (B x C x H x W, or B x H x W class ids)."""
+        return self.decode(out)
+
 
 class AnchorOutput(Output):
     def __init__(self, task: Task, anchor_eps: float = 0.05, focal_gamma: float = 2.0, **kw):
@@ -65,6 +72,11 @@ class AnchorOutput(Output):
     def decode(self, out):
         return self.logits(out.float())
 
+    fill = 255
+
+    def value(self, out):
+        return self.decode(out).argmax(1)
+
 
 class NormalsOutput(Output):
     def loss(self, out, target, keep):
@@ -73,8 +85,21 @@ class NormalsOutput(Output):
     def decode(self, out):
         return out
 
+    def value(self, out):
+        return torch.nn.functional.normalize(out.float(), dim=1)
+
 
 class ScalarOutput(Output):
+    """``probability``: the value is a probability (binary tasks: the decoded channel is a logit)."""
+
+    def __init__(self, task: Task, probability: bool = False, **kw):
+        super().__init__(task, **kw)
+        self.probability = probability
+
+    def value(self, out):
+        d = self.decode(out)
+        return d.sigmoid() if self.probability else d
+
     def loss(self, out, target, keep):
         b, c = out.shape[:2]
         t = self.task.mask_target(target, keep).repeat_interleave(c, 0)  # rows b0c0, b0c1, ... like out
@@ -87,8 +112,9 @@ class ScalarOutput(Output):
 OUTPUTS.add("semseg", AnchorOutput)
 OUTPUTS.add("parts", AnchorOutput)
 OUTPUTS.add("normals", NormalsOutput)
-for _t in ("depth", "edge", "saliency"):
-    OUTPUTS.add(_t, ScalarOutput)
+OUTPUTS.add("depth", ScalarOutput)
+for _t in ("edge", "saliency"):
+    OUTPUTS.add(_t, functools.partial(ScalarOutput, probability=True))
 
 
 def build_outputs(tasks: dict[str, Task], **options) -> dict[str, Output]:

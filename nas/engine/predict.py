@@ -35,19 +35,12 @@ def predict_with_palette(run_dir: str | Path, palette: str | Path, index: int = 
     o = model.predict_palette(image, pal)
     result = {"palette": pal[0].cpu().numpy(), "output": o[0].cpu().numpy(), "index": index}
     for k, (t, head) in enumerate(model.outputs.items()):
-        where = (pal[0] == k).cpu().numpy()
-        d = head.decode(o)[0]
-        if t in ("semseg", "parts"):
-            m = np.full(where.shape, 255, np.uint8)
-            m[where] = d.argmax(0).cpu().numpy()[where]
-        elif t == "normals":
-            m = np.full((3, *where.shape), np.nan, np.float32)
-            m[:, where] = torch.nn.functional.normalize(d, dim=0).cpu().numpy()[:, where]
-        else:
-            v = d[0].sigmoid() if t in ("edge", "saliency") else d[0]
-            m = np.full(where.shape, np.nan, np.float32)
-            m[where] = v.cpu().numpy()[where]
-        result[t] = m
+        v = head.value(o)[0].cpu()
+        ids = not v.is_floating_point()  # class ids
+        v = v[0] if v.dim() == 3 and len(v) == 1 else v  # one channel: an H x W map
+        where = (pal[0] == k).cpu()
+        m = torch.where(where if v.dim() == 2 else where[None], v.float(), torch.tensor(float(head.fill)))
+        result[t] = m.numpy().astype(np.uint8 if ids else np.float32)
     if out is not None:
         out = Path(out)
         buf = io.BytesIO()
