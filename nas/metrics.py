@@ -11,7 +11,6 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 IGNORE = 255
 
@@ -181,87 +180,44 @@ class SaliencyMeter(Meter):
         return {"maxF": float(f[i] * 100), "threshold": float(self.thresholds[i])}
 
 
-def thin_edges(prob: np.ndarray) -> np.ndarray:
-    """Non-maximum suppression along the gradient direction (4 orientations): keeps ridge pixels."""
-    gx = ndimage.sobel(prob, axis=1)
-    gy = ndimage.sobel(prob, axis=0)
-    ang = (np.rad2deg(np.arctan2(gy, gx)) + 180.0) % 180.0
-    pad = np.pad(prob, 1, mode="constant")
-    h, w = prob.shape
-    keep = np.zeros_like(prob, dtype=bool)
-    for lo, hi, (dy, dx) in ((0, 22.5, (0, 1)), (157.5, 180.1, (0, 1)), (22.5, 67.5, (1, 1)),
-                             (67.5, 112.5, (1, 0)), (112.5, 157.5, (1, -1))):
-        sel = (ang >= lo) & (ang < hi)
-        a = pad[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
-        b = pad[1 - dy : 1 - dy + h, 1 - dx : 1 - dx + w]
-        keep |= sel & (prob >= a) & (prob >= b)
-    return np.where(keep, prob, 0.0)
-
-
-def _disk(radius: float) -> np.ndarray:
-    """Offsets (dy, dx) with dy^2 + dx^2 <= radius^2, as a boolean footprint."""
-    r = int(math.floor(radius))
-    y, x = np.mgrid[-r : r + 1, -r : r + 1]
-    return (y * y + x * x) <= radius * radius + 1e-9
-
-
 class EdgeMeter(Meter):
-    """Optimal-dataset-scale F-measure (ODS-F, %) of boundary detection, in Python.
+    """Boundary detection with the BSDS protocol (``nas/boundary.py``): edge NMS with border suppression, then
+    at each of ``n_thresholds`` thresholds (0.01..0.99 for 99) morphological thinning and a one-to-one
+    correspondence with the label's edge pixels within ``max_dist`` x image diagonal. Reports ODS-F (dataset
+    scale, BSDS's interpolated maximum), OIS-F (per-image scale) and AP (area under the PR curve), all in %.
 
-    Predictions are thinned by NMS, then thresholded at 0.01..0.99 (``step``). A predicted edge pixel is a
-    true positive if a ground-truth edge lies within ``max_dist`` x image diagonal of it, and a ground-truth
-    pixel is recalled if a predicted edge lies within that distance (distance-transform matching; BSDS
-    uses a one-to-one assignment, which this approximates). Counts are summed over the dataset for each
-    threshold and the best F over thresholds is ODS-F. All thresholds are counted in one pass per image."""
+    pred: B x 1 x H x W logits (``from_logits``) or probabilities; target: B x 1 x H x W with 1 on edges, 0
+    elsewhere and 255 for ignored pixels (e.g. padding), where neither predictions nor labels are counted."""
 
-    def __init__(self, max_dist: float = 0.011, step: float = 0.01, from_logits: bool = True, thin: bool = True):
-        self.max_dist, self.from_logits, self.thin = max_dist, from_logits, thin
-        self.thresholds = _thresholds(step)
+    def __init__(self, max_dist: float = 0.011, n_thresholds: int = 99, from_logits: bool = True, nms: bool = True):
+        from nas.boundary import bsds_thresholds
+
+        self.max_dist, self.from_logits, self.nms = max_dist, from_logits, nms
+        self.thresholds = bsds_thresholds(n_thresholds)
         self.reset()
 
     def reset(self):
-        k = len(self.thresholds)
-        self.match_pred = np.zeros(k)
-        self.n_pred = np.zeros(k)
-        self.match_gt = np.zeros(k)
-        self.n_gt = np.zeros(k)
+        self.per_image: list[np.ndarray] = []  # 4 x T counts of each image (OIS needs them separately)
 
     def update(self, pred, target):
+        from nas.boundary import image_counts
+
         prob = torch.sigmoid(pred) if self.from_logits else pred
-        prob = prob.reshape(target.shape[0], *target.shape[-2:]).float().cpu().numpy()
+        prob = prob.reshape(target.shape[0], *target.shape[-2:]).double().cpu().numpy()
         tgt = target.reshape(prob.shape).cpu().numpy()
         for p, t in zip(prob, tgt):
-            self._update_one(p, t)
+            valid = t != IGNORE
+            self.per_image.append(image_counts(p, (t > 0) & valid, self.max_dist, self.thresholds, nms=self.nms,
+                                               valid=None if valid.all() else valid))
 
-    def _update_one(self, prob: np.ndarray, gt: np.ndarray):
-        """All thresholds at once: a predicted pixel is matched iff it lies within ``tol`` of ground truth; a
-        ground-truth pixel is recalled at threshold th iff the max probability within ``tol`` exceeds th
-        (a grey dilation with the disk of radius ``tol``), so sorted counts give every threshold."""
-        tol = self.max_dist * math.hypot(*gt.shape)
-        valid = gt != IGNORE
-        gt_edge = (gt > 0) & valid
-        if self.thin:
-            prob = thin_edges(prob)
-        prob = np.where(valid, prob, 0.0)
-        disk = _disk(tol)
-        near_gt = ndimage.binary_dilation(gt_edge, structure=disk) if gt_edge.any() else np.zeros_like(gt_edge)
-        th = self.thresholds
-
-        def above(values: np.ndarray) -> np.ndarray:
-            return len(values) - np.searchsorted(np.sort(values), th, side="right")
-
-        self.n_pred += above(prob[prob > 0])
-        self.match_pred += above(prob[near_gt & (prob > 0)])
-        self.n_gt += int(gt_edge.sum())
-        if gt_edge.any():
-            self.match_gt += above(ndimage.grey_dilation(prob, footprint=disk)[gt_edge])
+    def counts(self) -> np.ndarray:
+        """Dataset totals, 4 x T: matched label pixels, label pixels, matched predictions, predictions."""
+        return np.sum(self.per_image, 0) if self.per_image else np.zeros((4, len(self.thresholds)))
 
     def compute(self):
-        prec = self.match_pred / np.maximum(self.n_pred, 1e-12)
-        rec = self.match_gt / np.maximum(self.n_gt, 1e-12)
-        f = f_measure(prec, rec)
-        i = int(f.argmax())
-        return {"odsF": float(f[i] * 100), "threshold": float(self.thresholds[i])}
+        from nas.boundary import summarize
+
+        return summarize(np.asarray(self.per_image), self.thresholds)
 
 
 def delta_m(

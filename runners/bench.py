@@ -165,6 +165,32 @@ def run_data(n: int = 40, size: int = 128) -> dict:
     return {"images_per_s": n / dt, "size": size, "images": n, "cores_used": 1}
 
 
+def run_edge_eval(sizes=((128, 128), (425, 560)), n: int = 3) -> list[dict]:
+    """Edge evaluation (BSDS protocol, 99 thresholds, one core) on synthetic label maps with a blurred
+    prediction: NMS, thinning and one-to-one matching per threshold, as per-checkpoint validation runs it."""
+    from scipy import ndimage
+
+    from nas.boundary import bsds_thresholds, image_counts
+    from nas.data.scenes import SceneGenerator
+
+    rows = []
+    th = bsds_thresholds(99)
+    for h, w in sizes:
+        gen = SceneGenerator(h, w)
+        cases = []
+        for i in range(n):
+            gt = gen.render(0, i).edge > 0
+            blur = ndimage.gaussian_filter(gt.astype(float), 1.5)
+            cases.append((np.clip(blur / max(blur.max(), 1e-9), 0, 1), gt))
+        t = time.perf_counter()
+        for prob, gt in cases:
+            image_counts(prob, gt, 0.011, th)
+        dt = time.perf_counter() - t
+        rows.append({"size": f"{h}x{w}", "images": n, "thresholds": len(th), "s_per_image": dt / n,
+                     "images_per_s": n / dt, "cores_used": 1})
+    return rows
+
+
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "4090": 165.0}
 
 
@@ -179,9 +205,10 @@ def machine(device) -> dict:
 
 FULL = {"step": {"n_tasks": 4, "channels": 64, "res": 64, "batch": 4}, "local": {"channels": 64, "res": 128},
         "tasks": (2, 3, 4, 5, 6), "resolutions": (32, 64, 96, 128), "scaling": {"channels": 32, "batch": 2},
-        "data": 40, "reps": 3}
+        "data": 40, "reps": 3, "edge": ((128, 128), (425, 560))}
 QUICK = {"step": {"n_tasks": 4, "channels": 16, "res": 16, "batch": 1}, "local": {"channels": 16, "res": 32},
-         "tasks": (2, 3), "resolutions": (16, 32), "scaling": {"channels": 8, "batch": 1}, "data": 4, "reps": 1}
+         "tasks": (2, 3), "resolutions": (16, 32), "scaling": {"channels": 8, "batch": 1}, "data": 4, "reps": 1,
+         "edge": ((64, 64),)}
 
 
 def run_bench(device: str = "cpu", out: str | Path = "results/bench", quick: bool = False, progress: bool = True):
@@ -218,6 +245,8 @@ def run_bench(device: str = "cpu", out: str | Path = "results/bench", quick: boo
     }
     say("data ...", flush=True)
     res["data"] = run_data(sz["data"])
+    say("edge evaluation ...", flush=True)
+    res["edge_eval"] = run_edge_eval(sz["edge"], 1 if quick else 3)
     if dev.type == "cuda":
         res["cuda"] = _cuda_variants(dev, size, warm, reps)
     return write_bench(res, Path(out))
@@ -245,7 +274,8 @@ def write_bench(res: dict, out: Path) -> dict:
     frames = [pd.DataFrame(res["search_step"]["rows"]).assign(section="search_step"),
               pd.DataFrame(res["local_op"]).assign(section="local_op"),
               pd.DataFrame(res["scaling"]["tasks"]["rows"]).assign(section="scaling_tasks"),
-              pd.DataFrame(res["scaling"]["resolution"]["rows"]).assign(section="scaling_resolution")]
+              pd.DataFrame(res["scaling"]["resolution"]["rows"]).assign(section="scaling_resolution"),
+              pd.DataFrame(res["edge_eval"]).assign(section="edge_eval")]
     if "cuda" in res:
         frames.append(pd.DataFrame(res["cuda"]["rows"]).assign(section="cuda"))
     atomic_write_text(out / "bench.csv", pd.concat(frames, ignore_index=True).to_csv(index=False))
@@ -296,6 +326,9 @@ def format_table(res: dict) -> str:
     s = res["scaling"]
     lines.append(f"scaling: time ~ tasks^{s['tasks']['exponent']:.2f}, ~ resolution^{s['resolution']['exponent']:.2f}")
     lines.append(f"data: {res['data']['images_per_s']:.1f} synthetic images/s on one core at 128x128")
+    for r in res["edge_eval"]:
+        lines.append(f"edge evaluation (BSDS, {r['thresholds']} thresholds, one core) at {r['size']}: "
+                     f"{r['s_per_image']:.3f} s/image ({r['images_per_s']:.2f} images/s)")
     if "cuda" in res:
         for r in res["cuda"]["rows"]:
             frac = r["fraction_of_peak_bf16"]

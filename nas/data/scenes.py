@@ -310,9 +310,12 @@ class SceneGenerator:
         depth = (t * self._cam_dirs[:, 2]).reshape(h, w).astype(np.float32)
         semseg = hits.cls.reshape(h, w).astype(np.uint8)
         ident = (hits.cls.astype(np.int32) * 4096 + hits.inst).reshape(h, w)
-        edge = np.zeros((h, w), dtype=np.uint8)
+        edge = np.zeros((h, w), dtype=bool)
         edge[:, :-1] |= ident[:, :-1] != ident[:, 1:]
         edge[:-1, :] |= ident[:-1, :] != ident[1:, :]
+        from skimage.morphology import thin
+
+        edge = thin(edge).astype(np.uint8)  # one pixel thin, 8-connected (BSDS-style labels, not staircases)
         saliency = (semseg >= _CLS["ball"]).astype(np.uint8)
         parts = hits.part.reshape(h, w).astype(np.uint8)
         return SceneSample(image, semseg, depth, normals, edge, saliency, parts)

@@ -18,7 +18,7 @@ from nas.data.base import DATASETS, DenseDataset
 from nas.data.scenes import CLASSES, PARTS, SceneGenerator
 from nas.tasks import DatasetInfo
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: thin 8-connected edge labels
 # field -> (dtype on disk, channels-last shape suffix)
 _FIELDS = {
     "image": (np.uint8, (3,)),

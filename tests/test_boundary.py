@@ -1,0 +1,165 @@
+"""Boundary evaluation with the BSDS protocol: hand-made cases with known answers, the meter over batches,
+thin synthetic labels, and agreement with the pyEdgeEval port of the BSDS code (slow)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from nas import boundary as B
+from nas.metrics import EdgeMeter
+
+TH = B.bsds_thresholds(99)
+
+
+def _line(h=100, w=100, row=50, c0=15, c1=85):
+    gt = np.zeros((h, w), bool)
+    gt[row, c0:c1] = True
+    return gt
+
+
+def test_thresholds_are_bsds():
+    assert len(TH) == 99 and TH[0] == pytest.approx(0.01) and TH[-1] == pytest.approx(0.99)
+
+
+def test_perfect_line_scores_100_and_counts_are_consistent():
+    gt = _line()
+    c = B.image_counts(gt.astype(float), gt, 0.011, TH)
+    assert (c[1] == gt.sum()).all()
+    assert (c[0] <= np.minimum(c[1], c[3])).all() and (c[0] == c[2]).all()
+    # the triangle smoothing before NMS halves a one-pixel line (0.5 on the line), and NMS drops its two end
+    # pixels (lower than their neighbour along the line): 68 of 70 found, no false positive, up to t = 0.5
+    assert c[3][TH < 0.45].tolist() == [68] * int((TH < 0.45).sum()) and (c[0] == c[3]).all()
+    assert c[3][TH > 0.55].max() == 0
+    s = B.summarize(c[None], TH)
+    assert s["odsP"] == pytest.approx(100.0) and s["odsR"] == pytest.approx(100 * 68 / 70)
+
+
+def test_one_to_one_matching_does_not_count_a_label_pixel_twice():
+    """Two parallel predicted lines 2 px apart, both within tolerance of one label line: the distance-transform
+    match counted every predicted pixel as correct (precision 1); one-to-one matching only one of the lines."""
+    gt = _line()
+    pred = np.zeros_like(gt, float)
+    pred[48, 15:85] = 1.0
+    pred[52, 15:85] = 1.0
+    c = B.image_counts(pred, gt, 0.05, TH, nms=False, thin=False)  # tolerance 7 px
+    i = 0
+    assert c[3, i] == 2 * gt.sum() and c[2, i] == gt.sum() and c[0, i] == gt.sum()
+    s = B.summarize(c[None], TH)
+    assert s["odsP"] == pytest.approx(50.0) and s["odsR"] == pytest.approx(100.0)
+    assert s["odsF"] == pytest.approx(200 / 3, abs=0.01)
+
+
+def test_shift_within_and_beyond_tolerance():
+    gt = _line()  # tolerance 0.011 * 141 = 1.56 px
+    near = B.summarize(B.image_counts(np.roll(gt, 1, 0).astype(float), gt, 0.011, TH)[None], TH)
+    far = B.summarize(B.image_counts(np.roll(gt, 5, 0).astype(float), gt, 0.011, TH)[None], TH)
+    exact = B.summarize(B.image_counts(gt.astype(float), gt, 0.011, TH)[None], TH)
+    assert near["odsF"] == pytest.approx(exact["odsF"]) and far["odsF"] == pytest.approx(0.0)
+
+
+def test_border_is_suppressed_like_edges_nms():
+    """edgesNmsMex ramps values within 5 px of the border down to 0: a line on the image border is never found."""
+    gt = np.zeros((60, 60), bool)
+    gt[0, 10:50] = True
+    nms = B.edge_nms(gt.astype(float))
+    assert nms[0].max() == 0.0 and nms[10:50, 10:50].max() == 0.0
+
+
+def test_nms_keeps_the_ridge_of_a_blurred_line():
+    gt = _line()
+    blur = ndimage.gaussian_filter(gt.astype(float), 2.0)
+    # a little noise: on an exactly axis-aligned ridge the mixed derivative is 0 and edgesNms's orientation
+    # formula, atan(Oyy * sign(-Oxy) / (Oxx + 1e-5)), degenerates to 0 (the reference behaves the same)
+    blur += np.random.default_rng(0).random(blur.shape) * 1e-4
+    nms = B.edge_nms(blur / blur.max())
+    rows = np.nonzero(nms[:, 30:70].max(1) > 0.05)[0]
+    assert rows.tolist() == [50]
+
+
+def test_ignored_pixels_count_neither_as_prediction_nor_label():
+    gt = _line()
+    pred = gt.astype(float)
+    pred[20, 20:80] = 1.0  # a false line, inside an ignored region
+    target = gt.astype(np.float32)
+    target[15:25, :] = 255
+    m = EdgeMeter(max_dist=0.011, from_logits=False)
+    m.update(torch.from_numpy(pred[None, None]).float(), torch.from_numpy(target[None, None]))
+    clean = EdgeMeter(max_dist=0.011, from_logits=False)
+    clean.update(torch.from_numpy(gt[None, None]).float(), torch.from_numpy(gt[None, None]).float())
+    assert m.compute()["odsP"] == pytest.approx(100.0)
+    assert m.compute()["odsF"] == pytest.approx(clean.compute()["odsF"])
+
+
+def test_meter_accumulates_over_batches_and_ois_is_per_image():
+    rng = np.random.default_rng(0)
+    gts, preds = [], []
+    for k in range(3):
+        gt = _line(row=30 + 10 * k)
+        gts.append(gt)
+        preds.append(np.clip(ndimage.gaussian_filter(gt.astype(float), 1.0 + k) * (3 - k) + rng.random(gt.shape) * 0.2,
+                             0, 1))
+    m = EdgeMeter(max_dist=0.011, from_logits=False)
+    for p, g in zip(preds, gts):
+        m.update(torch.from_numpy(p[None, None]).float(), torch.from_numpy(g[None, None].astype(np.float32)))
+    per = np.stack([B.image_counts(p.astype(np.float32).astype(float), g, 0.011, TH) for p, g in zip(preds, gts)])
+    np.testing.assert_allclose(m.counts(), per.sum(0))
+    s = m.compute()
+    assert 0 <= s["AP"] <= 100 and s["oisF"] >= s["odsF"] - 1e-9
+    m.reset()
+    assert m.counts().sum() == 0
+
+
+def test_synthetic_labels_are_thin_and_8_connected():
+    from skimage.morphology import thin
+
+    from nas.data.scenes import SceneGenerator
+
+    edge = SceneGenerator(96, 96).render(0, 3).edge > 0
+    assert edge.sum() > 100
+    np.testing.assert_array_equal(thin(edge), edge)
+    # no 2x2 block is fully on (a 4-connected staircase always has one after a corner)
+    blocks = edge[:-1, :-1] & edge[1:, :-1] & edge[:-1, 1:] & edge[1:, 1:]
+    assert not blocks.any()
+
+
+def _kinds(gt: np.ndarray, rng):
+    g = gt.astype(float)
+    yield "perfect", g
+    yield "shifted", np.roll(g, 2, axis=1)
+    keep = ndimage.zoom((rng.random((g.shape[0] // 8 + 1, g.shape[1] // 8 + 1)) > 0.3).astype(float), 8,
+                        order=0)[: g.shape[0], : g.shape[1]]
+    yield "gappy", np.clip(g * keep + (rng.random(g.shape) > 0.995) * 0.7, 0, 1)
+    yield "noisy", np.clip(g * 0.7 + rng.random(g.shape) * 0.4, 0, 1)
+    b = ndimage.gaussian_filter(g, 1.5)
+    yield "blurred", b / b.max()
+    yield "double", np.clip(g + np.roll(g, 4, axis=0) * 0.9, 0, 1)
+
+
+@pytest.mark.slow
+def test_agrees_with_pyedgeeval_bsds_port():
+    """Same predictions, same labels: ours (NumPy/SciPy) against pyEdgeEval (Cython port of the BSDS C++ code:
+    its edgesNms, bwmorph thin and correspondPixels) within 0.2 F-points on six kinds of predictions."""
+    pytest.importorskip("cv2")
+    from pyEdgeEval.common.binary_label.evaluate_boundaries import evaluate_boundaries_threshold
+    from pyEdgeEval.preprocess import fast_nms
+
+    from nas.data.scenes import SceneGenerator
+
+    gen = SceneGenerator(128, 128)
+    rng = np.random.default_rng(0)
+    ours, ref = {}, {}
+    for idx in range(3):
+        gt = gen.render(0, idx).edge > 0
+        for name, pred in _kinds(gt, rng):
+            ours.setdefault(name, []).append(B.image_counts(pred, gt, 0.011, TH))
+            nms = fast_nms(pred.astype(np.float64), r=1, s=5, m=1.01)
+            ref.setdefault(name, []).append(np.stack(evaluate_boundaries_threshold(
+                TH, nms, gt, max_dist=0.011, apply_thinning=True, apply_nms=False)))
+    for name in ours:
+        a, b = B.summarize(np.array(ours[name]), TH), B.summarize(np.array(ref[name]), TH)
+        assert math.isclose(a["odsF"], b["odsF"], abs_tol=0.2), (name, a["odsF"], b["odsF"])
+        assert math.isclose(a["oisF"], b["oisF"], abs_tol=0.2), (name, a["oisF"], b["oisF"])
+        assert math.isclose(a["AP"], b["AP"], abs_tol=0.5), (name, a["AP"], b["AP"])
