@@ -207,6 +207,9 @@ class EdgeMeter(Meter):
         tgt = target.reshape(prob.shape).cpu().numpy()
         for p, t in zip(prob, tgt):
             valid = t != IGNORE
+            if not valid.all() and valid.any():  # padding of a batch is at the bottom/right: the image's extent
+                rows, cols = np.flatnonzero(valid.any(1)), np.flatnonzero(valid.any(0))
+                p, t, valid = (a[: rows[-1] + 1, : cols[-1] + 1] for a in (p, t, valid))
             self.per_image.append(image_counts(p, (t > 0) & valid, self.max_dist, self.thresholds, nms=self.nms,
                                                valid=None if valid.all() else valid))
 

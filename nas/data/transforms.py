@@ -12,8 +12,10 @@ import torch.nn.functional as F
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-# value used where a crop pads beyond the image
-PAD_VALUE = {"image": 0.0, "semseg": 255, "parts": 255, "depth": 0.0, "normals": 0.0, "edge": 255, "saliency": 255}
+# value used where a crop (or a batch of unequal images) pads beyond the image: labels are ignored there, and
+# ``valid`` (1 x H x W bool, added by RandomCrop and pad_collate) tells the network which pixels are the image
+PAD_VALUE = {"image": 0.0, "semseg": 255, "parts": 255, "depth": 0.0, "normals": 0.0, "edge": 255, "saliency": 255,
+             "valid": False}
 
 
 def _resize(key: str, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -57,11 +59,31 @@ class RandomCrop:
         y0 = int(torch.randint(0, h + ph - th + 1, (), generator=rng))
         x0 = int(torch.randint(0, w + pw - tw + 1, (), generator=rng))
         out = {}
+        sample = {**sample, "valid": sample.get("valid", torch.ones(1, h, w, dtype=torch.bool))}
         for k, v in sample.items():
             if ph or pw:
                 v = F.pad(v, (0, pw, 0, ph), value=PAD_VALUE.get(k, 0))
             out[k] = v[..., y0 : y0 + th, x0 : x0 + tw]
         return out
+
+
+def pad_collate(batch: list[dict]) -> dict:
+    """Collate samples of unequal sizes (full-image evaluation of PASCAL, or NYUD at any size): each is padded
+    at the bottom and right to the batch's largest height and width with ``PAD_VALUE`` (labels ignored), and a
+    ``valid`` mask is added. Samples of equal size are stacked as they are (no mask)."""
+    from torch.utils.data import default_collate
+
+    sizes = {tuple(s["image"].shape[-2:]) for s in batch}
+    if len(sizes) == 1:
+        return default_collate(batch)
+    hh, ww = max(h for h, _ in sizes), max(w for _, w in sizes)
+    padded = []
+    for s in batch:
+        h, w = s["image"].shape[-2:]
+        s = {**s, "valid": s.get("valid", torch.ones(1, h, w, dtype=torch.bool))}
+        padded.append({k: v if v.dim() < 2 else F.pad(v, (0, ww - w, 0, hh - h), value=PAD_VALUE.get(k, 0))
+                       for k, v in s.items()})
+    return default_collate(padded)
 
 
 class RandomHorizontalFlip:

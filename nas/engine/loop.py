@@ -64,8 +64,11 @@ class RunContext:
 
     def val_loader(self) -> DataLoader:
         # own generator: building the iterator must not draw from the global RNG of a run in progress
+        from nas.data.transforms import pad_collate
+
         return DataLoader(self.val_set, batch_size=self.cfg["train"]["eval_batch_size"], shuffle=False,
-                          num_workers=self.cfg["data"]["num_workers"], generator=torch.Generator())
+                          num_workers=self.cfg["data"]["num_workers"], generator=torch.Generator(),
+                          collate_fn=pad_collate)
 
 
 def prepare(cfg: dict, out_dir: str | Path, progress: bool = True) -> RunContext:

@@ -11,14 +11,25 @@ from nas.tasks import TASKS
 
 def load_run_architecture(cfg: dict, path: str | None):
     """The architecture file at ``path`` (or model.architecture); ``default``: the defaults declared by the
-    config's search space (e.g. CompositeTasking depth 6 / width 128, mTEB at scale 1 with add)."""
-    from spaces import default_architecture, load_architecture, load_space
+    config's search space (e.g. CompositeTasking depth 6 / width 128, mTEB at scale 1 with add);
+    ``fixed:<context>``: every pair of an ATRC space with that context (Table 1's fixed-context rows)."""
+    from spaces import default_architecture, fixed_architecture, load_architecture, load_space
 
     path = path or cfg["model"]["architecture"]
     if path is None:
         return None
     if path == "default":
         return default_architecture(load_space(cfg["search"]["space"]), list(cfg["data"]["tasks"]))
+    if str(path).startswith("fixed:"):
+        space = load_space(cfg["search"]["space"])
+        context = str(path).split(":", 1)[1]
+        allowed = sorted({c for d in space.decisions(list(cfg["data"]["tasks"])) for c in d.candidates})
+        if context not in allowed:
+            from nas.errors import UserError
+
+            raise UserError(f"--architecture {path}: {context!r} is not a candidate of space {space.name!r}; "
+                            f"use fixed:<one of {', '.join(allowed)}>")
+        return fixed_architecture(space, list(cfg["data"]["tasks"]), context)
     arch = load_architecture(path)
     arch.validate(tasks=cfg["data"]["tasks"], source=str(path), known_tasks=TASKS.names())
     return arch

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from nas.models.context import build_context
 from nas.search.mixed import MixedOp
@@ -93,8 +94,14 @@ class ATRCModule(nn.Module):
         return block(run) if isinstance(block, MixedOp) else run(block)
 
     def forward(self, feats: Mapping[str, torch.Tensor], aux: Mapping[str, torch.Tensor],
-                hooks: Mapping[tuple[str, str], callable] | None = None) -> dict[str, torch.Tensor]:
-        """``hooks[(t, s)](message)`` may replace a pair's message (used by permutation importance)."""
+                hooks: Mapping[tuple[str, str], callable] | None = None, valid=None) -> dict[str, torch.Tensor]:
+        """``hooks[(t, s)](message)`` may replace a pair's message (used by permutation importance).
+        ``valid`` (B x 1 x H x W bool, False on padding): the label contexts' spatial softmax over aux logits
+        excludes padded pixels, as the reference does."""
+        if valid is not None and aux:
+            size = next(iter(aux.values())).shape[-2:]
+            keep = F.interpolate(valid.float(), size=size, mode="nearest") > 0.5
+            aux = {t: a.masked_fill(~keep, float("-inf")) for t, a in aux.items()}
         out = {}
         for t in self.tasks:
             if t not in self.fusion:

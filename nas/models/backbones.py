@@ -3,6 +3,7 @@ HRNet). timm models are built without downloading; pretrained weights come only 
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -96,7 +97,47 @@ def _load_local(module: nn.Module, path: str) -> None:
         raise UserError(f"backbone.weights: {p} does not fit the backbone: {str(e).splitlines()[1].strip()}") from None
 
 
-def _timm(model_name: str, keep: list[int], **kw):
+def _hrnet_fusion_to_size(body: nn.Module) -> nn.Module:
+    """Make timm's HRNet work at any input size, as the official HRNet (and ATRC's reference, via mmseg) does:
+    in every exchange unit a coarser branch is upsampled *bilinearly* and then resized to the finer branch's
+    exact size before the sum. timm upsamples by fixed nearest-neighbour factors, which needs sizes divisible
+    by 32 (425x560 fails). For divisible sizes the resize is a no-op; parameters are unchanged, so the same
+    ImageNet checkpoints load."""
+    from timm.models.hrnet import HighResolutionModule
+
+    sized = _sized_module_class()
+    for m in body.modules():
+        if isinstance(m, nn.Upsample):
+            m.mode, m.align_corners = "bilinear", False
+        if type(m) is HighResolutionModule:
+            m.__class__ = sized
+    return body
+
+
+@functools.cache
+def _sized_module_class():
+    from timm.models.hrnet import HighResolutionModule
+
+    class SizedHighResolutionModule(HighResolutionModule):
+        def forward(self, x: list[torch.Tensor]) -> list[torch.Tensor]:
+            if self.num_branches == 1:
+                return [self.branches[0](x[0])]
+            x = [branch(xi) for branch, xi in zip(self.branches, x)]
+            fused = []
+            for i, fuse_outer in enumerate(self.fuse_layers):
+                y = None
+                for j, f in enumerate(fuse_outer):
+                    z = f(x[j])
+                    if z.shape[-2:] != x[i].shape[-2:]:
+                        z = F.interpolate(z, size=x[i].shape[-2:], mode="bilinear", align_corners=False)
+                    y = z if y is None else y + z
+                fused.append(self.fuse_act(y))
+            return fused
+
+    return SizedHighResolutionModule
+
+
+def _timm(model_name: str, keep: list[int], any_size: bool = False, **kw):
     def build(weights: str | None = None, **extra):
         import timm
 
@@ -106,6 +147,8 @@ def _timm(model_name: str, keep: list[int], **kw):
             model_name, features_only=True, pretrained=bool(weights),
             pretrained_cfg_overlay={"file": str(weights)} if weights else None, **kw, **extra,
         )
+        if any_size:
+            body = _hrnet_fusion_to_size(body)
         return MultiScaleConcat(body, body.feature_info.channels(), keep)
 
     return build
@@ -114,5 +157,5 @@ def _timm(model_name: str, keep: list[int], **kw):
 for _n in ("resnet18", "resnet34", "resnet50", "resnet101"):
     BACKBONES.add(_n, _timm(_n, [0, 1, 2, 3], out_indices=(1, 2, 3, 4)))
 # raw HRNet branches (18+36+72+144 = 270 and 48+96+192+384 = 720 channels), skipping the stride-2 stem
-BACKBONES.add("hrnet18", _timm("hrnet_w18_small_v2", [1, 2, 3, 4], feature_location=""))
-BACKBONES.add("hrnet48", _timm("hrnet_w48", [1, 2, 3, 4], feature_location=""))
+BACKBONES.add("hrnet18", _timm("hrnet_w18_small_v2", [1, 2, 3, 4], any_size=True, feature_location=""))
+BACKBONES.add("hrnet48", _timm("hrnet_w48", [1, 2, 3, 4], any_size=True, feature_location=""))

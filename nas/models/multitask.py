@@ -64,14 +64,21 @@ class MultiTaskNet(nn.Module):
         x = self.backbone(image)
         return {t: m(x) for t, m in self.features.items()}, {t: m(x) for t, m in self.aux.items()}
 
-    def decode(self, feats: dict, aux: dict, hooks=None) -> dict[str, dict[str, torch.Tensor]]:
+    def decode(self, feats: dict, aux: dict, hooks=None, valid=None) -> dict[str, dict[str, torch.Tensor]]:
         if self.distill is not None:
-            feats = self.distill(feats, aux, hooks=hooks)
+            feats = self.distill(feats, aux, hooks=hooks, valid=valid)
         pred = {t: self.heads[t](self.dropout(feats[t])) for t in self.task_names}
         return {"pred": pred, "aux": aux}
 
-    def forward(self, image: torch.Tensor, hooks=None) -> dict[str, dict[str, torch.Tensor]]:
-        return self.decode(*self.encode(image), hooks=hooks)
+    def forward(self, image: torch.Tensor, hooks=None, valid=None) -> dict[str, dict[str, torch.Tensor]]:
+        """``valid``: B x 1 x H x W bool, False on padding (a padded crop or batch): label contexts' spatial
+        softmax leaves those pixels out."""
+        return self.decode(*self.encode(image), hooks=hooks, valid=valid)
+
+    def forward_batch(self, batch: dict):
+        return self(batch["image"], valid=batch.get("valid"))
+
+    predict = forward_batch
 
     def permutable(self) -> list[tuple]:
         """(hook key, target, source, context) of every context block (what permutation importance permutes)."""
