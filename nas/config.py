@@ -110,6 +110,8 @@ DEFAULTS: dict[str, Any] = {
     "debug": {"crash_after_checkpoint": None},
 }
 
+MIN_SIZE = 32  # smallest input side: the coarsest backbone level is 1/32 of the input
+
 # keys whose default is None, with the type a value must have
 NULLABLE = {
     "model.backbone.weights": str, "model.channels": int, "model.attn_channels": int, "model.architecture": str,
@@ -278,6 +280,16 @@ def _check_semantics(cfg: dict, source: str) -> None:
     for k in ("steps", "batch_size"):
         if cfg["train"][k] <= 0:
             raise UserError(f"{source}: train.{k} must be positive")
+    for key in ("image_size", "crop"):
+        size = cfg["data"][key]
+        if size is None:
+            continue
+        if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in size):
+            raise UserError(f"{source}: data.{key} must be [height, width] in pixels, got {size!r}")
+        if min(size) < MIN_SIZE:
+            raise UserError(f"{source}: data.{key} {size} is too small: every backbone downsamples by 32, so "
+                            f"height and width must be at least {MIN_SIZE} (any size from {MIN_SIZE} up works, "
+                            "e.g. the paper's 425x560)")
 
 
 def dump(cfg: dict) -> str:

@@ -235,8 +235,12 @@ def test_paper_crop_forward_backward_every_network(config):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config", ["nyud-hrnet18", "nyud-hrnet48", "pascal-hrnet18"])
-def test_fast_dev_run_of_paper_configs_at_their_crop(config, tmp_path):
+@pytest.mark.parametrize("config, commands", [("nyud-hrnet18", ("train", "search", "retrain")),
+                                              ("nyud-hrnet48", ("train",)), ("pascal-hrnet18", ("train",))])
+def test_fast_dev_run_of_paper_configs_at_their_crop(config, commands, tmp_path):
+    """Every paper config trains at its crop (PASCAL's images are smaller than the crop: padded, masked) and
+    evaluates on full images (PASCAL's of unequal sizes in one batch); HRNet18 NYUD also searches and retrains
+    (the supergraph of the other two runs forward and backward at full crop in the test above)."""
     root = tmp_path / "data"
     (_pascal_tree if config.startswith("pascal") else _nyud_tree)(root)
     common = ["--config", config, "--fast-dev-run", "--no-progress", "--set", f"data.root={root}",
@@ -245,8 +249,18 @@ def test_fast_dev_run_of_paper_configs_at_their_crop(config, tmp_path):
     assert main(["train", *common, "--out", str(tmp_path / "train")]) == 0
     metrics = json.loads((tmp_path / "train" / "metrics.json").read_text())
     assert set(metrics["metrics"]) == set(load_config(config)["data"]["tasks"])
+    if "search" not in commands:
+        return
     assert main(["search", "--local", *common, "--out", str(tmp_path / "search")]) == 0
     arch = tmp_path / "search" / "architecture.yaml"
     assert arch.is_file()
     assert main(["retrain", *common, "--architecture", str(arch), "--out", str(tmp_path / "retrain")]) == 0
     assert (tmp_path / "retrain" / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("value, says", [("[16,560]", "at least 32"), ("[425]", "[height, width]"),
+                                         ("[425.5,560]", "[height, width]")])
+def test_sizes_that_cannot_work_are_one_error_line(value, says, capsys):
+    assert main(["summary", "--config", "nyud-hrnet18", "--set", f"data.crop={value}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "data.crop" in err[0] and says in err[0]
