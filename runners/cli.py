@@ -16,6 +16,9 @@ FAST_DEV = [  # --fast-dev-run: a handful of steps on tiny data, end to end
 ]
 
 
+ARCH_HELP = "architecture YAML, `default` (the space's defaults) or `fixed:<context>` (every pair, e.g. fixed:global)"
+
+
 def _common(p: argparse.ArgumentParser, config_default: str | None) -> None:
     p.add_argument("--config", default=config_default,
                    help="a YAML path or the name of a shipped config (`trcnas configs` lists them)")
@@ -34,11 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train and evaluate a network (baselines, or a fixed architecture)")
     _common(p, "synthetic-mt")
-    p.add_argument("--architecture", default=None, help="architecture YAML: train that fixed ATRC network")
+    p.add_argument("--architecture", default=None, help=ARCH_HELP)
 
     p = sub.add_parser("retrain", help="train a searched architecture from scratch")
     _common(p, None)
-    p.add_argument("--architecture", required=True, help="architecture YAML written by search/export")
+    p.add_argument("--architecture", required=True, help=ARCH_HELP)
 
     p = sub.add_parser("search", help="Gumbel-softmax supergraph search as Ray Tune trials (or --local)")
     _common(p, "synthetic-atrc")
@@ -97,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="parameters (M) and multiply-adds (G), total and per module")
     _common(p, "synthetic-mt")
-    p.add_argument("--architecture", default=None)
+    p.add_argument("--architecture", default=None, help=ARCH_HELP)
     p.add_argument("--json", action="store_true")
 
     sub.add_parser("configs", help="list the shipped configs")
