@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_data import _nyud_tree  # the NYUD fixture layout, here at the paper's crop size
 
 from nas.config import load_config
 from nas.models import build_model
@@ -16,30 +17,9 @@ from nas.tasks import DatasetInfo, build_tasks
 from runners.cli import main
 from spaces import from_genotype, load_space
 
-TASKS4 = ["semseg", "depth", "normals", "edge"]
 # ATRC Table 1 (NYUD-v2, HRNet18, 425x560): params (M), MAdds (G)
 PAPER_TABLE1 = {"multitask": (4.52, 17.59), "fixed:global": (4.73, 21.43), "fixed:local": (4.73, 22.19),
                 "fixed:tlabel": (5.06, 25.91), "fixed:slabel": (5.06, 25.91)}
-
-
-def _nyud_tree(root, n=2, size=(425, 560)):
-    h, w = size
-    for d in ("images", "segmentation", "depth", "normals", "edge", "gt_sets"):
-        (root / d).mkdir(parents=True)
-    ids = [f"{i:04d}" for i in range(n)]
-    rng = np.random.default_rng(0)
-    for i in ids:
-        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / "images" / f"{i}.png")
-        Image.fromarray(rng.integers(0, 41, (h, w), dtype=np.uint8)).save(root / "segmentation" / f"{i}.png")
-        np.save(root / "depth" / f"{i}.npy", rng.uniform(0.5, 9, (h, w)).astype(np.float32))
-        nrm = rng.normal(size=(h, w, 3)).astype(np.float32)
-        np.save(root / "normals" / f"{i}.npy", nrm / np.linalg.norm(nrm, axis=-1, keepdims=True))
-        edge = np.zeros((h, w), np.uint8)
-        edge[h // 3, 20:-20] = 255
-        edge[20:-20, w // 2] = 255
-        Image.fromarray(edge).save(root / "edge" / f"{i}.png")
-    for split in ("train", "val"):
-        (root / "gt_sets" / f"{split}.txt").write_text("\n".join(ids))
 
 
 def _pascal_tree(root, sizes=((375, 500), (333, 500))):
@@ -242,7 +222,10 @@ def test_fast_dev_run_of_paper_configs_at_their_crop(config, commands, tmp_path)
     evaluates on full images (PASCAL's of unequal sizes in one batch); HRNet18 NYUD also searches and retrains
     (the supergraph of the other two runs forward and backward at full crop in the test above)."""
     root = tmp_path / "data"
-    (_pascal_tree if config.startswith("pascal") else _nyud_tree)(root)
+    if config.startswith("pascal"):
+        _pascal_tree(root)
+    else:
+        _nyud_tree(root, size=(425, 560))
     common = ["--config", config, "--fast-dev-run", "--no-progress", "--set", f"data.root={root}",
               "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "data.num_workers=0",
               "--set", "train.batch_size=1", "--set", "train.eval_batch_size=2"]
