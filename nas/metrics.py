@@ -226,13 +226,15 @@ class EdgeMeter(Meter):
 def delta_m(
     metrics: Mapping[str, float], baselines: Mapping[str, float], higher_is_better: Mapping[str, bool]
 ) -> float:
-    """Delta_m (%) = mean_t (-1)^{g_t} (M_t - B_t) / B_t * 100, g_t = 1 where lower is better."""
+    """Delta_m (%) = mean_t (-1)^{g_t} (M_t - B_t) / B_t * 100, g_t = 1 where lower is better. A baseline of 0
+    (e.g. an untrained single-task edge network with no matched boundary pixel) leaves the relative change
+    undefined: Delta_m is then NaN rather than an error at the end of a long table."""
     terms = []
     for task, base in baselines.items():
         if task not in metrics:
             raise KeyError(f"no metric for task {task!r} to compare with its baseline")
         sign = 1.0 if higher_is_better[task] else -1.0
-        terms.append(sign * (metrics[task] - base) / base * 100.0)
+        terms.append(sign * (metrics[task] - base) / base * 100.0 if base != 0 else float("nan"))
     if not terms:
         raise ValueError("Delta_m needs at least one task baseline")
     return float(np.mean(terms))

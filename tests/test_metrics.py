@@ -83,3 +83,8 @@ def test_delta_m_signs():
     hib = {"semseg": True, "depth": False}
     assert metrics.delta_m({"semseg": 44, "depth": 0.5}, {"semseg": 40, "depth": 0.5}, hib) == pytest.approx(5.0)
     assert metrics.delta_m({"semseg": 40, "depth": 0.6}, {"semseg": 40, "depth": 0.5}, hib) == pytest.approx(-10.0)
+
+
+def test_delta_m_with_a_zero_baseline_is_nan_not_an_error():
+    hib = {"semseg": True, "edge": True}
+    assert math.isnan(metrics.delta_m({"semseg": 44, "edge": 3.0}, {"semseg": 40, "edge": 0.0}, hib))

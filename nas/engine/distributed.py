@@ -39,12 +39,14 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
 
         c = x.shape[1]
         xf = x.float()
+        xd = x.double()  # sums of x and x^2 in float64: E[x^2] - E[x]^2 cancels badly in float32
         dims = [0, *range(2, x.dim())]
-        local = torch.cat([xf.sum(dims), (xf * xf).sum(dims), xf.new_full((1,), x.numel() // c)])
+        local = torch.cat([xd.sum(dims), (xd * xd).sum(dims), xd.new_full((1,), x.numel() // c)])
         total = all_reduce(local)
         n = total[-1]
         mean = total[:c] / n
         var = (total[c:2 * c] / n - mean * mean).clamp_min(0)
+        mean, var, n = mean.float(), var.float(), n.float()
         if self.track_running_stats:
             with torch.no_grad():
                 m = self.momentum if self.momentum is not None else 0.1
