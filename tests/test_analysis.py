@@ -136,6 +136,8 @@ def test_cached_encoder_gives_the_same_importance_as_full_forwards():
     cfg = load_config("synthetic-atrc", ["data.tasks=[semseg, depth]"])
     torch.manual_seed(0)
     model = build_model(cfg, tasks, kind="atrc", architecture=arch).eval()
+    for f in model.distill.fusion.values():  # the zero-initialised BN would hide every message: let them count
+        nn.init.normal_(f.reduce[1].weight)
     ds = [{"image": torch.randn(3, 32, 32, generator=g), "semseg": torch.randint(0, 9, (32, 32), generator=g),
            "depth": 1 + torch.rand(1, 32, 32, generator=g), "index": torch.tensor(i)} for i in range(n)]
 
@@ -157,8 +159,13 @@ def test_cached_encoder_gives_the_same_importance_as_full_forwards():
 
     slow, _ = importance_of(NoSplit(model), loader, tasks, {}, repeats=2, seed=1, device="cpu")
     assert len(fast) == 3 * 2  # three blocks (depth <- depth is none), two repeats
+    # the cached path also re-evaluates only each block's target (the network declares its units feed only
+    # their target); the full forward re-evaluates every task: identical rows, and the permutations do matter
+    assert model.units_affect_only_their_target and not hasattr(NoSplit(model), "units_affect_only_their_target")
     for a, b in zip(fast, slow):
         assert a["source"] == b["source"] and a["drop_delta_m"] == pytest.approx(b["drop_delta_m"], abs=1e-9)
+        assert all(a[f"drop_{t}"] == pytest.approx(b[f"drop_{t}"], abs=1e-9) for t in ("semseg", "depth"))
+    assert max(abs(r["drop_delta_m"]) for r in fast) > 1e-4
 
 
 def test_report_of_named_decision_searches(tmp_path):

@@ -96,8 +96,12 @@ def importance_of(model, make_loader, tasks, baselines, repeats: int, seed: int,
 
         return {p: make(p) for p in pairs}
 
-    def run(hooks_for) -> dict[str, float]:
-        meters = {t: task.meter() for t, task in tasks.items()}
+    # a unit that only feeds its own target (ATRC's CP blocks) leaves the other tasks' predictions unchanged:
+    # their metrics are the unpermuted ones, so only the target is re-evaluated (edge evaluation is costly)
+    target_only = bool(getattr(model, "units_affect_only_their_target", False))
+
+    def run(hooks_for, only: str | None = None) -> dict[str, float]:
+        meters = {t: task.meter() for t, task in tasks.items() if only is None or t == only}
         with torch.no_grad():
             batches = cached if cached else ((to_device(b, device), None) for b in make_loader())
             for batch, enc in batches:
@@ -110,10 +114,12 @@ def importance_of(model, make_loader, tasks, baselines, repeats: int, seed: int,
                 else:
                     out = model(batch["image"], hooks=hooks_for(idx))
                 size = batch["image"].shape[-2:]
-                for t in tasks:
+                for t in meters:
                     meters[t].update(upsample_to(out["pred"][t].float(), size), batch[t])
-        return primary({t: m.compute() for t, m in meters.items()}, tasks)
+        got = primary({t: m.compute() for t, m in meters.items()}, {t: tasks[t] for t in meters})
+        return {**base, **got} if only is not None else got
 
+    base: dict[str, float] = {}
     base = run(record_hooks)
     if not split:
         cached.clear()
@@ -130,9 +136,9 @@ def importance_of(model, make_loader, tasks, baselines, repeats: int, seed: int,
         def permuted(idx, pair=key, perm=perm, msgs=msgs):
             return {pair: lambda msg: msgs[perm[idx]].to(msg.device, msg.dtype)}
 
-        permuted_metrics = run(permuted)
-        dm = delta_m(permuted_metrics, ref, higher)
         t, s = names[key]
+        permuted_metrics = run(permuted, only=t if target_only else None)
+        dm = delta_m(permuted_metrics, ref, higher)
         row = {"target": t, "source": s, "context": context[key], "repeat": r,
                "delta_m": dm, "drop_delta_m": dm0 - dm}
         for k in tasks:

@@ -80,6 +80,9 @@ class MultiTaskNet(nn.Module):
 
     predict = forward_batch
 
+    # a context block's message reaches only its target's fusion: permuting it changes no other task's output
+    units_affect_only_their_target = True
+
     def permutable(self) -> list[tuple]:
         """(hook key, target, source, context) of every context block (what permutation importance permutes)."""
         d = self.distill
