@@ -119,8 +119,7 @@ def importance_of(model, make_loader, tasks, baselines, repeats: int, seed: int,
         got = primary({t: m.compute() for t, m in meters.items()}, {t: tasks[t] for t in meters})
         return {**base, **got} if only is not None else got
 
-    base: dict[str, float] = {}
-    base = run(record_hooks)
+    base = run(record_hooks)  # full evaluation; target-only runs below fill the other tasks from it
     if not split:
         cached.clear()
     higher = {t: k.higher_is_better for t, k in tasks.items()}
