@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.style import CONTEXT_COLORS, CONTEXT_LABELS, no_data, plt, save, task_label
+from analysis.style import CONTEXT_COLORS, CONTEXT_LABELS, decision_label, no_data, plt, save
 
 
 def alpha_trajectories(history: pd.DataFrame | None, events: pd.DataFrame | None, out: Path) -> bool:
@@ -28,10 +28,7 @@ def alpha_trajectories(history: pd.DataFrame | None, events: pd.DataFrame | None
             ax.plot(history["step"], history[col], color=CONTEXT_COLORS.get(cand), label=CONTEXT_LABELS.get(cand, cand))
         if d in frozen:
             ax.axvline(frozen[d], color="black", ls="--", lw=1)
-        parts = d.split(".")
-        pair = parts[0] == "atrc" and len(parts) == 3
-        title = f"{task_label(parts[1])} ← {task_label(parts[2])}" if pair else ".".join(parts[1:]) or d
-        ax.set_title(title, fontsize=9)
+        ax.set_title(decision_label(d), fontsize=9)
         ax.set_ylim(0, 1)
     for ax in list(axes.flat)[len(decisions):]:
         ax.set_axis_off()

@@ -23,6 +23,17 @@ def task_label(t: str) -> str:
     return TASK_LABELS.get(t, t)
 
 
+def decision_label(name: str) -> str:
+    """A decision's figure title: ``target ← source`` for an ATRC pair, ``scale s (1/2^s)`` for an mTEB
+    placement (the paper's numbering: feature map = input / 2^s), else the name after the group."""
+    parts = name.split(".")
+    if parts[0] == "atrc" and len(parts) == 3:
+        return f"{task_label(parts[1])} ← {task_label(parts[2])}"
+    if len(parts) == 3 and parts[1] == "scales" and parts[2].isdigit():
+        return f"scale {parts[2]} (1/{2 ** int(parts[2])})"
+    return ".".join(parts[1:]) or name
+
+
 def no_data(ax, what: str) -> None:
     ax.set_axis_off()
     ax.text(0.5, 0.5, f"no data: {what}", ha="center", va="center", fontsize=12, color="#555555",

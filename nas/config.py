@@ -36,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
             "max_query_tokens": 256,  # derives each scale's attention downscale s from its feature size
             "key_channels": None,  # d of the correlation attention (default C / 2)
             "dir_channels": None,  # channels of each half of a directional feature (default C / 2)
+            "finest_scale": 1,  # the decoder goes down to input / 2^finest_scale (paper: 1, before the last layer)
         },
     },
     "data": {

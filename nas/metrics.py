@@ -30,7 +30,8 @@ class ConfusionMeter(Meter):
     """mIoU (%) from a confusion matrix accumulated over the dataset; pixels labelled 255 are ignored.
 
     pred: B x K x H x W logits or B x H x W class indices; target: B x H x W.
-    Classes absent from both prediction and ground truth of the whole dataset are left out of the mean.
+    The mean runs over all ``num_classes`` classes, as the ATRC reference (and the multi-task survey code) do:
+    a class absent from both prediction and ground truth of the whole dataset counts with IoU 0.
     """
 
     def __init__(self, num_classes: int):
@@ -53,14 +54,14 @@ class ConfusionMeter(Meter):
         c = self.confusion
         inter = np.diag(c).astype(np.float64)
         union = c.sum(0) + c.sum(1) - np.diag(c)
-        present = union > 0
-        iou = inter[present] / union[present]
+        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
         acc = inter.sum() / max(c.sum(), 1)
-        return {"mIoU": float(iou.mean() * 100) if present.any() else 0.0, "pixel_acc": float(acc * 100)}
+        return {"mIoU": float(iou.mean() * 100), "pixel_acc": float(acc * 100)}
 
 
 class DepthMeter(Meter):
-    """RMSE and mean absolute error in metres over all valid pixels of the dataset (invalid: depth <= 0)."""
+    """RMSE and mean absolute error in metres over all valid pixels of the dataset (invalid: depth <= 0).
+    Predictions are clamped at 0 first, as the ATRC reference does (a depth cannot be negative)."""
 
     def __init__(self):
         self.reset()
@@ -71,7 +72,7 @@ class DepthMeter(Meter):
         self.n = 0
 
     def update(self, pred, target):
-        pred = pred.reshape(target.shape).double()
+        pred = pred.reshape(target.shape).double().clamp_min(0.0)
         t = target.double()
         valid = t > 0
         diff = (pred - t)[valid]

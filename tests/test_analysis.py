@@ -206,3 +206,12 @@ def test_a_ray_trial_counts_once(tmp_path):
     assert search_runs(tmp_path) == sorted([trial / "run", local])
     (trial / "run" / "alpha_history.csv").unlink()  # a trial whose run dir is elsewhere: its newest checkpoint
     assert search_runs(tmp_path) == sorted([trial / "checkpoint_000001", local])
+
+
+def test_decision_titles_name_mteb_scales_as_the_paper():
+    from analysis.style import decision_label
+
+    assert decision_label("mteb.scales.1") == "scale 1 (1/2)"
+    assert decision_label("mteb.scales.4") == "scale 4 (1/16)"
+    assert decision_label("mteb.fusion") == "fusion"
+    assert "←" in decision_label("atrc.semseg.depth")

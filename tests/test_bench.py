@@ -28,7 +28,9 @@ def test_frozen_modes_do_less_work():
     frozen = run_search_step("soft", 1.0, n_tasks=2, channels=8, res=16, batch=1, reps=1, flops=True)
     hard = run_search_step("hard", 0.0, n_tasks=2, channels=8, res=16, batch=1, reps=1, flops=True)
     assert frozen["flops_per_step"] < soft_all["flops_per_step"] / 2
-    assert hard["flops_per_step"] < soft_all["flops_per_step"] / 2
+    # hard mode computes one sampled candidate per pair (which one depends on the Gumbel draw: 4 pairs that
+    # all draw the costliest context still do well under the soft supergraph's work)
+    assert hard["flops_per_step"] < soft_all["flops_per_step"] * 2 / 3
     assert frozen["peak_memory_MiB"] < soft_all["peak_memory_MiB"]
 
 

@@ -11,8 +11,9 @@ def test_miou_hand_computed_and_ignore():
     pred = torch.tensor([[0, 0, 1, 2]])
     tgt = torch.tensor([[0, 1, 1, 255]])
     m.update(pred, tgt)
-    # class 0: inter 1, union 2 ; class 1: inter 1, union 2 ; class 2: absent everywhere (pixel ignored)
-    assert m.compute()["mIoU"] == pytest.approx(50.0)
+    # class 0: inter 1, union 2 ; class 1: inter 1, union 2 ; class 2: absent everywhere (pixel ignored),
+    # averaged in with IoU 0 as the ATRC reference does
+    assert m.compute()["mIoU"] == pytest.approx(100 / 3)
 
 
 def test_miou_accumulates_dataset_not_batch_means():
@@ -27,7 +28,7 @@ def test_reset_clears_every_total():
     seg = metrics.ConfusionMeter(2)
     seg.update(torch.tensor([[1, 0]]), torch.tensor([[0, 0]]))
     seg.reset()
-    seg.update(torch.tensor([[1, 1]]), torch.tensor([[1, 1]]))
+    seg.update(torch.tensor([[1, 0]]), torch.tensor([[1, 0]]))
     assert seg.compute()["mIoU"] == pytest.approx(100.0)
     d = metrics.DepthMeter()
     d.update(torch.full((1, 1, 2, 2), 5.0), torch.ones(1, 1, 2, 2))
@@ -53,6 +54,13 @@ def test_depth_rmse_over_valid_pixels_of_dataset():
     # errors: 1, 0, 2 (zeros are invalid) -> sqrt(5/3)
     assert m.compute()["rmse"] == pytest.approx(math.sqrt(5 / 3))
     assert m.compute()["mae"] == pytest.approx(1.0)
+
+
+def test_depth_predictions_are_clamped_at_zero_as_the_reference_does():
+    m = metrics.DepthMeter()
+    m.update(torch.tensor([[[[-3.0, 1.0]]]]), torch.tensor([[[[1.0, 1.0]]]]))
+    # -3 counts as 0: errors 1 and 0 -> sqrt(1/2) (unclamped it would be sqrt(16/2))
+    assert m.compute()["rmse"] == pytest.approx(math.sqrt(0.5))
 
 
 def test_normals_mean_angle_atan2_and_rmse_distinct():

@@ -1,4 +1,5 @@
-"""xTAM / mTEB: identity at initialisation, the derived downscale, the placement/fusion supergraph, and
+"""xTAM / mTEB: the paper's fusion without a gate, gradients from the first steps, scale numbering, averaged
+intermediate losses, the derived downscale, the placement/fusion supergraph, and
 retraining exactly the exported placement."""
 
 import pytest
@@ -28,40 +29,105 @@ def _cfg(*extra):
 
 
 @pytest.mark.parametrize("fusion", ["add", "concat", "prod"])
-def test_mteb_at_initialisation_returns_its_input(fusion):
+def test_mteb_fuses_as_the_paper_with_no_gate(fusion):
     torch.manual_seed(0)
-    block = MTEB(TASKS, 16, 8, 8, fusions=[fusion]).train()
+    block = MTEB(TASKS, 16, 8, 8, fusions=[fusion]).eval()
     feats = {t: torch.randn(2, 16, 12, 10) for t in TASKS}
-    delta = block(feats, Fusion(fusion))
-    for t in TASKS:
-        assert torch.equal(feats[t] + delta[t], feats[t])
-    assert all((d.alpha == 0).all() for d in block.directional.values())
-    # one SGD step on a loss that wants the features changed moves it away from identity
-    loss = sum(((feats[t] + delta[t]) - 1).pow(2).mean() for t in TASKS)
-    loss.backward()
     with torch.no_grad():
-        for p in block.parameters():
+        delta = block(feats, Fusion(fusion))
+        for t in TASKS:
+            r = torch.cat([block.directional[f"{t}__{s}"](feats[t], feats[s]) for s in block.sources(t)], 1)
+            assert r.shape == (2, 3 * 16, 12, 10)  # one projected directional feature (C channels) per source
+            post = block.post[t][fusion]
+            f = feats[t]
+            want = {"add": f + post(r), "prod": f * post(r), "concat": post(torch.cat([f, r], 1))}[fusion]
+            assert torch.allclose(feats[t] + delta[t], want, atol=1e-5)
+            assert float(delta[t].abs().max()) > 1e-2  # not an identity at initialisation
+            assert isinstance(post[1], torch.nn.BatchNorm2d) and isinstance(post[2], torch.nn.ReLU)
+    assert all((d.alpha == 0).all() for d in block.directional.values())
+    zero = [n for n, p in block.named_parameters() if (p == 0).all()]
+    assert all(n.endswith(("alpha", "bias")) for n in zero)  # alpha is the only zero-initialised weight
+    assert not hasattr(block, "gate")
+
+
+def test_every_mteb_parameter_learns_from_the_first_steps_of_the_shipped_search():
+    from nas.data import build_dataset
+    from nas.engine.evaluate import compute_losses
+    from spaces import load_space
+
+    tasks, cfg = _tasks(), _cfg()
+    torch.manual_seed(0)
+    net = build_model(cfg, tasks, kind="mteb_search", space=load_space(cfg["search"]["space"])).train()
+    ds, _ = build_dataset(cfg["data"], "train", train=False, progress=False)
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2)))
+    total, _ = compute_losses(net(batch["image"]), batch, tasks, cfg["loss_weights"])
+    total.backward()
+    blocks = {k: op.ops[1] for k, op in net.blocks.items()}
+    assert set(blocks) == {"1", "2", "3", "4"}
+    qkv = (".q.", ".k.", ".v.")
+    for k, block in blocks.items():
+        for n, p in block.named_parameters():
+            if any(q in f".{n}" for q in qkv):
+                # behind alpha = 0 (the paper's init): no gradient at the very first backward, by construction
+                assert p.grad is None or float(p.grad.abs().max()) == 0.0, n
+            else:
+                assert p.grad is not None and float(p.grad.abs().max()) > 0, f"scale {k}: {n}"
+    for op in mixed_ops(net):
+        if op.name.startswith("mteb.scales"):
+            assert float(op.alpha.grad.abs().max()) > 1e-6, op.name
+    # one step later alpha is off zero, and the attention projections learn too
+    with torch.no_grad():
+        for p in net.parameters():
             if p.grad is not None:
-                p -= 0.5 * p.grad
-    delta = block(feats, Fusion(fusion))
-    assert max(float(d.detach().abs().max()) for d in delta.values()) > 1e-3
+                p -= 1e-3 * p.grad.sign()
+    net.zero_grad()
+    total, _ = compute_losses(net(batch["image"]), batch, tasks, cfg["loss_weights"])
+    total.backward()
+    for k, block in blocks.items():
+        for n, p in block.named_parameters():
+            assert p.grad is not None and float(p.grad.abs().max()) > 0, f"step 2, scale {k}: {n}"
 
 
-def test_network_with_mtebs_at_init_predicts_like_the_plain_decoder():
+def test_scales_are_named_by_their_downsamplings_and_default_is_the_finest():
     tasks, cfg = _tasks(), _cfg()
     torch.manual_seed(0)
     plain = build_model(cfg, tasks, architecture=from_dict(
         {"format": "trcnas-architecture/1", "space": "mteb", "tasks": TASKS,
          "choices": {"mteb": {"scales": [], "fusion": "add"}}})).eval()
-    full = MTEBNet(plain.backbone, tasks, 32, [1, 2, 3, 4], "concat").eval()
-    missing, unexpected = full.load_state_dict(plain.state_dict(), strict=False)
-    assert not unexpected and all(k.startswith(("blocks.", "inter_heads.")) for k in missing)
-    image = torch.randn(2, 3, 64, 64)
+    assert plain.scales == [5, 4, 3, 2, 1]
+    full = MTEBNet(plain.backbone, tasks, 32, [1, 2, 3, 4, 5], "add").eval()
+    image = torch.randn(1, 3, 96, 160)
     with torch.no_grad():
-        a, b = plain(image), full(image)
-    assert set(b["inter"]) == {1, 2, 3, 4} and a["inter"] == {}
-    for t in TASKS:
-        assert torch.allclose(a["pred"][t], b["pred"][t], atol=1e-6)
+        out = full(image)
+    for k, preds in out["inter"].items():
+        assert preds["semseg"].shape[-2:] == (96 // 2**k, 160 // 2**k), k
+    assert out["pred"]["depth"].shape[-2:] == (48, 80)  # heads read scale 1 (input / 2)
+    default = build_model(cfg, tasks)
+    assert default.placed_scales() == [1]  # the paper's best: one block at the finest scale, before the heads
+    from nas.errors import UserError
+
+    with pytest.raises(UserError, match=r"decodes scales 1\.\.5"):
+        MTEBNet(plain.backbone, tasks, 32, [6], "add")
+    with pytest.raises(UserError, match="finest_scale"):
+        MTEBNet(plain.backbone, tasks, 32, [2], "add", finest_scale=3)
+
+
+def test_intermediate_losses_are_averaged_over_the_placed_scales():
+    from nas.engine.evaluate import compute_losses
+
+    tasks = build_tasks(["depth"], DatasetInfo("synthetic", num_classes=9))
+    batch = {"image": torch.zeros(1, 3, 8, 8), "depth": torch.ones(1, 1, 8, 8)}
+
+    def out(*inter):
+        return {"pred": {"depth": torch.zeros(1, 1, 8, 8)}, "aux": {},
+                "inter": {k: {"depth": torch.full((1, 1, 4, 4), v)} for k, v in inter}}
+
+    final, _ = compute_losses(out(), batch, tasks, {"depth": 2.0})
+    one, _ = compute_losses(out((1, 0.5)), batch, tasks, {"depth": 2.0})
+    two, parts = compute_losses(out((1, 0.5), (3, 3.0)), batch, tasks, {"depth": 2.0})
+    l1, l3 = float(parts["inter1_depth"]), float(parts["inter3_depth"])
+    assert float(one) == pytest.approx(float(final) + 2.0 * l1)
+    assert float(two) == pytest.approx(float(final) + 2.0 * (l1 + l3) / 2)
 
 
 def test_downscale_is_derived_from_the_feature_size():
@@ -71,11 +137,11 @@ def test_downscale_is_derived_from_the_feature_size():
     d = Directional(8, 4, 4, max_query_tokens=16).eval()
     d.alpha.data.fill_(1.0)
     f_t, f_s = torch.randn(1, 8, 16, 16), torch.randn(1, 8, 16, 16)
-    out = d(f_t, f_s)
-    assert out.shape == (1, 8, 16, 16)  # [alpha * xtask, self], upsampled back
+    assert d.features(f_t, f_s).shape == (1, 8, 16, 16)  # [alpha * xtask, self] (2 x 4), upsampled back
+    assert d(f_t, f_s).shape == (1, 8, 16, 16)  # its per-pair projection back to C
     f_s2 = f_s.clone()
     f_s2[..., :4, :4] += 3.0
-    assert not torch.allclose(d.xtask(f_t, f_s), d.xtask(f_t, f_s2))
+    assert not torch.allclose(d.xtask(f_t, d.extract(f_s)), d.xtask(f_t, d.extract(f_s2)))
 
 
 def test_supergraph_decisions_shared_fusion_and_frozen_placement():
@@ -138,8 +204,11 @@ def test_search_exports_placement_and_retrain_builds_exactly_it(tmp_path, fast_a
         assert {k.split(".")[1] for k in state if k.startswith("inter_heads.")} == {str(k) for k in choice["scales"]}
         concat = [k for k in state if ".concat." in k]
         assert bool(concat) == want_concat
-        if want_concat:
-            assert state["blocks.2.concat.semseg.weight"].shape == (32, 64, 1, 1)
+        k0 = choice["scales"][0]
+        if want_concat:  # P reads [f, 3 projected directional features]
+            assert state[f"blocks.{k0}.post.semseg.concat.0.weight"].shape == (32, 128, 1, 1)
+        else:
+            assert state[f"blocks.{k0}.post.semseg.prod.0.weight"].shape == (32, 96, 1, 1)
         assert state[f"blocks.{choice['scales'][0]}.directional.semseg__depth.alpha"].shape == (16,)
 
 

@@ -97,12 +97,29 @@ def test_entropy_weight_crosses_zero_at_quarter_and_tau_schedule():
     assert Schedule(1.0, 0.05, "exp")(99, 100) == pytest.approx(0.05)
 
 
-def test_entropy_loss_is_mean_over_live_decisions():
+def test_entropy_loss_is_mean_over_all_decisions_frozen_ones_included():
     a, b = _op(), _op()
     container = nn.ModuleList([a, b])
     assert entropy_loss(container).item() == pytest.approx(math.log(4))
-    b.freeze(1)
-    assert entropy_loss(container).item() == pytest.approx(math.log(4))
+    with torch.no_grad():
+        b.alpha.copy_(torch.tensor([5.0, 0.0, 0.0, 0.0]))
+    b.freeze()
+    p = torch.softmax(b.alpha.detach(), -1)
+    h_b = float(-(p * p.log()).sum())
+    loss = entropy_loss(container)
+    # the reference averages over every block: a frozen one still counts in the denominator (as a constant)
+    assert loss.item() == pytest.approx((math.log(4) + h_b) / 2)
+    loss.backward()
+    assert b.alpha.grad is None and a.alpha.grad is not None
+    # d/dalpha of H/2 at uniform alpha is 0; check the scale through a perturbed alpha instead
+    a.alpha.grad = None
+    with torch.no_grad():
+        a.alpha.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0]))
+    entropy_loss(container).backward()
+    g_all = a.alpha.grad.clone()
+    a.alpha.grad = None
+    a.entropy().backward()
+    assert torch.allclose(g_all, a.alpha.grad / 2)  # not the live-only mean (which would be the full gradient)
     a.freeze(0)
     assert entropy_loss(container) is None
 
@@ -179,3 +196,37 @@ def test_weights_and_alphas_partition_every_parameter():
     assert len(alphas) == 9
     assert {id(p) for p in weights} | {id(p) for p in alphas} == {id(p) for p in model.parameters()}
     assert not ({id(p) for p in weights} & {id(p) for p in alphas})
+
+
+@pytest.mark.parametrize("context", ["global", "local", "tlabel", "slabel"])
+def test_context_blocks_convolutions_are_xavier_uniform_as_the_reference(context):
+    from nas.models.context import build_context
+
+    torch.manual_seed(0)
+    block = build_context(context, 64, 32)
+    convs = [m for m in block.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d))]
+    assert convs
+    for m in convs:
+        fan_in, fan_out = m.weight.shape[1] * m.weight[0, 0].numel(), m.weight.shape[0] * m.weight[0, 0].numel()
+        bound = math.sqrt(6 / (fan_in + fan_out))
+        w = m.weight.detach()
+        # Xavier-uniform fills [-bound, bound]; PyTorch's default (Kaiming-uniform, a = sqrt 5) stays within
+        # 1 / sqrt(fan_in), which is narrower here
+        assert float(w.abs().max()) <= bound and float(w.abs().max()) > 0.9 * bound
+        assert float(w.std()) == pytest.approx(bound / math.sqrt(3), rel=0.15)
+
+
+def test_a_target_without_messages_still_gets_the_reference_bottleneck():
+    from nas.models.atrc import ATRCModule
+
+    tasks = ["semseg", "depth"]
+    cands = {"semseg": {"semseg": ["global"], "depth": ["none"]}, "depth": {"semseg": ["none"], "depth": ["none"]}}
+    torch.manual_seed(0)
+    m = ATRCModule(tasks, 16, cands, search=False).eval()
+    feats = {t: torch.randn(2, 16, 6, 6) for t in tasks}
+    with torch.no_grad():
+        out = m(feats, {})
+        conv, bn, relu = m.fusion["depth"]
+        assert isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1) and isinstance(bn, nn.BatchNorm2d)
+        assert torch.allclose(out["depth"], relu(bn(conv(feats["depth"]))))
+        assert not torch.equal(out["depth"], feats["depth"])  # not passed through

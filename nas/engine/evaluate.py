@@ -36,7 +36,8 @@ def predict(model, batch: dict) -> dict:
 
 def compute_losses(out: dict, batch: dict, tasks: Mapping[str, Task], weights: Mapping[str, float]):
     """-> (total, {name: detached value}). Final, aux and intermediate (``out["inter"][scale]``, multi-scale
-    decoders) losses use the same per-task weight."""
+    decoders) losses use the same per-task weight; intermediate losses are averaged over the scales that
+    produced them, so they weigh as much as the final loss together whatever the number of placed blocks."""
     size = batch["image"].shape[-2:]
     total = 0.0
     parts = {}
@@ -50,11 +51,12 @@ def compute_losses(out: dict, batch: dict, tasks: Mapping[str, Task], weights: M
             aux = task.aux_loss(logits, downsample_nearest(batch[t], logits.shape[-2:]))
             parts[f"aux_{t}"] = aux.detach()
             total = total + w * aux
-    for k, preds in out.get("inter", {}).items():
+    inter = out.get("inter", {})
+    for k, preds in inter.items():  # averaged over the placed scales (xTAM supplement)
         for t, p in preds.items():
             loss = tasks[t].loss(upsample_to(p.float(), size), batch[t])
             parts[f"inter{k}_{t}"] = loss.detach()
-            total = total + float(weights.get(t, 1.0)) * loss
+            total = total + float(weights.get(t, 1.0)) * loss / len(inter)
     return total, parts
 
 

@@ -121,7 +121,8 @@ def _mteb_net(cfg, tasks, scales, fusion, search, name="mteb"):
     backbone = _backbone_factory(cfg)()
     return MTEBNet(backbone, tasks, m["channels"] or 32, scales, fusion, search=search,
                    key_channels=x["key_channels"], dir_channels=x["dir_channels"],
-                   max_query_tokens=x["max_query_tokens"], dropout=0.0 if search else m["dropout"], name=name)
+                   max_query_tokens=x["max_query_tokens"], dropout=0.0 if search else m["dropout"], name=name,
+                   finest_scale=x["finest_scale"])
 
 
 @MODELS.register("mteb")

@@ -67,8 +67,13 @@ class ATRCModule(nn.Module):
                     if cands[0] != "none":
                         self.pairs[_key(t, s)] = build_context(cands[0], channels, self.attn_channels)
                         self.sources[t].append(s)
+        # a target without any message still gets the reference's bottleneck (1x1 Conv-BN-ReLU; dropout follows
+        # in the network, as for every target)
         self.fusion = nn.ModuleDict({
-            t: TargetFusion(len(self.sources[t]), self.attn_channels, channels) for t in self.tasks if self.sources[t]
+            t: TargetFusion(len(self.sources[t]), self.attn_channels, channels) if self.sources[t]
+            else nn.Sequential(nn.Conv2d(channels, channels, 1, bias=False), nn.BatchNorm2d(channels),
+                               nn.ReLU(inplace=True))
+            for t in self.tasks
         })
 
     def aux_tasks(self) -> set[str]:
@@ -104,8 +109,8 @@ class ATRCModule(nn.Module):
             aux = {t: a.masked_fill(~keep, float("-inf")) for t, a in aux.items()}
         out = {}
         for t in self.tasks:
-            if t not in self.fusion:
-                out[t] = feats[t]
+            if not self.sources[t]:
+                out[t] = self.fusion[t](feats[t])
                 continue
             msgs = []
             for s in self.sources[t]:

@@ -117,7 +117,8 @@ class _LabelContext(ContextBlock):
         b, _, h, w = f_t.shape
         if aux.shape[-2:] != (h, w):
             aux = F.interpolate(aux, size=(h, w), mode="bilinear", align_corners=False)
-        region = torch.softmax(aux.flatten(2).float(), dim=-1).to(f_s.dtype)  # B x K x L, spatial softmax
+        region = torch.softmax(aux.flatten(2).float(), dim=-1)  # B x K x L, spatial softmax
+        region = torch.nan_to_num(region, nan=0.0).to(f_s.dtype)  # an all-padding image has no context
         protos = torch.einsum("bkl,bcl->bck", region, f_s.flatten(2))  # B x C x K
         q = self.query(f_t).flatten(2)  # B x d x L
         k = self.key(protos)  # B x d x K
@@ -142,4 +143,15 @@ def build_context(name: str, channels: int, attn_channels: int | None = None, af
     """``none`` builds nothing (the pair contributes no message)."""
     if name == "none":
         return None
-    return CONTEXTS.build(name, channels, attn_channels, affine_value)
+    block = CONTEXTS.build(name, channels, attn_channels, affine_value)
+    xavier_init(block)
+    return block
+
+
+def xavier_init(module: nn.Module) -> None:
+    """The reference initialises the CP blocks' convolutions Xavier-uniform (biases zero); BN keeps 1 / 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)

@@ -177,9 +177,13 @@ def set_tau(model: nn.Module, tau: float) -> None:
 
 
 def entropy_loss(model: nn.Module) -> torch.Tensor | None:
-    """Mean entropy of softmax(alpha) over the decisions still searched (frozen ones are fixed for good)."""
-    live = [m.entropy() for m in mixed_ops(model) if not m.frozen]
-    return torch.stack(live).mean() if live else None
+    """Mean entropy of softmax(alpha) over *all* decisions, frozen ones included as constants (as the
+    reference does), so the pressure per live decision does not grow as decisions freeze. None once every
+    decision is frozen."""
+    ops = mixed_ops(model)
+    if all(m.frozen for m in ops):
+        return None
+    return torch.stack([m.entropy().detach() if m.frozen else m.entropy() for m in ops]).mean()
 
 
 def plan_hard_samples(ops: list[MixedOp], tau: float, generator: torch.Generator | None = None) -> None:
