@@ -40,7 +40,8 @@ def test_mteb_fuses_as_the_paper_with_no_gate(fusion):
             assert r.shape == (2, 3 * 16, 12, 10)  # one projected directional feature (C channels) per source
             post = block.post[t][fusion]
             f = feats[t]
-            want = {"add": f + post(r), "prod": f * post(r), "concat": post(torch.cat([f, r], 1))}[fusion]
+            want = post(torch.cat([f, r], 1)) if fusion == "concat" else f + post(r) if fusion == "add" \
+                else f * post(r)
             assert torch.allclose(feats[t] + delta[t], want, atol=1e-5)
             assert float(delta[t].abs().max()) > 1e-2  # not an identity at initialisation
             assert isinstance(post[1], torch.nn.BatchNorm2d) and isinstance(post[2], torch.nn.ReLU)
