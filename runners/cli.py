@@ -117,6 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--architecture", default=None, help="use this searched architecture instead of searching")
     p.add_argument("--variants", nargs="*", default=None,
                    help="subset of: single_task multitask global local tlabel slabel atrc")
+
+    p = sub.add_parser("compare", help="multi-seed comparison of variants under one budget (resumable: run it "
+                                       "again to continue); mean ± std tables")
+    p.add_argument("spec", help="comparison YAML (variants, seeds, shared overrides; see runners/compare.py)")
+    p.add_argument("--out", required=True, help="comparison folder (finished runs in it are kept and skipped)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a config value of every variant (repeatable)")
+    p.add_argument("--only", nargs="*", default=None, help="run only these variants (tables cover all)")
+    p.add_argument("--fast-dev-run", action="store_true", help="a few steps on tiny data, every output written")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
 
@@ -331,11 +341,22 @@ def cmd_table(args):
     print(f"outputs: {paths['csv']}, {paths['markdown']}")
 
 
+def cmd_compare(args):
+    from runners.compare import run_compare
+
+    extra = [*(FAST_DEV if args.fast_dev_run else []), *args.overrides]
+    res = run_compare(args.spec, args.out, extra, progress=not args.no_progress, only=args.only)
+    md = Path(args.out) / "summary.md"
+    if md.is_file():
+        print(md.read_text())
+    print(f"{res['runs']} finished run(s); outputs: {', '.join(res['files']) or 'none yet'}")
+
+
 COMMANDS = {
     "run": cmd_run, "train": cmd_train, "retrain": cmd_train, "search": cmd_search, "export": cmd_export,
     "table": cmd_table, "hpo": cmd_hpo, "dashboard": cmd_dashboard, "summary": cmd_summary, "configs": cmd_configs,
     "bench": cmd_bench, "importance": cmd_importance, "report": cmd_report,
-    "predict": cmd_predict,
+    "predict": cmd_predict, "compare": cmd_compare,
 }
 
 

@@ -149,11 +149,11 @@ def from_genotype(data: dict | str | Path, tasks: list[str] | None = None, space
 
 def fixed_architecture(space: SearchSpace, tasks: list[str], context: str) -> Architecture:
     """Every pair gets ``context`` (self pairs fall back to the nearest allowed: slabel -> tlabel)."""
-    choices: dict = {}
+    values = {}
     for d in space.decisions(tasks):
-        value = context if context in d.candidates else ("tlabel" if context == "slabel" else d.candidates[0])
-        _set(choices, d.path, value)
-    return Architecture(space.name, list(tasks), choices, {"fixed": context})
+        values[d.path] = context if context in d.candidates else ("tlabel" if context == "slabel" else d.candidates[0])
+    # choices_from collects subset elements (e.g. mTEB scales: fixed:off -> []) into lists
+    return Architecture(space.name, list(tasks), space.choices_from(values), {"fixed": context})
 
 
 def architecture_from_decisions(space: SearchSpace, tasks: list[str], values: dict[tuple, object],

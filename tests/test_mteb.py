@@ -226,3 +226,14 @@ def test_permutation_importance_of_directional_features(tmp_path, fast_args):
     assert {(t, s) for t, s in zip(imp["target"], imp["source"])} == {(t, s) for t in TASKS for s in TASKS if s != t}
     reps = pd.read_csv(r / "importance_repeats.csv")
     assert len(reps) == 24 and reps["drop_delta_m"].notna().all()
+
+
+def test_fixed_off_is_the_plain_decoder_and_fixed_on_places_every_scale():
+    from nas.engine.train import load_run_architecture
+
+    tasks, cfg = _tasks(), _cfg()
+    off = load_run_architecture(cfg, "fixed:off")
+    assert off.choices["mteb"]["scales"] == []
+    assert build_model(cfg, tasks, architecture=off).placed_scales() == []
+    on = load_run_architecture(cfg, "fixed:on")
+    assert build_model(cfg, tasks, architecture=on).placed_scales() == [1, 2, 3, 4]

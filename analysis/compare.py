@@ -1,0 +1,92 @@
+"""Tables of a multi-seed comparison (``trcnas compare``): one row per finished run, and mean ± std (sample
+standard deviation, n - 1) per variant of every task metric and Δm. Reads only result files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from spaces.io import atomic_write_text
+
+
+def _final_dir(run_dir: Path) -> Path:
+    return run_dir / "retrain" if (run_dir / "retrain").is_dir() or (run_dir / "search").is_dir() else run_dir
+
+
+def _choices(metrics: dict) -> str:
+    arch = metrics.get("architecture") or {}
+    choices = arch.get("choices") or {}
+    return "; ".join(f"{k}={v}" for group in choices.values() for k, v in group.items()) if choices else ""
+
+
+def collect_runs(out: Path, spec: dict) -> pd.DataFrame:
+    rows = []
+    for v in spec["variants"]:
+        for s in spec["seeds"]:
+            final = _final_dir(out / v["name"] / f"seed{s}")
+            f = final / "metrics.json"
+            if not f.is_file():
+                continue
+            m = json.loads(f.read_text())
+            row = {"variant": v["name"], "label": v.get("label", v["name"]), "seed": s,
+                   **{t: m["primary"][t] for t in m["primary"]}, "delta_m": m.get("delta_m"),
+                   "steps": m.get("steps"), "wall_s": m.get("wall_s"), "choices": _choices(m)}
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summarise(runs: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
+    cols = [*tasks, "delta_m"]
+    rows = []
+    for (variant, label), g in runs.groupby(["variant", "label"], sort=False):
+        row = {"variant": variant, "label": label, "n": len(g), "seeds": " ".join(str(s) for s in g["seed"])}
+        for c in cols:
+            vals = g[c].astype(float).to_numpy()
+            row[f"{c}_mean"] = float(np.mean(vals))
+            row[f"{c}_std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _fmt(mean: float, std: float, digits: int) -> str:
+    if np.isnan(std):
+        return f"{mean:.{digits}f} (1 seed)"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown(summary: pd.DataFrame, tasks: list[str], directions: dict[str, str], metrics: dict[str, str]) -> str:
+    heads = [f"{t} {metrics.get(t, '')} {'↑' if directions.get(t) == 'higher' else '↓'}" for t in tasks]
+    lines = ["| Model | seeds | " + " | ".join(heads) + " | Δm (%) ↑ |", "|---" * (3 + len(tasks)) + "|"]
+    for _, r in summary.iterrows():
+        vals = []
+        for t in tasks:
+            digits = 4 if abs(r[f"{t}_mean"]) < 10 else 2
+            vals.append(_fmt(r[f"{t}_mean"], r[f"{t}_std"], digits))
+        dm = _fmt(r["delta_m_mean"], r["delta_m_std"], 2)
+        lines.append(f"| {r['label']} | {r['n']} | " + " | ".join(vals) + f" | {dm} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison(out: str | Path, spec: dict | None = None, metric_names: dict[str, str] | None = None) -> dict:
+    """Writes runs.csv, summary.csv and summary.md into ``out``; returns their paths and the summary rows.
+    ``metric_names``: each task's primary metric, for the column heads."""
+    out = Path(out)
+    if spec is None:
+        spec = yaml.safe_load((out / "comparison.yaml").read_text())
+    runs = collect_runs(out, spec)
+    if runs.empty:
+        return {"runs": 0, "summary": [], "files": []}
+    first = next(p for v in spec["variants"] for s in spec["seeds"]
+                 if (p := _final_dir(out / v["name"] / f"seed{s}") / "metrics.json").is_file())
+    m = json.loads(first.read_text())
+    tasks = list(m["primary"])
+    summary = summarise(runs, tasks)
+    atomic_write_text(out / "runs.csv", runs.to_csv(index=False))
+    atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
+    atomic_write_text(out / "summary.md", markdown(summary, tasks, m["directions"], metric_names or {}))
+    return {"runs": len(runs), "summary": summary.to_dict("records"),
+            "files": [str(out / n) for n in ("runs.csv", "summary.csv", "summary.md")]}

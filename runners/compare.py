@@ -1,0 +1,126 @@
+"""``trcnas compare``: a multi-seed comparison of variants under one budget, resumable across sessions.
+
+A comparison file (YAML) names the variants; every variant is trained (or searched, then retrained) once per
+seed, each run in its own folder ``OUT/<variant>/seed<k>/`` (``search/`` and ``retrain/`` for a searched
+variant). Finished runs are kept and skipped; an interrupted run resumes from its last checkpoint. So a
+comparison that outlasts a session is continued by running the same command again. The seed changes the
+initialisation, the batch order and the Gumbel noise; the labels (``data.seed``) stay the same.
+
+Example (``results/``-relative paths are fine)::
+
+    name: mteb-placement
+    config: synthetic-mteb          # default config of every variant
+    set: [train.steps=1000]         # overrides for every variant (the shared budget)
+    seeds: [0, 1, 2]
+    variants:
+      - {name: plain, label: Plain multi-scale decoder, architecture: "fixed:off"}
+      - {name: default, label: "mTEB, paper placement", architecture: default}
+      - {name: searched, label: "mTEB, searched placement", architecture: search}
+      - {name: mt, label: Multi-task baseline, config: synthetic-mt, set: [model.dropout=0.05]}
+
+``architecture``: omitted (the config's model), ``default``, ``fixed:<candidate>``, a file, or ``search``
+(search with the config's space, then retrain the exported architecture).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from nas.errors import UserError
+
+SHIPPED = Path(__file__).parent / "comparisons"
+VARIANT_KEYS = {"name", "label", "config", "set", "architecture"}
+TOP_KEYS = {"name", "config", "set", "seeds", "variants"}
+
+
+def load_comparison(path: str | Path) -> dict:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file() and (SHIPPED / f"{path}.yaml").is_file():
+        p = SHIPPED / f"{path}.yaml"
+    if not p.is_file():
+        shipped = ", ".join(sorted(f.stem for f in SHIPPED.glob("*.yaml")))
+        raise UserError(f"comparison {path} not found; give a YAML file with `variants:` or a shipped one "
+                        f"({shipped})")
+    try:
+        spec = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("variants"), list) or not spec["variants"]:
+        raise UserError(f"{p}: needs a non-empty list `variants:`")
+    unknown = set(spec) - TOP_KEYS
+    if unknown:
+        raise UserError(f"{p}: unknown key(s) {sorted(unknown)}; use {', '.join(sorted(TOP_KEYS))}")
+    seeds = spec.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise UserError(f"{p}: seeds must be a list of non-negative integers, got {seeds!r}")
+    names = []
+    for i, v in enumerate(spec["variants"]):
+        if not isinstance(v, dict) or not isinstance(v.get("name"), str) or not v["name"].isidentifier():
+            raise UserError(f"{p}: variants[{i}] needs a `name` (letters, digits, _)")
+        bad = set(v) - VARIANT_KEYS
+        if bad:
+            raise UserError(f"{p}: variants[{i}] ({v['name']}): unknown key(s) {sorted(bad)}; "
+                            f"use {', '.join(sorted(VARIANT_KEYS))}")
+        if not (v.get("config") or spec.get("config")):
+            raise UserError(f"{p}: variants[{i}] ({v['name']}) has no config (set `config:` here or at the top)")
+        names.append(v["name"])
+    if len(set(names)) != len(names):
+        raise UserError(f"{p}: variant names must be unique, got {names}")
+    return {"name": spec.get("name", p.stem), "config": spec.get("config"), "set": list(spec.get("set") or []),
+            "seeds": seeds, "variants": spec["variants"]}
+
+
+def variant_config(spec: dict, variant: dict, seed: int, extra: list[str] = ()) -> dict:
+    from nas.config import load_config
+
+    overrides = [*spec["set"], *(variant.get("set") or []), *extra, f"seed={seed}"]
+    return load_config(variant.get("config") or spec["config"], overrides)
+
+
+def _run_variant(cfg: dict, variant: dict, run_dir: Path, progress: bool) -> Path:
+    """Trains (searches first if asked) into ``run_dir``; returns the folder holding the final metrics."""
+    from nas.engine.search import ARCHITECTURE, search_run
+    from nas.engine.train import train_run
+
+    arch = variant.get("architecture")
+    final = run_dir / "retrain" if arch == "search" else run_dir
+    if (final / "metrics.json").is_file():
+        return final
+    if arch == "search":
+        if not (run_dir / "search" / ARCHITECTURE).is_file():
+            search_run(cfg, run_dir / "search", progress=progress, resume=True)
+        arch = str(run_dir / "search" / ARCHITECTURE)
+    train_run(cfg, final, architecture=arch, progress=progress, resume=True)
+    return final
+
+
+def run_compare(spec_path: str | Path, out: str | Path, extra: list[str] = (), progress: bool = True,
+                only: list[str] | None = None) -> dict:
+    """Runs every (variant, seed) not finished yet, then writes the tables (``analysis.compare``)."""
+    from analysis.compare import write_comparison
+    from spaces.io import atomic_write_text
+
+    spec = load_comparison(spec_path)
+    out = Path(out)
+    variants = [v for v in spec["variants"] if not only or v["name"] in only]
+    if only and len(variants) != len(set(only)):
+        raise UserError(f"--only {only}: unknown variant(s); the file has {[v['name'] for v in spec['variants']]}")
+    # every config is loaded (and validated) before the first run starts
+    cfgs = {(v["name"], s): variant_config(spec, v, s, extra) for v in variants for s in spec["seeds"]}
+    out.mkdir(parents=True, exist_ok=True)
+    import yaml
+
+    atomic_write_text(out / "comparison.yaml", yaml.safe_dump({**spec, "extra": list(extra)}, sort_keys=False))
+    total, done = len(cfgs), 0
+    for v in variants:
+        for s in spec["seeds"]:
+            run_dir = out / v["name"] / f"seed{s}"
+            print(f"[{done + 1}/{total}] {v['name']} seed {s} -> {run_dir}", flush=True)
+            _run_variant(copy.deepcopy(cfgs[(v["name"], s)]), v, run_dir, progress)
+            done += 1
+    from nas.tasks import TASKS
+
+    return write_comparison(out, spec, {t: TASKS.get(t).metric for t in TASKS.names()})

@@ -1,0 +1,59 @@
+"""``trcnas compare``: multi-seed runs per variant, mean ± std tables, finished runs kept, bad files rejected."""
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from runners.cli import main
+
+
+def _spec(tmp_path, **extra):
+    spec = {"name": "t", "config": "synthetic-mteb", "seeds": [0, 1],
+            "variants": [{"name": "plain", "label": "Plain", "architecture": "fixed:off"},
+                         {"name": "mt", "label": "MT", "config": "synthetic-mt"}], **extra}
+    p = tmp_path / "cmp.yaml"
+    p.write_text(yaml.safe_dump(spec))
+    return p
+
+
+def test_compare_runs_every_seed_and_resumes_only_what_is_missing(tmp_path, fast_args, capsys):
+    spec, out = _spec(tmp_path), tmp_path / "out"
+    assert main(["compare", str(spec), "--out", str(out), *fast_args]) == 0
+    runs = pd.read_csv(out / "runs.csv")
+    assert sorted(zip(runs["variant"], runs["seed"])) == [("mt", 0), ("mt", 1), ("plain", 0), ("plain", 1)]
+    # seeds differ in initialisation and batches, so the runs differ
+    plain = runs[runs["variant"] == "plain"]
+    assert plain["delta_m"].nunique() == 2
+    summary = pd.read_csv(out / "summary.csv").set_index("variant")
+    assert summary.loc["plain", "n"] == 2
+    assert summary.loc["plain", "delta_m_mean"] == pytest.approx(plain["delta_m"].mean())
+    assert summary.loc["plain", "delta_m_std"] == pytest.approx(plain["delta_m"].std(ddof=1))
+    md = (out / "summary.md").read_text()
+    assert "| Plain | 2 |" in md and " ± " in md
+    m = json.loads((out / "plain" / "seed1" / "metrics.json").read_text())
+    assert m["architecture"]["choices"]["mteb"]["scales"] == []
+    # a second call keeps finished runs; a missing one is run again
+    kept = (out / "plain" / "seed0" / "metrics.json").stat().st_mtime_ns
+    (out / "mt" / "seed1" / "metrics.json").unlink()
+    capsys.readouterr()
+    assert main(["compare", str(spec), "--out", str(out), *fast_args]) == 0
+    assert (out / "plain" / "seed0" / "metrics.json").stat().st_mtime_ns == kept
+    assert (out / "mt" / "seed1" / "metrics.json").is_file()
+    assert "4 finished run(s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad, msg", [
+    ({"seeds": [-1]}, "seeds must be"),
+    ({"variants": []}, "variants"),
+    ({"variants": [{"name": "a"}, {"name": "a"}]}, "unique"),
+    ({"variants": [{"name": "a", "arch": "x"}]}, "unknown key"),
+    ({"variants": [{"name": "a", "set": ["train.steps=-3x"]}]}, "train.steps"),
+])
+def test_bad_comparison_files_are_one_error_line(tmp_path, capsys, bad, msg):
+    spec = _spec(tmp_path, **bad)
+    assert main(["compare", str(spec), "--out", str(tmp_path / "o"), "--fast-dev-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and msg in err[0]
+    assert not (tmp_path / "o" / "a").exists()
