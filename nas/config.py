@@ -29,7 +29,7 @@ DEFAULTS: dict[str, Any] = {
             # training palettes: rule single | mosaic | semantic (classes: {class: task}, default) | random |
             # file (path: PNG of task indices)
             "palette": {"rule": "mosaic"},
-            "anchor_eps": 0.05,  # seg logits 1 / (distance to class anchor + eps)
+            "anchor_eps": 1.0e-8,  # seg logits 1 / (distance of the sigmoid output to a class anchor + eps)
             "focal_gamma": 2.0,
         },
         "mteb": {  # xTAM / mTEB multi-scale decoder (nas/models/mteb.py)
@@ -62,6 +62,15 @@ DEFAULTS: dict[str, Any] = {
         "momentum": 0.9,
         "weight_decay": 0.0005,
         "poly_power": 0.9,
+        "schedule": "poly",  # poly (ATRC, xTAM) | plateau (CompositeTasking: lr x factor after patience epochs
+        # without improvement of the epoch's mean training loss)
+        "plateau": {"factor": 0.3, "patience": 12},
+        # lr multiplier of a *pretrained* encoder (model.backbone.weights given; CompositeTasking: 0.01); an
+        # encoder trained from scratch always gets the full lr
+        "pretrained_encoder_lr_mult": 1.0,
+        # sparse labels for baselines (CompositeTasking Table 1): each image's losses only on the pixels a
+        # palette rule gives each task, e.g. {rule: mosaic}; null = every label
+        "label_palette": None,
         "grad_clip": 10.0,
         "log_every": 10,
         "checkpoint_every": 500,
@@ -118,7 +127,7 @@ NULLABLE = {
     "model.backbone.weights": str, "model.channels": int, "model.attn_channels": int, "model.architecture": str,
     "model.mteb.key_channels": int, "model.mteb.dir_channels": int,
     "data.root": str, "data.limit": int, "data.crop": list, "data.augment.scale": list,
-    "ray.max_concurrent_trials": int, "debug.crash_after_checkpoint": int,
+    "ray.max_concurrent_trials": int, "debug.crash_after_checkpoint": int, "train.label_palette": dict,
 }
 # mappings whose keys are free (task names) and values numbers
 OPEN = {"loss_weights": (int, float), "baselines": (int, float), "model.backbone.options": None,
@@ -281,6 +290,15 @@ def _check_semantics(cfg: dict, source: str) -> None:
     for k in ("steps", "batch_size"):
         if cfg["train"][k] <= 0:
             raise UserError(f"{source}: train.{k} must be positive")
+    tr = cfg["train"]
+    for key, allowed in (("optimizer", ("sgd", "adam")), ("schedule", ("poly", "plateau"))):
+        if tr[key] not in allowed:
+            raise UserError(f"{source}: train.{key} must be one of {', '.join(allowed)}, got {tr[key]!r}")
+    if not 0 < tr["plateau"]["factor"] < 1 or tr["plateau"]["patience"] < 0:
+        raise UserError(f"{source}: train.plateau needs 0 < factor < 1 and patience >= 0, got {tr['plateau']}")
+    if not tr["pretrained_encoder_lr_mult"] > 0:
+        raise UserError(f"{source}: train.pretrained_encoder_lr_mult must be positive, "
+                        f"got {tr['pretrained_encoder_lr_mult']}")
     for key in ("image_size", "crop"):
         size = cfg["data"][key]
         if size is None:

@@ -106,7 +106,7 @@ def test_task_codes_and_anchors():
 def test_anchor_output_decodes_the_nearest_anchor():
     info = DatasetInfo("synthetic", num_classes=9)
     out = AnchorOutput(build_tasks(["semseg"], info)["semseg"])
-    o = out.anchors[[4, 0, 8]].T.reshape(1, 3, 1, 3) + 0.01
+    o = torch.logit(out.anchors[[4, 0, 8]].T.reshape(1, 3, 1, 3).clamp(0.01, 0.99))  # sigmoid(o) near the anchor
     assert out.decode(o).argmax(1).flatten().tolist() == [4, 0, 8]
 
 
@@ -131,33 +131,131 @@ def _small_cfg(cache_dir, *extra, config="synthetic-composite"):
     return load_config(config, [*FAST_DEV, f"data.cache_dir={cache_dir}", *extra])
 
 
-def test_every_parameter_is_in_the_optimiser_and_the_embedding_trains(tmp_path, cache_dir):
-    cfg = _small_cfg(cache_dir, "train.steps=2")
-    ctx = prepare(cfg, tmp_path, progress=False)
+@pytest.mark.parametrize("pretrained", [False, True])
+def test_every_parameter_is_in_one_adam_group_with_the_papers_lr_and_the_embedding_trains(tmp_path, cache_dir,
+                                                                                        pretrained):
+    extra = ["train.steps=2"]
+    if pretrained:
+        from nas.models.backbones import BACKBONES
+
+        torch.save(BACKBONES.build("tiny", None).body.state_dict(), tmp_path / "tiny.pt")
+        extra.append(f"model.backbone.weights={tmp_path / 'tiny.pt'}")
+    cfg = _small_cfg(cache_dir, *extra)
+    assert (cfg["train"]["optimizer"], cfg["train"]["lr"], cfg["train"]["weight_decay"]) == ("adam", 1e-3, 1e-5)
+    assert cfg["train"]["schedule"] == "plateau" and cfg["train"]["plateau"] == {"factor": 0.3, "patience": 12}
+    ctx = prepare(cfg, tmp_path / "run", progress=False)
     model = build_model(cfg, ctx.tasks)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     seen = []
-    orig_sgd = torch.optim.SGD
+    orig = torch.optim.Adam
 
     def spy(params, **kw):
-        params = list(params)
-        seen.extend(params)
-        return orig_sgd(params, **kw)
+        opt = orig(params, **kw)
+        seen.append(opt)
+        return opt
 
-    torch.optim.SGD = spy
+    torch.optim.Adam = spy
     try:
         fit(ctx, model, list(model.parameters()), 2, progress=False, resume=False)
     finally:
-        torch.optim.SGD = orig_sgd
-    assert {id(p) for p in seen} == {id(p) for p in model.parameters()}
+        torch.optim.Adam = orig
+    groups = seen[0].param_groups
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in model.parameters()}  # each exactly once
+    encoder = {id(p) for p in model.backbone.parameters()}
+    if not pretrained:  # an encoder trained from scratch: one group, the full lr
+        assert len(groups) == 1 and groups[0]["lr"] == 1e-3 and groups[0]["weight_decay"] == 1e-5
+    lrs = {}
+    for g in groups if pretrained else []:
+        kinds = {id(p) in encoder for p in g["params"]}
+        assert len(kinds) == 1  # a group is all encoder or all decoder
+        lrs[kinds.pop()] = g["lr"]
+        assert g["weight_decay"] == 1e-5
+    # the paper: lr 1e-3 for decoder and embedding network, lr / 100 for a pretrained encoder
+    assert lrs == ({True: 1e-5, False: 1e-3} if pretrained else {})
+    emb = {id(p) for p in model.embedding.parameters()}
+    assert any(id(p) in emb for g in groups if g["lr"] == 1e-3 for p in g["params"])
     changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
-    emb = {n for n in before if n.startswith("embedding.")}
-    assert emb and emb <= changed  # the task representation block is trained (the reference code's bug)
+    assert {n for n in before if n.startswith("embedding.")} <= changed  # the reference code's bug: not here
     # in the supergraph, weights and alphas split every parameter exactly once
     sup = build_model(cfg, ctx.tasks, kind="composite_search", space=load_space("composite"))
     w, a = split_parameters(sup)
     assert len(a) == 2 and {id(p) for p in w + a} == {id(p) for p in sup.parameters()}
     assert any(p is sup.embedding.layers[0].weight for p in w)
+
+
+def test_plateau_schedule_reduces_after_patience_epochs_and_resumes():
+    from nas.engine.loop import Plateau
+
+    p = Plateau(0.3, 2, epoch_steps=2)
+    losses = [1.0, 1.0, 0.5, 0.5] + [0.6] * 6  # epochs: 1.0, 0.5, then three epochs without improvement
+    for step, v in enumerate(losses):
+        p.observe(step, v)
+    assert p.scale == pytest.approx(0.3) and p.best == 0.5
+    q = Plateau(0.3, 2, epoch_steps=2)
+    q.load_state_dict(p.state_dict())
+    assert q.state_dict() == p.state_dict()
+
+
+def test_mosaic_quadrants_hold_distinct_tasks():
+    torch.manual_seed(0)
+    p = build_palette_rule({"rule": "mosaic"}, TASKS)(_batch(b=200, h=32, w=32))
+    corners = torch.stack([p[:, 0, 0], p[:, 0, -1], p[:, -1, 0], p[:, -1, -1]], 1)
+    assert all(len(set(row)) == 4 for row in corners.tolist())  # every image asks for all four tasks
+    three = build_palette_rule({"rule": "mosaic"}, TASKS[:3])(_batch(b=100, h=32, w=32))
+    assert all(len(img.unique()) == 3 for img in three)
+
+
+def test_outputs_are_read_inside_the_unit_cube():
+    from nas.composite.outputs import build_outputs
+
+    info = DatasetInfo("synthetic", num_classes=9, depth_range=(0.5, 4.0))
+    outs = build_outputs(build_tasks(TASKS, info))
+    raw = torch.tensor([[-60.0, 0.0, 60.0], [60.0, 60.0, 60.0], [-0.2, 0.4, 3.0]]).T.reshape(1, 3, 1, 3)
+    seg = outs["semseg"]
+    # far outside the cube the sigmoid saturates at a cube corner: the nearest anchor is that corner's
+    inside = torch.sigmoid(raw)
+    d = (inside[:, None] - seg.anchors[None, :, :, None, None]).norm(dim=2)
+    assert torch.equal(seg.decode(raw).argmax(1), d.argmin(1))
+    assert torch.allclose(seg.decode(raw), 1 / (d + 1e-8), rtol=1e-4)
+    assert seg.eps == 1e-8
+    exact = torch.logit(seg.anchors[3].clamp(1e-3, 1 - 1e-3)).view(1, 3, 1, 1)
+    assert int(seg.decode(exact).argmax(1)) == 3
+    n = outs["normals"].value(raw)
+    assert torch.allclose(n.norm(dim=1), torch.ones(1, 3), atol=1e-5)
+    assert torch.allclose(outs["normals"].decode(raw), 2 * torch.sigmoid(raw) - 1)
+    depth = outs["depth"].decode(raw)
+    assert float(depth.min()) >= 0 and float(depth.max()) <= 1.5 * 4.0
+    edge = outs["edge"].value(raw)
+    assert float(edge.min()) >= 0 and float(edge.max()) <= 1
+    assert torch.allclose(edge, torch.sigmoid(raw).mean(1, keepdim=True), atol=1e-5)
+
+
+def test_mosaic_baselines_see_only_their_palette_pixels_labels(cache_dir):
+    from nas.engine.loop import palette_masked
+
+    cfg = _small_cfg(cache_dir, config="synthetic-mt-mosaic")
+    assert cfg["model"]["type"] == "multitask" and cfg["train"]["label_palette"] == {"rule": "mosaic"}
+    assert cfg["train"]["optimizer"] == "adam" and cfg["loss_weights"] == load_config("synthetic-composite")[
+        "loss_weights"]
+    assert load_config("synthetic-st-mosaic")["model"]["type"] == "single_task"
+    tasks = build_tasks(TASKS, DatasetInfo("synthetic", num_classes=9))
+    rule = build_palette_rule({"rule": "mosaic"}, TASKS)
+    torch.manual_seed(0)
+    b = {"image": torch.zeros(2, 3, 32, 32), "semseg": torch.randint(0, 9, (2, 32, 32)),
+         "depth": torch.rand(2, 1, 32, 32) + 0.5, "normals": torch.nn.functional.normalize(torch.randn(2, 3, 32, 32)),
+         "edge": (torch.rand(2, 1, 32, 32) > 0.8).float()}
+    torch.manual_seed(1)
+    m = palette_masked(b, rule, tasks)
+    torch.manual_seed(1)
+    pal = rule(b)
+    for k, t in enumerate(TASKS):
+        keep = pal == k
+        keep_c = keep if b[t].dim() == 3 else keep[:, None].expand_as(b[t])
+        assert torch.equal(m[t][keep_c], b[t][keep_c])
+        ignore = tasks[t].ignore_value
+        assert (m[t][~keep_c] == ignore).all()
+        assert 0 < keep.float().mean() < 1
 
 
 def test_task_switching_equals_pixel_conditioning_on_a_constant_palette(cache_dir):
@@ -183,7 +281,7 @@ def test_task_switching_equals_pixel_conditioning_on_a_constant_palette(cache_di
 
 def test_trained_on_mosaics_each_task_is_predicted_on_its_own_region(tmp_path, cache_dir):
     cfg = _small_cfg(cache_dir, "train.steps=150", "data.train_samples=32", "train.batch_size=4",
-                     "train.lr=0.02", "model.composite.palette={rule: mosaic}")
+                     "model.composite.palette={rule: mosaic}")
     ctx = prepare(cfg, tmp_path, progress=False)
     torch.manual_seed(0)
     model = build_model(cfg, ctx.tasks)

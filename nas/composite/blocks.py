@@ -10,13 +10,14 @@ from nas.composite.embedding import SLOPE
 
 
 class TaskCompositionBlock(nn.Module):
-    """conv 3x3 -> parameter-free BN -> gamma * x + beta -> LeakyReLU, with per-pixel gamma and beta from
-    the palette embedding at this scale (two 1x1 conv layers; final bias initialised to gamma 1, beta 0).
-    The embedding may be B x E x 1 x 1 (one task per image: Task Switching), then gamma/beta broadcast."""
+    """conv (3x3 in the decoder, 1x1 in the skip connections, as the reference) -> parameter-free BN ->
+    gamma * x + beta -> LeakyReLU, with per-pixel gamma and beta from the palette embedding at this scale
+    (two 1x1 conv layers; final bias initialised to gamma 1, beta 0). The embedding may be B x E x 1 x 1 (one
+    task per image: Task Switching), then gamma/beta broadcast."""
 
-    def __init__(self, cin: int, cout: int, emb_channels: int):
+    def __init__(self, cin: int, cout: int, emb_channels: int, kernel_size: int = 3):
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        self.conv = nn.Conv2d(cin, cout, kernel_size, padding=kernel_size // 2, bias=False)
         self.norm = nn.BatchNorm2d(cout, affine=False)
         self.film = nn.Sequential(nn.Conv2d(emb_channels, cout, 1), nn.LeakyReLU(SLOPE), nn.Conv2d(cout, 2 * cout, 1))
         nn.init.constant_(self.film[2].bias[:cout], 1.0)
@@ -27,10 +28,24 @@ class TaskCompositionBlock(nn.Module):
         return F.leaky_relu(self.norm(self.conv(x)) * gamma + beta, SLOPE)
 
 
-def embedding_map(palette_onehot: torch.Tensor, task_embeddings: torch.Tensor, size) -> torch.Tensor:
-    """The palette's embedding at ``size``: bilinear downsampling of the one-hot palette, then the task
-    embeddings mixed accordingly (the same as downsampling the broadcast embedding, K times cheaper)."""
-    p = palette_onehot
-    if p.shape[-2:] != tuple(size) and p.shape[-1] != 1:
-        p = F.interpolate(p, size=tuple(size), mode="bilinear", align_corners=False)
-    return torch.einsum("bkhw,kc->bchw", p, task_embeddings.to(p.dtype))
+def palette_pyramid(palette_onehot: torch.Tensor, sizes) -> dict[tuple[int, int], torch.Tensor]:
+    """The one-hot palette at every size in ``sizes``, by repeated 2x bilinear halving from the input (as
+    the reference builds its embedding pyramid: each level averages the one below, so a level's value is the
+    share of each task in its receptive cell), then a final resize to the exact size of odd maps."""
+    out, p = {}, palette_onehot
+    want = sorted({tuple(s) for s in sizes}, key=lambda s: -s[0] * s[1])
+    for size in want:
+        if p.shape[-1] == 1:  # one task per image (Task Switching): broadcasts at every size
+            out[size] = p
+            continue
+        while p.shape[-2] >= 2 * size[0] and p.shape[-1] >= 2 * size[1]:
+            p = F.interpolate(p, scale_factor=0.5, mode="bilinear", align_corners=False, antialias=True)
+        out[size] = p if tuple(p.shape[-2:]) == size else F.interpolate(p, size=size, mode="bilinear",
+                                                                        align_corners=False, antialias=True)
+    return out
+
+
+def embedding_map(palette: torch.Tensor, task_embeddings: torch.Tensor) -> torch.Tensor:
+    """The palette's embedding from its (downsampled) one-hot map: the task embeddings mixed by each pixel's
+    task shares (the same as downsampling the broadcast embedding, K times cheaper)."""
+    return torch.einsum("bkhw,kc->bchw", palette, task_embeddings.to(palette.dtype))

@@ -1,8 +1,9 @@
 """The task representation block: task codes -> FC network (LeakyReLU 0.2) -> one embedding per task.
 
 ``TaskEmbedding`` has a fixed depth (Linear layers) and width (units of every layer, also the embedding's
-channels). ``SearchTaskEmbedding`` is its supergraph: a network of the largest depth and width whose
-depth is a Gumbel mixture over exits (the pre-activation output of layer d, for every candidate d) and whose
+channels); every layer ends in the activation, the last one too, as in the paper. ``SearchTaskEmbedding`` is
+its supergraph: a network of the largest depth and width whose depth is a Gumbel mixture over exits (the
+output of layer d, for every candidate d) and whose
 width is a Gumbel mixture over channel masks (the first w units of every layer). A mask keeps the first w
 units scaled by sqrt(max width / w), so every candidate width starts with the activation scale of its own
 Kaiming-initialised network; a masked layer then computes exactly what the sliced ``TaskEmbedding`` layer of
@@ -47,10 +48,8 @@ class TaskEmbedding(nn.Module):
 
     def forward(self) -> torch.Tensor:
         h = self.codes
-        for i, layer in enumerate(self.layers):
-            h = layer(h)
-            if i < len(self.layers) - 1:
-                h = F.leaky_relu(h, SLOPE)
+        for layer in self.layers:
+            h = F.leaky_relu(layer(h), SLOPE)  # the paper's FC layers all end in LeakyReLU(0.2), the last too
         return h  # K x width
 
 
@@ -85,7 +84,6 @@ class SearchTaskEmbedding(nn.Module):
         last = max(self.depth.candidates[i] for i, _ in depth_sel)
         exits, h = {}, self.codes
         for d, layer in enumerate(self.layers[:last], start=1):
-            z = layer(h) * mask
-            exits[d] = z
-            h = F.leaky_relu(z, SLOPE)
+            h = F.leaky_relu(layer(h) * mask, SLOPE)
+            exits[d] = h
         return self.depth.apply(depth_sel, lambda op: exits[op.depth])  # K x max width (masked)

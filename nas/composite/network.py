@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nas.composite.blocks import TaskCompositionBlock, embedding_map
+from nas.composite.blocks import TaskCompositionBlock, embedding_map, palette_pyramid
 from nas.composite.outputs import build_outputs
 from nas.composite.palette import PaletteRule
 from nas.models.multitask import upsample_to
@@ -36,7 +36,7 @@ class CompositeNet(nn.Module):
         cs = list(backbone.pyramid_channels)  # finest first
         e = embedding.out_channels
         self.top = TaskCompositionBlock(cs[-1], channels, e)
-        self.skips = nn.ModuleList(TaskCompositionBlock(c, channels, e) for c in reversed(cs[:-1]))
+        self.skips = nn.ModuleList(TaskCompositionBlock(c, channels, e, kernel_size=1) for c in reversed(cs[:-1]))
         self.fuse = nn.ModuleList(TaskCompositionBlock(2 * channels, channels, e) for _ in cs[:-1])
         self.head = nn.Conv2d(channels, 3, 1)
         self.outputs = build_outputs(dict(tasks), **output_options)
@@ -50,16 +50,17 @@ class CompositeNet(nn.Module):
 
     def decode(self, feats: list[torch.Tensor], palette: torch.Tensor) -> torch.Tensor:
         emb = self.embedding()
-        onehot = self._onehot(palette)
-        x = self.top(feats[-1], embedding_map(onehot, emb, feats[-1].shape[-2:]))
+        pyramid = palette_pyramid(self._onehot(palette), [tuple(f.shape[-2:]) for f in feats])
+        x = self.top(feats[-1], embedding_map(pyramid[tuple(feats[-1].shape[-2:])], emb))
         for skip, fuse, f in zip(self.skips, self.fuse, reversed(feats[:-1])):
-            e = embedding_map(onehot, emb, f.shape[-2:])
+            e = embedding_map(pyramid[tuple(f.shape[-2:])], emb)
             x = F.interpolate(x, size=f.shape[-2:], mode="bilinear", align_corners=False)
             x = fuse(torch.cat([x, skip(f, e)], 1), e)
         return self.head(x)
 
     def forward(self, image: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
-        """B x 3 x H/4 x W/4 output for ``palette`` (B x H x W task indices)."""
+        """B x 3 x H/4 x W/4 output before the sigmoid for ``palette`` (B x H x W task indices); every task
+        reads it through ``torch.sigmoid`` (see ``nas.composite.outputs``)."""
         return self.decode(self.backbone.pyramid(image), palette)
 
     def forward_image(self, image: torch.Tensor) -> torch.Tensor:

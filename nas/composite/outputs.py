@@ -1,11 +1,16 @@
 """The 3-channel output of CompositeTasking, read as each task: losses masked to the task's palette pixels,
 and decoding into the prediction format the task's meter expects.
 
+As in the paper and its reference code, the network's output is squashed into the unit cube by a sigmoid
+before any loss or decoding, so every task lives in the same bounded range [0, 1]^3:
 - segmentation-like tasks (semseg, parts): fixed 3-D class anchors spread over the unit cube; logits
-  l_i = 1 / (||o - a_i|| + eps); focal loss (gamma 2); decoding = nearest anchor.
-- normals: the three channels are the vector; loss 1 - cos.
-- scalar tasks (depth, edge, saliency): every channel predicts the value (the task's own loss on each),
-  decoded as the channel mean.
+  l_i = 1 / (||sigmoid(o) - a_i|| + eps) with eps = 1e-8; focal loss (gamma 2); decoding = nearest anchor.
+- normals: n = 2 sigmoid(o) - 1 (the [0, 1] image encoding of unit normals); loss 1 - cos.
+- edge, saliency: each channel's sigmoid is the probability; the task's BCE is computed on the
+  pre-sigmoid value (the same maths, numerically stable); decoded as the mean probability of the channels.
+- depth (not in the paper): each channel's sigmoid times ``depth_scale`` = 1.5 x the upper end of the
+  dataset's depth range (its 99.5th percentile), so the data's depths sit inside the sigmoid's useful range;
+  the task's masked L1 in metres on each channel; decoded as the channel mean.
 """
 
 from __future__ import annotations
@@ -55,15 +60,17 @@ class Output:
 
 
 class AnchorOutput(Output):
-    def __init__(self, task: Task, anchor_eps: float = 0.05, focal_gamma: float = 2.0, **kw):
+    def __init__(self, task: Task, anchor_eps: float = 1e-8, focal_gamma: float = 2.0, **kw):
         super().__init__(task, **kw)
         self.anchors = class_anchors(task.out_channels)
         self.eps = anchor_eps
         self.gamma = focal_gamma
 
     def logits(self, out: torch.Tensor) -> torch.Tensor:
-        a = self.anchors.to(out.device, out.dtype)
-        d = (out[:, None] - a[None, :, :, None, None]).pow(2).sum(2).add(1e-12).sqrt()  # B x C x H x W
+        """1 / (distance of sigmoid(out), inside the unit cube, to each class anchor + eps)."""
+        o = torch.sigmoid(out)
+        a = self.anchors.to(o.device, o.dtype)
+        d = torch.linalg.vector_norm(o[:, None] - a[None, :, :, None, None], dim=2)  # B x C x H x W (grad 0 at 0)
         return 1.0 / (d + self.eps)
 
     def loss(self, out, target, keep):
@@ -80,21 +87,27 @@ class AnchorOutput(Output):
 
 class NormalsOutput(Output):
     def loss(self, out, target, keep):
-        return losses.normals_cosine(out.float(), self.task.mask_target(target, keep))
+        return losses.normals_cosine(self.decode(out.float()), self.task.mask_target(target, keep))
 
     def decode(self, out):
-        return out
+        return 2 * torch.sigmoid(out) - 1
 
     def value(self, out):
-        return torch.nn.functional.normalize(out.float(), dim=1)
+        return torch.nn.functional.normalize(self.decode(out.float()), dim=1)
 
 
 class ScalarOutput(Output):
-    """``probability``: the value is a probability (binary tasks: the decoded channel is a logit)."""
+    """``probability``: a binary task (edge, saliency): each channel's sigmoid is the probability, the loss is
+    the task's BCE on the pre-sigmoid value, decoding gives the logit of the channels' mean probability.
+    Otherwise (depth): each channel's sigmoid times ``depth_scale``."""
 
     def __init__(self, task: Task, probability: bool = False, **kw):
         super().__init__(task, **kw)
         self.probability = probability
+        self.scale = 1.0 if probability else 1.5 * float(task.info.depth_range[1])
+
+    def _channels(self, out):
+        return out if self.probability else torch.sigmoid(out) * self.scale
 
     def value(self, out):
         d = self.decode(out)
@@ -103,10 +116,12 @@ class ScalarOutput(Output):
     def loss(self, out, target, keep):
         b, c = out.shape[:2]
         t = self.task.mask_target(target, keep).repeat_interleave(c, 0)  # rows b0c0, b0c1, ... like out
-        return self.task.loss(out.float().reshape(b * c, 1, *out.shape[-2:]), t)
+        return self.task.loss(self._channels(out.float()).reshape(b * c, 1, *out.shape[-2:]), t)
 
     def decode(self, out):
-        return out.mean(1, keepdim=True)
+        if self.probability:
+            return torch.logit(torch.sigmoid(out.float()).mean(1, keepdim=True), eps=1e-6)
+        return self._channels(out.float()).mean(1, keepdim=True)
 
 
 OUTPUTS.add("semseg", AnchorOutput)

@@ -61,13 +61,19 @@ class SingleTask(PaletteRule):
 @PALETTE_RULES.register("mosaic")
 class RandomMosaic(PaletteRule):
     """R1r: a vertical and a horizontal line through c = (cx, cy), c uniform in the middle half of the
-    image; each of the four rectangles gets a random task."""
+    image; the four rectangles get four *distinct* tasks (a random permutation, as the reference draws
+    them). With fewer than four tasks every task appears once and the remaining rectangles get random ones."""
 
     def __call__(self, batch):
         b, h, w, dev = self._shape(batch)
         cy = torch.randint(h // 4, max(h // 4 + 1, (3 * h) // 4 + 1), (b,))
         cx = torch.randint(w // 4, max(w // 4 + 1, (3 * w) // 4 + 1), (b,))
-        quad = torch.randint(len(self.tasks), (b, 4))
+        k = len(self.tasks)
+        quad = torch.argsort(torch.rand(b, k), dim=1)[:, :4]  # a random permutation per image
+        if k < 4:
+            extra = torch.randint(k, (b, 4 - k))
+            quad = torch.cat([quad, extra], 1)
+            quad = torch.gather(quad, 1, torch.argsort(torch.rand(b, 4), dim=1))
         below = (torch.arange(h).view(1, h, 1) >= cy.view(b, 1, 1)).long()
         right = (torch.arange(w).view(1, 1, w) >= cx.view(b, 1, 1)).long()
         index = 2 * below + right  # 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right

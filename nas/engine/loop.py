@@ -13,7 +13,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,8 +112,62 @@ class LoopResult:
     wall_s: float = 0.0
 
 
+def weight_groups(model: torch.nn.Module, params: list, encoder_lr_mult: float = 1.0) -> list[dict]:
+    """Optimiser groups from module registration: the parameters of every backbone module (encoder) and all
+    the others (decoders, heads, context blocks, task-embedding networks); every parameter of ``params`` in
+    exactly one group. One group when the encoder's multiplier is 1 (the optimiser state stays as before)."""
+    from nas.models.backbones import MultiScaleConcat
+
+    if encoder_lr_mult == 1.0:
+        return [{"params": list(params), "lr_mult": 1.0, "name": "all"}]
+    enc = {id(p) for m in model.modules() if isinstance(m, MultiScaleConcat) for p in m.parameters()}
+    groups = [{"params": [p for p in params if id(p) in enc], "lr_mult": float(encoder_lr_mult), "name": "encoder"},
+              {"params": [p for p in params if id(p) not in enc], "lr_mult": 1.0, "name": "decoder"}]
+    return [g for g in groups if g["params"]]
+
+
+class Plateau:
+    """ReduceLROnPlateau on the mean training loss of each epoch: after more than ``patience`` epochs
+    without a relative improvement of 1e-4, the lr scale is multiplied by ``factor``. Its state is
+    checkpointed with the run."""
+
+    def __init__(self, factor: float, patience: int, epoch_steps: int):
+        self.factor, self.patience, self.epoch_steps = factor, patience, max(1, epoch_steps)
+        self.scale, self.best, self.bad, self.losses = 1.0, float("inf"), 0, []
+
+    def observe(self, step: int, loss: float | None) -> None:
+        if loss is not None:
+            self.losses.append(loss)
+        if (step + 1) % self.epoch_steps or not self.losses:
+            return
+        mean, self.losses = sum(self.losses) / len(self.losses), []
+        if mean < self.best * (1 - 1e-4):
+            self.best, self.bad = mean, 0
+        else:
+            self.bad += 1
+            if self.bad > self.patience:
+                self.scale, self.bad = self.scale * self.factor, 0
+
+    def state_dict(self) -> dict:
+        return {"scale": self.scale, "best": self.best, "bad": self.bad, "losses": list(self.losses)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scale, self.best, self.bad, self.losses = state["scale"], state["best"], state["bad"], state["losses"]
+
+
+def palette_masked(batch: dict, rule, tasks: Mapping[str, Task]) -> dict:
+    """The batch with each task's labels kept only on the pixels the palette rule gives that task (drawn
+    from the global RNG, which the checkpoints carry)."""
+    palette = rule(batch)
+    out = dict(batch)
+    for k, (t, task) in enumerate(tasks.items()):
+        out[t] = task.mask_target(batch[t], palette.to(batch[t].device) == k)
+    return out
+
+
 def make_optimizer(tr: dict, params: list) -> torch.optim.Optimizer:
-    """The weight optimiser: ``sgd`` (momentum; ATRC, xTAM) or ``adam`` (CompositeTasking); poly lr decay."""
+    """The weight optimiser: ``sgd`` (momentum; ATRC, xTAM) or ``adam`` (CompositeTasking) over ``params``
+    (tensors or ``weight_groups`` dicts); the loop sets each group's lr every step."""
     if tr["optimizer"] == "sgd":
         return torch.optim.SGD(params, lr=tr["lr"], momentum=tr["momentum"], weight_decay=tr["weight_decay"])
     if tr["optimizer"] == "adam":
@@ -150,8 +204,18 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
         distributed.convert_batchnorm(model, ctx.device)
     model.to(ctx.device)
     ddp = distributed.wrap(model, ctx.device) if world > 1 else None
-    opt = make_optimizer(tr, weight_params)
+    weights_mult = tr["pretrained_encoder_lr_mult"] if cfg["model"]["backbone"].get("weights") else 1.0
+    groups = weight_groups(model, weight_params, weights_mult)
+    opt = make_optimizer(tr, groups)
     optims = [opt, *plugin.optimizers()]
+    plateau = Plateau(tr["plateau"]["factor"], tr["plateau"]["patience"], len(ctx.train_set) // tr["batch_size"]) \
+        if tr["schedule"] == "plateau" else None
+    label_rule = None
+    if tr["label_palette"]:
+        from nas.composite.palette import build_palette_rule
+
+        names = getattr(next(iter(ctx.tasks.values())).info, "class_names", ())
+        label_rule = build_palette_rule(tr["label_palette"], list(ctx.tasks), names)
     ckpt_path = ctx.out_dir / CHECKPOINT
     start, rows, elapsed = 0, [], 0.0
     if resume and ckpt_path.exists():
@@ -162,6 +226,8 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
         plugin.load_state_dict(state["plugin"])
         set_rng_state(state["rng"])
         start, rows, elapsed = state["step"], list(state["rows"]), state.get("wall_s", 0.0)
+        if plateau is not None:
+            plateau.load_state_dict(state["plateau"])
     sampler = StepBatchSampler(len(ctx.train_set), tr["batch_size"], cfg["seed"], steps, start, rank, world)
     # its own generator: creating the iterator must not draw from the global RNG (bit-exact resumption)
     loader = DataLoader(ctx.train_set, batch_sampler=sampler, num_workers=cfg["data"]["num_workers"],
@@ -178,6 +244,8 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
         state = {"model": model.state_dict(), "optimizers": [o.state_dict() for o in optims],
                  "plugin": plugin.state_dict(), "rng": rng_state(), "step": step, "rows": rows,
                  "wall_s": elapsed + time.perf_counter() - t0}
+        if plateau is not None:
+            state["plateau"] = plateau.state_dict()
         save_checkpoint(ckpt_path, state)
         write_csv(ctx.out_dir / curve_name, rows)
         if on_checkpoint:
@@ -189,11 +257,13 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
                dynamic_ncols=True)
     step = start
     for step, batch in enumerate(loader, start=start):
-        lr = poly_lr(tr["lr"], step, steps, tr["poly_power"])
-        for g in opt.param_groups:
-            g["lr"] = lr
+        lr = tr["lr"] * plateau.scale if plateau is not None else poly_lr(tr["lr"], step, steps, tr["poly_power"])
+        for g, spec in zip(opt.param_groups, groups):
+            g["lr"] = lr * spec["lr_mult"]
         plugin.before_step(step, steps)
         batch = to_device(batch, ctx.device)
+        if label_rule is not None:
+            batch = palette_masked(batch, label_rule, ctx.tasks)
         with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=tr["bf16"]):
             out = ddp(batch) if ddp is not None else forward_batch(model, batch)
         loss, parts = losses_of(model, out, batch, ctx.tasks, weights)
@@ -208,6 +278,7 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
         for o in optims:
             o.step()
         log = plugin.after_step(step, steps)
+        value = None
         if step % tr["log_every"] == 0 or step == steps - 1:
             value = float(distributed.mean_over_ranks(loss.detach()))  # the only host sync, at logging steps
             if not math.isfinite(value):
@@ -216,6 +287,8 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
                    **{k: float(v) for k, v in {**extra_log, **log}.items()}}
             rows.append(row)
             bar.set_postfix(loss=f"{value:.3f}")
+        if plateau is not None:  # the epoch's mean of the logged losses (no extra host sync)
+            plateau.observe(step, value)
         bar.update(1)
         if (step + 1) % tr["checkpoint_every"] == 0 or step == steps - 1:
             checkpoint(step + 1)
