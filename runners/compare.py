@@ -18,8 +18,9 @@ Example (``results/``-relative paths are fine)::
       - {name: searched, label: "mTEB, searched placement", architecture: search}
       - {name: mt, label: Multi-task baseline, config: synthetic-mt, set: [model.dropout=0.05]}
 
-``architecture``: omitted (the config's model), ``default``, ``fixed:<candidate>``, a file, or ``search``
-(search with the config's space, then retrain the exported architecture).
+``architecture``: omitted (the config's model), ``default``, ``fixed:<candidate>``, a file, ``search``
+(search with the config's space, then retrain the exported architecture), or the choices themselves, e.g.
+``{composite: {embedding_depth: 3, embedding_width: 128}}``.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ def _run_variant(cfg: dict, variant: dict, run_dir: Path, progress: bool) -> Pat
 
     arch = variant.get("architecture")
     final = run_dir / "retrain" if arch == "search" else run_dir
+    if isinstance(arch, dict):
+        arch = str(run_dir / "architecture.yaml")
     if (final / "metrics.json").is_file():
         return final
     if arch == "search":
@@ -95,6 +98,20 @@ def _run_variant(cfg: dict, variant: dict, run_dir: Path, progress: bool) -> Pat
         arch = str(run_dir / "search" / ARCHITECTURE)
     train_run(cfg, final, architecture=arch, progress=progress, resume=True)
     return final
+
+
+def _inline_architecture(variant: dict, cfg: dict, source):
+    """``architecture: {group: {decision: value}}`` in the comparison file, as a validated architecture of the
+    config's search space."""
+    from nas.tasks import TASKS
+    from spaces.architecture import ARCH_FORMAT, from_dict
+
+    data = {"format": ARCH_FORMAT, "space": cfg["search"]["space"], "tasks": list(cfg["data"]["tasks"]),
+            "choices": variant["architecture"]}
+    arch = from_dict(data, source=f"{source}: variants {variant['name']}.architecture")
+    arch.validate(tasks=cfg["data"]["tasks"], source=f"{source}: variants {variant['name']}.architecture",
+                  known_tasks=TASKS.names())
+    return arch
 
 
 def run_compare(spec_path: str | Path, out: str | Path, extra: list[str] = (), progress: bool = True,
@@ -108,8 +125,10 @@ def run_compare(spec_path: str | Path, out: str | Path, extra: list[str] = (), p
     variants = [v for v in spec["variants"] if not only or v["name"] in only]
     if only and len(variants) != len(set(only)):
         raise UserError(f"--only {only}: unknown variant(s); the file has {[v['name'] for v in spec['variants']]}")
-    # every config is loaded (and validated) before the first run starts
+    # every config (and inline architecture) is loaded and validated before the first run starts
     cfgs = {(v["name"], s): variant_config(spec, v, s, extra) for v in variants for s in spec["seeds"]}
+    inline = {v["name"]: _inline_architecture(v, cfgs[(v["name"], spec["seeds"][0])], spec_path)
+              for v in variants if isinstance(v.get("architecture"), dict)}
     out.mkdir(parents=True, exist_ok=True)
     import yaml
 
@@ -118,6 +137,8 @@ def run_compare(spec_path: str | Path, out: str | Path, extra: list[str] = (), p
     for v in variants:
         for s in spec["seeds"]:
             run_dir = out / v["name"] / f"seed{s}"
+            if v["name"] in inline and not (run_dir / "architecture.yaml").is_file():
+                inline[v["name"]].save(run_dir / "architecture.yaml")
             print(f"[{done + 1}/{total}] {v['name']} seed {s} -> {run_dir}", flush=True)
             _run_variant(copy.deepcopy(cfgs[(v["name"], s)]), v, run_dir, progress)
             done += 1

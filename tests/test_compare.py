@@ -57,3 +57,21 @@ def test_bad_comparison_files_are_one_error_line(tmp_path, capsys, bad, msg):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and msg in err[0]
     assert not (tmp_path / "o" / "a").exists()
+
+
+def test_inline_architectures_and_shipped_comparisons_load(tmp_path, fast_args):
+    from runners.compare import SHIPPED, load_comparison, variant_config
+
+    d3 = {"composite": {"embedding_depth": 3, "embedding_width": 32}}
+    spec = _spec(tmp_path, config="synthetic-composite", seeds=[0], variants=[{"name": "d3", "architecture": d3}])
+    out = tmp_path / "out"
+    assert main(["compare", str(spec), "--out", str(out), *fast_args]) == 0
+    m = json.loads((out / "d3" / "seed0" / "metrics.json").read_text())
+    assert m["architecture"]["choices"]["composite"] == {"embedding_depth": 3, "embedding_width": 32}
+    bad = _spec(tmp_path, config="synthetic-composite",
+                variants=[{"name": "d4", "architecture": {"composite": {"embedding_depth": 4, "embedding_width": 32}}}])
+    assert main(["compare", str(bad), "--out", str(tmp_path / "o2"), *fast_args]) == 2
+    for f in sorted(SHIPPED.glob("*.yaml")):  # every shipped comparison is valid, with every config it names
+        spec = load_comparison(f.stem)
+        for v in spec["variants"]:
+            variant_config(spec, v, spec["seeds"][0])
