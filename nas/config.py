@@ -290,15 +290,7 @@ def _check_semantics(cfg: dict, source: str) -> None:
     for k in ("steps", "batch_size"):
         if cfg["train"][k] <= 0:
             raise UserError(f"{source}: train.{k} must be positive")
-    tr = cfg["train"]
-    for key, allowed in (("optimizer", ("sgd", "adam")), ("schedule", ("poly", "plateau"))):
-        if tr[key] not in allowed:
-            raise UserError(f"{source}: train.{key} must be one of {', '.join(allowed)}, got {tr[key]!r}")
-    if not 0 < tr["plateau"]["factor"] < 1 or tr["plateau"]["patience"] < 0:
-        raise UserError(f"{source}: train.plateau needs 0 < factor < 1 and patience >= 0, got {tr['plateau']}")
-    if not tr["pretrained_encoder_lr_mult"] > 0:
-        raise UserError(f"{source}: train.pretrained_encoder_lr_mult must be positive, "
-                        f"got {tr['pretrained_encoder_lr_mult']}")
+    _check_values(cfg, source)
     for key in ("image_size", "crop"):
         size = cfg["data"][key]
         if size is None:
@@ -309,6 +301,96 @@ def _check_semantics(cfg: dict, source: str) -> None:
             raise UserError(f"{source}: data.{key} {size} is too small: every backbone downsamples by 32, so "
                             f"height and width must be at least {MIN_SIZE} (any size from {MIN_SIZE} up works, "
                             "e.g. the paper's 425x560)")
+
+
+# value rules checked at load time, so a run never starts with a bad value: key -> (test, what it must be)
+def _positive(v):
+    return v > 0
+
+
+def _non_negative(v):
+    return v >= 0
+
+
+RULES: dict[str, tuple] = {
+    "train.lr": (_positive, "a positive number"),
+    "train.eval_batch_size": (_positive, "a positive integer"),
+    "train.log_every": (_positive, "a positive integer"),
+    "train.checkpoint_every": (_positive, "a positive integer"),
+    "train.momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "train.weight_decay": (_non_negative, "non-negative"),
+    "train.poly_power": (_non_negative, "non-negative"),
+    "train.grad_clip": (_non_negative, "non-negative (0 = no clipping)"),
+    "train.optimizer": (lambda v: v in ("sgd", "adam"), "one of sgd, adam"),
+    "train.schedule": (lambda v: v in ("poly", "plateau"), "one of poly, plateau"),
+    "train.plateau.factor": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "train.plateau.patience": (_non_negative, "a non-negative integer"),
+    "train.pretrained_encoder_lr_mult": (_positive, "a positive number"),
+    "model.dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "model.channels": (lambda v: v is None or v > 0, "a positive integer"),
+    "model.attn_channels": (lambda v: v is None or v > 0, "a positive integer"),
+    "data.train_samples": (_positive, "a positive integer"),
+    "data.val_samples": (_positive, "a positive integer"),
+    "data.num_workers": (_non_negative, "a non-negative integer"),
+    "search.steps": (_positive, "a positive integer"),
+    "search.mode": (lambda v: v in ("soft", "soft-all", "hard"), "one of soft, soft-all, hard"),
+    "search.alpha_lr": (_positive, "a positive number"),
+    "search.alpha_weight_decay": (_non_negative, "non-negative"),
+    "search.alpha_warmup": (_non_negative, "a non-negative integer"),
+    "search.freeze_threshold": (lambda v: 0 < v <= 1, "in (0, 1] (a probability margin)"),
+    "search.tau.start": (_positive, "a positive temperature"),
+    "search.tau.end": (_positive, "a positive temperature (0 divides by zero)"),
+    "search.tau.shape": (lambda v: v in ("linear", "cosine", "exp"), "one of linear, cosine, exp"),
+    "search.entropy.shape": (lambda v: v in ("linear", "cosine", "exp"), "one of linear, cosine, exp"),
+    "ray.num_samples": (_positive, "a positive integer"),
+    "ray.workers": (_positive, "a positive integer"),
+    "ray.max_failures": (lambda v: v >= -1, "-1 (retry forever) or a non-negative integer"),
+    "ray.max_concurrent_trials": (lambda v: v is None or v > 0, "a positive integer"),
+    "ray.mode": (lambda v: v in ("max", "min"), "max or min"),
+    "hpo.n_trials": (_positive, "a positive integer"),
+}
+
+
+def _get(cfg: dict, key: str):
+    node = cfg
+    for p in key.split("."):
+        node = node[p]
+    return node
+
+
+def _check_values(cfg: dict, source: str) -> None:
+    for key, (ok, what) in RULES.items():
+        v = _get(cfg, key)
+        if not ok(v):
+            raise UserError(f"{source}: {key} must be {what}, got {v!r}")
+    tasks = cfg["data"]["tasks"]
+    dup = sorted({t for t in tasks if tasks.count(t) > 1})
+    if dup:
+        raise UserError(f"{source}: data.tasks lists {', '.join(dup)} more than once")
+    for section in ("loss_weights", "baselines"):
+        from nas.tasks import TASKS
+
+        unknown = [t for t in cfg[section] if t not in TASKS]
+        if unknown:
+            raise UserError(f"{source}: {section}.{unknown[0]}: unknown task; known: {', '.join(TASKS.names())}")
+        neg = [t for t, w in cfg[section].items() if section == "loss_weights" and w < 0]
+        if neg:
+            raise UserError(f"{source}: loss_weights.{neg[0]} must be non-negative, got {cfg[section][neg[0]]}")
+    if cfg["data"]["dataset"] == "synthetic" and cfg["data"]["train_samples"] < cfg["train"]["batch_size"]:
+        raise UserError(f"{source}: data.train_samples {cfg['data']['train_samples']} is fewer than one batch "
+                        f"(train.batch_size {cfg['train']['batch_size']}); raise it or lower the batch size")
+    scale = cfg["data"]["augment"]["scale"]
+    if scale is not None and (len(scale) != 2 or not all(isinstance(v, (int, float)) and v > 0 for v in scale)
+                              or scale[0] > scale[1]):
+        raise UserError(f"{source}: data.augment.scale must be [low, high] with 0 < low <= high, got {scale!r}")
+    for k, v in cfg["ray"]["resources"].items():
+        if not isinstance(v, (int, float)) or v < 0:
+            raise UserError(f"{source}: ray.resources.{k} must be a non-negative number, got {v!r}")
+    for name in ("tau", "entropy"):
+        sch = cfg["search"][name]
+        if sch["shape"] == "exp" and sch["start"] * sch["end"] <= 0:
+            raise UserError(f"{source}: search.{name}: an exp schedule needs start and end of the same sign, "
+                            f"non-zero, got {sch['start']} -> {sch['end']}")
 
 
 def dump(cfg: dict) -> str:

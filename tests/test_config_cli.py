@@ -82,3 +82,24 @@ def test_summary_json_counts(capsys):
     assert s["params_M"] > 0 and s["madds_G"] > 0
     assert sum(m["params_M"] for m in s["modules"]) == pytest.approx(s["params_M"])
     assert sum(m["madds_G"] for m in s["modules"]) <= s["madds_G"] + 1e-9
+
+
+@pytest.mark.parametrize("bad, key", [
+    ("search.mode=x", "search.mode"), ("search.tau.shape=x", "search.tau.shape"), ("train.lr=-1", "train.lr"),
+    ("search.alpha_lr=-1", "search.alpha_lr"), ("train.checkpoint_every=0", "train.checkpoint_every"),
+    ("train.log_every=0", "train.log_every"), ("train.eval_batch_size=0", "train.eval_batch_size"),
+    ("data.train_samples=3", "data.train_samples"), ("data.train_samples=0", "data.train_samples"),
+    ("data.image_size=[64]", "data.image_size"), ("data.augment.scale=[2]", "data.augment.scale"),
+    ("search.tau.end=0", "search.tau.end"), ("ray.resources.cpu=-2", "ray.resources.cpu"),
+    ("search.steps=-3", "search.steps"), ("search.freeze_threshold=2", "search.freeze_threshold"),
+    ("loss_weights.foo=1", "loss_weights.foo"), ("data.tasks=[semseg,semseg]", "data.tasks"),
+    ("train.schedule=cosine", "train.schedule"), ("train.plateau.factor=1.5", "train.plateau.factor"),
+    ("model.dropout=1.5", "model.dropout"), ("search.entropy.shape=exp", "search.entropy"),
+    ("train.optimizer=rmsprop", "train.optimizer"), ("ray.mode=up", "ray.mode"),
+])
+def test_every_bad_value_is_refused_at_load_with_its_key(tmp_path, capsys, bad, key):
+    out = tmp_path / "run"
+    assert main(["train", "--set", bad, "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and key in err[0], err
+    assert not out.exists()  # refused before anything ran
