@@ -103,3 +103,14 @@ def test_every_bad_value_is_refused_at_load_with_its_key(tmp_path, capsys, bad, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and key in err[0], err
     assert not out.exists()  # refused before anything ran
+
+
+@pytest.mark.parametrize("backbone", ["tiny", "resnet18"])
+def test_garbage_backbone_weights_are_one_error_line(tmp_path, capsys, backbone):
+    bad = tmp_path / "w.pt"
+    bad.write_bytes(bytes(range(256)) * 3)
+    out = tmp_path / "run"
+    assert main(["train", "--fast-dev-run", "--no-progress", "--out", str(out), "--set",
+                 f"model.backbone.name={backbone}", "--set", f"model.backbone.weights={bad}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: backbone.weights:") and str(bad) in err[0]

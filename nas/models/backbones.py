@@ -83,11 +83,19 @@ def tiny(weights: str | None = None, widths=(32, 64, 96)):
     return MultiScaleConcat(net, net.channels, list(range(len(widths))))
 
 
+def _read_weights(p: Path):
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a file that is not a checkpoint
+        raise UserError(f"backbone.weights: {p} is not a readable PyTorch checkpoint ({e.__class__.__name__}); "
+                        "give a state_dict saved with torch.save") from None
+
+
 def _load_local(module: nn.Module, path: str) -> None:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"backbone.weights: file {p} not found (weights are only read from a local path)")
-    state = torch.load(p, map_location="cpu", weights_only=True)
+    state = _read_weights(p)
     state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not any(k in module.state_dict() for k in state):
         raise UserError(f"backbone.weights: no tensor of {p} matches the backbone (wrong file or architecture?)")
@@ -143,6 +151,8 @@ def _timm(model_name: str, keep: list[int], any_size: bool = False, **kw):
 
         if weights and not Path(weights).is_file():
             raise UserError(f"backbone.weights: file {weights} not found (weights are only read from a local path)")
+        if weights:
+            _read_weights(Path(weights))  # a clear line for a broken file, before timm reads it
         body = timm.create_model(
             model_name, features_only=True, pretrained=bool(weights),
             pretrained_cfg_overlay={"file": str(weights)} if weights else None, **kw, **extra,
