@@ -337,7 +337,7 @@ RULES: dict[str, tuple] = {
     "search.alpha_lr": (_positive, "a positive number"),
     "search.alpha_weight_decay": (_non_negative, "non-negative"),
     "search.alpha_warmup": (_non_negative, "a non-negative integer"),
-    "search.freeze_threshold": (lambda v: 0 < v <= 1, "in (0, 1] (a probability margin)"),
+    "search.freeze_threshold": (lambda v: 0 <= v <= 1, "in [0, 1] (a probability margin)"),
     "search.tau.start": (_positive, "a positive temperature"),
     "search.tau.end": (_positive, "a positive temperature (0 divides by zero)"),
     "search.tau.shape": (lambda v: v in ("linear", "cosine", "exp"), "one of linear, cosine, exp"),

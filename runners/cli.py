@@ -29,6 +29,8 @@ def _common(p: argparse.ArgumentParser, config_default: str | None) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--fast-dev-run", action="store_true", help="a few steps on tiny data, every output written")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in an --out that holds a run (default: resume it if its config matches)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,7 +158,8 @@ def cmd_train(args):
     from nas.engine.train import train_run
 
     cfg, out = _load_cfg(args, args.command)
-    summary = train_run(cfg, out, architecture=args.architecture, progress=not args.no_progress)
+    summary = train_run(cfg, out, architecture=args.architecture, progress=not args.no_progress,
+                        resume=not args.overwrite)
     print(f"trained {cfg['name']} in {summary['wall_s']:.0f}s; val metrics:")
     _print_metrics(summary)
     print(f"outputs: {out}/ (config.yaml, metrics.json, checkpoint.pt, train_curve.csv)")
@@ -168,7 +171,7 @@ def cmd_search(args):
         return _search_ray(args, cfg)
     from nas.engine.search import search_run
 
-    summary = search_run(cfg, out, progress=not args.no_progress)
+    summary = search_run(cfg, out, progress=not args.no_progress, resume=not args.overwrite)
     print(f"searched {summary['decisions']} decisions in {summary['wall_s']:.0f}s ({summary['frozen']} frozen); "
           "argmax subgraph val metrics:")
     _print_metrics(summary)
@@ -185,13 +188,18 @@ def _search_ray(args, cfg):
         raise UserError("--num-samples must be at least 1")
     name = args.name or f"{cfg['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
     exp = run_tune_search(cfg, name, address=args.address, num_samples=args.num_samples or cfg["ray"]["num_samples"],
-                          resume=args.resume, verbose=0 if args.no_progress else 1)
+                          resume=args.resume, verbose=0 if args.no_progress else 1, out=args.out)
     df = pd.read_csv(exp / "summary.csv")
+    finished = df[df["status"] == "done"] if "status" in df else df.iloc[:0]
     cols = [c for c in ("trial", "seed", "status", "step", "delta_m", "wall_s", "error") if c in df]
     cols += [c for c in df.columns if c.startswith("val/")]
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(df[cols].to_string(index=False))
     print(f"experiment: {exp}\nsummary: {exp / 'summary.csv'}")
+    if finished.empty:
+        why = "; ".join(sorted({str(e).splitlines()[0] for e in df.get("error", []) if isinstance(e, str)})) or "?"
+        print(f"error: no trial of {exp} finished ({len(df)} errored or stopped): {why}", file=sys.stderr)
+        return 1
     print(f"best architecture: trcnas export {exp} --metric {cfg['ray']['metric']} --out FILE")
 
 
@@ -327,6 +335,9 @@ def cmd_configs(args):
 def cmd_export(args):
     from runners.export import export
 
+    if Path(args.out).is_dir():
+        raise UserError(f"export --out {args.out} is a directory; give the architecture file's path, "
+                        f"e.g. {Path(args.out) / 'architecture.yaml'}")
     arch = export(args.source, args.out, args.tasks, args.metric, args.mode)
     print(f"wrote {args.out} ({arch.space}, tasks {', '.join(arch.tasks)})")
 
@@ -367,14 +378,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "command", None) == "retrain" and args.config is None:
             args.config = _config_for_architecture(args.architecture)
-        COMMANDS[args.command](args)
+        rc = COMMANDS[args.command](args)
     except (UserError, SpecError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint is kept (rerun with the same --out to resume)", file=sys.stderr)
         return 130
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 def _config_for_architecture(path: str) -> str:

@@ -195,8 +195,9 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
 
 
 def run_tune_search(cfg: dict, name: str, address: str | None = None, num_samples: int = 1,
-                    resume: str | None = None, verbose: int = 1) -> Path:
-    """Launch (or ``resume``) an experiment; returns its directory (``storage_path/name``)."""
+                    resume: str | None = None, verbose: int = 1, out: str | Path | None = None) -> Path:
+    """Launch (or ``resume``) an experiment; returns its directory: ``out`` when given, else
+    ``ray.storage_path/name``."""
     import ray
     from ray import tune
 
@@ -226,7 +227,16 @@ def run_tune_search(cfg: dict, name: str, address: str | None = None, num_sample
             cfg["device"] = "cuda"
         space = param_space(cfg, num_samples)
         space.update({"cfg": cfg, "cpus": resources["cpu"], "gpus": resources["gpu"]})
-        storage = str(Path(r["storage_path"]).resolve()) if "://" not in r["storage_path"] else r["storage_path"]
+        if out is not None:
+            out = Path(out).resolve()
+            if out.exists() and not out.is_dir():
+                raise UserError(f"--out {out} is a file; give a directory for the experiment")
+            if out.is_dir() and any(out.iterdir()):
+                raise UserError(f"--out {out} is not empty; give a new directory, or --resume {out} to continue "
+                                "an interrupted experiment there")
+            storage, name = str(out.parent), out.name
+        else:
+            storage = str(Path(r["storage_path"]).resolve()) if "://" not in r["storage_path"] else r["storage_path"]
         tuner = tune.Tuner(
             trainable,
             param_space=space,

@@ -114,3 +114,27 @@ def test_garbage_backbone_weights_are_one_error_line(tmp_path, capsys, backbone)
                  f"model.backbone.name={backbone}", "--set", f"model.backbone.weights={bad}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: backbone.weights:") and str(bad) in err[0]
+
+
+def test_resume_only_with_the_same_config_overwrite_starts_over(tmp_path, capsys, fast_args):
+    out = tmp_path / "run"
+    assert main(["train", *fast_args, "--out", str(out)]) == 0
+    metrics = (out / "metrics.json").read_text()
+    ckpt = (out / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    assert main(["train", *fast_args, "--out", str(out), "--set", "train.lr=0.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.lr" in err[0] and "--overwrite" in err[0]
+    assert (out / "metrics.json").read_text() == metrics and (out / "checkpoint.pt").read_bytes() == ckpt
+    assert "lr: 0.5" not in (out / "config.yaml").read_text()  # the stored config is not rewritten
+    assert main(["train", *fast_args, "--out", str(out), "--set", "model.type=single_task"]) == 2
+    assert main(["train", *fast_args, "--out", str(out), "--set", "data.num_workers=0"]) == 0  # same run
+    assert main(["train", *fast_args, "--out", str(out), "--set", "train.lr=0.5", "--overwrite"]) == 0
+    assert "lr: 0.5" in (out / "config.yaml").read_text()
+    f = tmp_path / "file"
+    f.write_text("x")
+    capsys.readouterr()
+    assert main(["train", *fast_args, "--out", str(f)]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert main(["export", str(out), "--out", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err

@@ -109,6 +109,22 @@ def test_nan_trial_errors_while_sibling_finishes(cluster, cache_dir, tmp_path):
     assert "loss became" in df.iloc[1]["error"]
 
 
+def test_out_is_where_the_experiment_goes_and_all_errored_exits_nonzero(cluster, cache_dir, tmp_path):
+    out = tmp_path / "mine" / "exp"
+    elsewhere = tmp_path / "storage"
+    _trcnas("search", "--address", cluster, "--out", str(out), cache=cache_dir, storage=elsewhere)
+    df = pd.read_csv(out / "summary.csv")
+    assert list(df["status"]) == ["done"] and not elsewhere.exists()
+    p = _trcnas("search", "--address", cluster, "--out", str(out), cache=cache_dir, storage=elsewhere, check=False)
+    assert p.returncode == 2 and "not empty" in p.stderr  # never mixed into an earlier experiment
+    bad = tmp_path / "bad"
+    p = _trcnas("search", "--address", cluster, "--out", str(bad), "--set", "ray.max_failures=0",
+                "--set", "loss_weights.depth=1.0e39", cache=cache_dir, storage=elsewhere, check=False)
+    assert p.returncode == 1, p.stderr[-2000:]
+    assert "no trial" in p.stderr and "loss became" in p.stderr
+    assert list(pd.read_csv(bad / "summary.csv")["status"]) == ["error"]
+
+
 def test_injected_crash_is_retried_from_checkpoint(cluster, cache_dir, tmp_path):
     _trcnas("search", "--address", cluster, "--name", "crash", "--set", "search.steps=6",
             "--set", "debug.crash_after_checkpoint=2", "--set", "ray.max_failures=2", cache=cache_dir,

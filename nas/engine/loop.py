@@ -71,8 +71,50 @@ class RunContext:
                           collate_fn=pad_collate)
 
 
-def prepare(cfg: dict, out_dir: str | Path, progress: bool = True) -> RunContext:
+# settings that do not change what a run computes: a run may resume under other values of these
+RESUME_FREE = ("name", "device", "ray", "hpo", "debug", "data.num_workers", "data.cache_dir")
+
+
+def _differences(a, b, prefix="") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            key = f"{prefix}{k}"
+            if key in RESUME_FREE:
+                continue
+            out += _differences(a.get(k), b.get(k), f"{key}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def check_resumable(cfg: dict, out: Path) -> None:
+    """A run directory holding a checkpoint may only be resumed with the config it was started with."""
+    import yaml
+
+    stored = out / "config.yaml"
+    if not (out / CHECKPOINT).is_file() or not stored.is_file():
+        return
+    try:
+        old = yaml.safe_load(stored.read_text())
+    except yaml.YAMLError:
+        old = None
+    diff = _differences(old, yaml.safe_load(dump(cfg))) if isinstance(old, dict) else ["config.yaml (unreadable)"]
+    if diff:
+        shown = ", ".join(diff[:4]) + (f" and {len(diff) - 4} more" if len(diff) > 4 else "")
+        raise UserError(f"--out {out} holds a run started with another config (differs in {shown}); give a new "
+                        "--out, or add --overwrite to start this run over there")
+
+
+def prepare(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bool = True) -> RunContext:
+    """Checks and creates the run directory (a directory holding another config's run is refused when
+    resuming; ``resume=False`` starts over, dropping its checkpoint), writes config.yaml, builds the data."""
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory for the run")
+    if resume:
+        check_resumable(cfg, out)
+    elif (out / CHECKPOINT).is_file():
+        (out / CHECKPOINT).unlink()
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", dump(cfg))
     seed_everything(cfg["seed"])
@@ -226,6 +268,8 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
         plugin.load_state_dict(state["plugin"])
         set_rng_state(state["rng"])
         start, rows, elapsed = state["step"], list(state["rows"]), state.get("wall_s", 0.0)
+        if progress and rank == 0 and start:
+            print(f"resuming {ctx.out_dir} from step {start} of {steps}", flush=True)
         if plateau is not None:
             plateau.load_state_dict(state["plateau"])
     sampler = StepBatchSampler(len(ctx.train_set), tr["batch_size"], cfg["seed"], steps, start, rank, world)

@@ -28,7 +28,7 @@ def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bo
     given, receives the argmax subgraph's val metrics at every intermediate checkpoint (for pruning)."""
     out = Path(out_dir)
     space = load_space(cfg["search"]["space"])
-    ctx = prepare(cfg, out, progress)
+    ctx = prepare(cfg, out, progress, resume=resume)
     model = build_model(cfg, ctx.tasks, kind=f"{space.group}_search", space=space)
     weights, _ = split_parameters(model)
     controller = ArchitectureSearch(model, cfg["search"], seed=cfg["seed"])

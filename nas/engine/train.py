@@ -43,7 +43,7 @@ def train_run(cfg: dict, out_dir: str | Path, architecture: str | None = None, p
     if arch is not None:
         cfg = {**cfg, "model": {**cfg["model"], "type": arch.group, "architecture": str(architecture or
                                                                                        cfg["model"]["architecture"])}}
-    ctx = prepare(cfg, out_dir, progress)
+    ctx = prepare(cfg, out_dir, progress, resume=resume)
     model = build_model(cfg, ctx.tasks, architecture=arch)
     result = fit(ctx, model, list(model.parameters()), cfg["train"]["steps"], progress=progress, resume=resume,
                  stop_after=stop_after)
