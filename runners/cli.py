@@ -371,11 +371,26 @@ COMMANDS = {
 }
 
 
+def _check_packages() -> None:
+    """trcnas's top-level packages (nas, spaces, runners, analysis) must be the installed ones: a folder of
+    the same name in the working directory (e.g. ``./spaces`` holding YAML spaces) would shadow them."""
+    import importlib
+
+    here = Path(__file__).resolve().parent.parent
+    for name in ("nas", "spaces", "analysis"):
+        mod = importlib.import_module(name)
+        where = Path(getattr(mod, "__file__", None) or next(iter(getattr(mod, "__path__", [])), "?")).resolve()
+        if here not in where.parents:
+            raise UserError(f"the folder {where if where.is_dir() else where.parent} shadows trcnas's package "
+                            f"{name!r}; rename it or run trcnas from another directory")
+
+
 def main(argv: list[str] | None = None) -> int:
     from spaces.errors import SpecError
 
     args = build_parser().parse_args(argv)
     try:
+        _check_packages()
         if getattr(args, "command", None) == "retrain" and args.config is None:
             args.config = _config_for_architecture(args.architecture)
         rc = COMMANDS[args.command](args)
