@@ -119,7 +119,7 @@ def test_out_is_where_the_experiment_goes_and_all_errored_exits_nonzero(cluster,
     assert p.returncode == 2 and "not empty" in p.stderr  # never mixed into an earlier experiment
     bad = tmp_path / "bad"
     p = _trcnas("search", "--address", cluster, "--out", str(bad), "--set", "ray.max_failures=0",
-                "--set", "loss_weights.depth=1.0e39", cache=cache_dir, storage=elsewhere, check=False)
+                "--set", "loss_weights.depth=1.0e+39", cache=cache_dir, storage=elsewhere, check=False)
     assert p.returncode == 1, p.stderr[-2000:]
     assert "no trial" in p.stderr and "loss became" in p.stderr
     assert list(pd.read_csv(bad / "summary.csv")["status"]) == ["error"]
