@@ -321,8 +321,6 @@ RULES: dict[str, tuple] = {
     "train.weight_decay": (_non_negative, "non-negative"),
     "train.poly_power": (_non_negative, "non-negative"),
     "train.grad_clip": (_non_negative, "non-negative (0 = no clipping)"),
-    "train.optimizer": (lambda v: v in ("sgd", "adam"), "one of sgd, adam"),
-    "train.schedule": (lambda v: v in ("poly", "plateau"), "one of poly, plateau"),
     "train.plateau.factor": (lambda v: 0 < v < 1, "in (0, 1)"),
     "train.plateau.patience": (_non_negative, "a non-negative integer"),
     "train.pretrained_encoder_lr_mult": (_positive, "a positive number"),
@@ -333,15 +331,12 @@ RULES: dict[str, tuple] = {
     "data.val_samples": (_positive, "a positive integer"),
     "data.num_workers": (_non_negative, "a non-negative integer"),
     "search.steps": (_positive, "a positive integer"),
-    "search.mode": (lambda v: v in ("soft", "soft-all", "hard"), "one of soft, soft-all, hard"),
     "search.alpha_lr": (_positive, "a positive number"),
     "search.alpha_weight_decay": (_non_negative, "non-negative"),
     "search.alpha_warmup": (_non_negative, "a non-negative integer"),
     "search.freeze_threshold": (lambda v: 0 <= v <= 1, "in [0, 1] (a probability margin)"),
     "search.tau.start": (_positive, "a positive temperature"),
     "search.tau.end": (_positive, "a positive temperature (0 divides by zero)"),
-    "search.tau.shape": (lambda v: v in ("linear", "cosine", "exp"), "one of linear, cosine, exp"),
-    "search.entropy.shape": (lambda v: v in ("linear", "cosine", "exp"), "one of linear, cosine, exp"),
     "ray.num_samples": (_positive, "a positive integer"),
     "ray.workers": (_positive, "a positive integer"),
     "ray.max_failures": (lambda v: v >= -1, "-1 (retry forever) or a non-negative integer"),
@@ -358,24 +353,43 @@ def _get(cfg: dict, key: str):
     return node
 
 
+def _choices() -> dict[str, tuple]:
+    """The allowed values of choice keys, from the modules that define them."""
+    from nas.engine.loop import OPTIMIZERS, SCHEDULES
+    from nas.search.mixed import MODES
+
+    return {"train.optimizer": OPTIMIZERS, "train.schedule": SCHEDULES, "search.mode": MODES}
+
+
 def _check_values(cfg: dict, source: str) -> None:
+    from nas.search.schedules import SHAPES, Schedule
+    from nas.tasks import TASKS
+
     for key, (ok, what) in RULES.items():
         v = _get(cfg, key)
         if not ok(v):
             raise UserError(f"{source}: {key} must be {what}, got {v!r}")
+    for key, allowed in _choices().items():
+        if _get(cfg, key) not in allowed:
+            raise UserError(f"{source}: {key} must be one of {', '.join(allowed)}, got {_get(cfg, key)!r}")
+    for name in ("tau", "entropy"):
+        try:
+            Schedule.from_cfg(cfg["search"][name])
+        except ValueError as e:
+            key = f"search.{name}.shape" if cfg["search"][name].get("shape") not in SHAPES else f"search.{name}"
+            raise UserError(f"{source}: {key}: {e}") from None
     tasks = cfg["data"]["tasks"]
     dup = sorted({t for t in tasks if tasks.count(t) > 1})
     if dup:
         raise UserError(f"{source}: data.tasks lists {', '.join(dup)} more than once")
     for section in ("loss_weights", "baselines"):
-        from nas.tasks import TASKS
-
         unknown = [t for t in cfg[section] if t not in TASKS]
         if unknown:
             raise UserError(f"{source}: {section}.{unknown[0]}: unknown task; known: {', '.join(TASKS.names())}")
-        neg = [t for t, w in cfg[section].items() if section == "loss_weights" and w < 0]
-        if neg:
-            raise UserError(f"{source}: loss_weights.{neg[0]} must be non-negative, got {cfg[section][neg[0]]}")
+    negative = [t for t, w in cfg["loss_weights"].items() if w < 0]
+    if negative:
+        raise UserError(f"{source}: loss_weights.{negative[0]} must be non-negative, got "
+                        f"{cfg['loss_weights'][negative[0]]}")
     if cfg["data"]["dataset"] == "synthetic" and cfg["data"]["train_samples"] < cfg["train"]["batch_size"]:
         raise UserError(f"{source}: data.train_samples {cfg['data']['train_samples']} is fewer than one batch "
                         f"(train.batch_size {cfg['train']['batch_size']}); raise it or lower the batch size")
@@ -386,11 +400,6 @@ def _check_values(cfg: dict, source: str) -> None:
     for k, v in cfg["ray"]["resources"].items():
         if not isinstance(v, (int, float)) or v < 0:
             raise UserError(f"{source}: ray.resources.{k} must be a non-negative number, got {v!r}")
-    for name in ("tau", "entropy"):
-        sch = cfg["search"][name]
-        if sch["shape"] == "exp" and sch["start"] * sch["end"] <= 0:
-            raise UserError(f"{source}: search.{name}: an exp schedule needs start and end of the same sign, "
-                            f"non-zero, got {sch['start']} -> {sch['end']}")
 
 
 def dump(cfg: dict) -> str:

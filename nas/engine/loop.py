@@ -33,6 +33,8 @@ from nas.tasks import Task, build_tasks
 from spaces.io import atomic_write_text
 
 CHECKPOINT = "checkpoint.pt"
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("poly", "plateau")
 
 
 class DivergedError(RuntimeError):
@@ -214,7 +216,7 @@ def make_optimizer(tr: dict, params: list) -> torch.optim.Optimizer:
         return torch.optim.SGD(params, lr=tr["lr"], momentum=tr["momentum"], weight_decay=tr["weight_decay"])
     if tr["optimizer"] == "adam":
         return torch.optim.Adam(params, lr=tr["lr"], weight_decay=tr["weight_decay"])
-    raise UserError(f"train.optimizer must be sgd or adam, got {tr['optimizer']!r}")
+    raise UserError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {tr['optimizer']!r}")
 
 
 def poly_lr(base: float, step: int, total: int, power: float) -> float:

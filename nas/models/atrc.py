@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nas.models.context import build_context
+from nas.models.context import build_context, conv_bn_relu
 from nas.search.mixed import MixedOp
 
 
@@ -71,8 +71,7 @@ class ATRCModule(nn.Module):
         # in the network, as for every target)
         self.fusion = nn.ModuleDict({
             t: TargetFusion(len(self.sources[t]), self.attn_channels, channels) if self.sources[t]
-            else nn.Sequential(nn.Conv2d(channels, channels, 1, bias=False), nn.BatchNorm2d(channels),
-                               nn.ReLU(inplace=True))
+            else conv_bn_relu(channels, channels)
             for t in self.tasks
         })
 

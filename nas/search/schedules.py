@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+SHAPES = ("linear", "cosine", "exp")
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -13,8 +15,8 @@ class Schedule:
     shape: str = "linear"  # linear | cosine | exp (geometric, needs start and end of the same sign, non-zero)
 
     def __post_init__(self):
-        if self.shape not in ("linear", "cosine", "exp"):
-            raise ValueError(f"schedule shape must be linear, cosine or exp, got {self.shape!r}")
+        if self.shape not in SHAPES:
+            raise ValueError(f"schedule shape must be one of {', '.join(SHAPES)}, got {self.shape!r}")
         if self.shape == "exp" and (self.start * self.end <= 0):
             raise ValueError("an exp schedule needs a non-zero start and end of the same sign")
 
