@@ -88,5 +88,5 @@ def test_weight_optimiser_choice():
     tr = {"optimizer": "adam", "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-5}
     assert isinstance(make_optimizer(tr, p), torch.optim.Adam)
     assert isinstance(make_optimizer({**tr, "optimizer": "sgd"}, p), torch.optim.SGD)
-    with pytest.raises(UserError, match="train.optimizer must be sgd or adam"):
+    with pytest.raises(UserError, match="train.optimizer must be one of sgd, adam"):
         make_optimizer({**tr, "optimizer": "lion"}, p)
