@@ -273,6 +273,23 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
     return cfg
 
 
+def validate(cfg: dict, source: str) -> None:
+    """Every check ``load_config`` makes, on a config built another way (e.g. with an HPO trial's values)."""
+    _check(cfg, DEFAULTS, "", source)
+    _check_semantics(cfg, source)
+
+
+def has_key(dotted: str) -> bool:
+    """Whether ``a.b.c`` names a config key (a leaf, or a key inside an open mapping such as loss_weights)."""
+    node = DEFAULTS
+    parts = dotted.split(".")
+    for i, p in enumerate(parts):
+        if not isinstance(node, dict) or p not in node:
+            return ".".join(parts[:i]) in OPEN and i == len(parts) - 1
+        node = node[p]
+    return not isinstance(node, dict) or dotted in OPEN
+
+
 def _check_semantics(cfg: dict, source: str) -> None:
     from nas.tasks import TASKS
 

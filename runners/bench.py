@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -215,7 +216,12 @@ def run_bench(device: str = "cpu", out: str | Path = "results/bench", quick: boo
     dev = torch.device(device)
     sz = QUICK if quick else FULL
     reps, warm = sz["reps"], 1
-    say = print if progress else (lambda *a, **k: None)
+    t_start = time.perf_counter()
+
+    def say(msg: str) -> None:  # phase lines on stderr (stdout may be the --json result)
+        if progress:
+            print(f"[{time.perf_counter() - t_start:6.0f}s] {msg}", file=sys.stderr)
+
     res: dict = {"machine": machine(dev), "quick": quick, "units": {
         "images_per_s": "images/s", "step_s": "s", "peak_memory_MiB": "MiB", "fwd_bwd_s": "s",
         "max_abs_diff": "absolute", "exponent": "dimensionless (time ~ x^exponent)"}}
@@ -224,28 +230,33 @@ def run_bench(device: str = "cpu", out: str | Path = "results/bench", quick: boo
     for mode, frac, label in (("soft-all", 0.0, "soft-all (reference: every candidate)"),
                               ("soft", 0.0, "soft, none frozen"), ("soft", 0.5, "soft, half frozen"),
                               ("soft", 1.0, "soft, all frozen"), ("hard", 0.0, "hard (straight-through)")):
-        say(f"search step: {label} ...", flush=True)
+        say(f"search step: {label} ...")
         r = run_search_step(mode, frac, size["n_tasks"], size["channels"], size["res"], size["batch"], dev, warm, reps)
         r["label"] = label
         res["search_step"]["rows"].append(r)
     base = res["search_step"]["rows"][0]["images_per_s"]
     for r in res["search_step"]["rows"]:
         r["speedup_vs_soft_all"] = r["images_per_s"] / base
-    say("local op ...", flush=True)
+    say("local op ...")
     res["local_op"] = run_local_op(sz["local"]["channels"], sz["local"]["res"], 1, dev, warm, reps)
-    say("scaling ...", flush=True)
+    say("scaling ...")
     c, b = sz["scaling"]["channels"], sz["scaling"]["batch"]
-    task_rows = [run_search_step("soft", 0.0, n, c, 32 if not quick else 16, b, dev, warm, reps) for n in sz["tasks"]]
-    res_rows = [run_search_step("soft", 0.0, 4, c, r, b, dev, warm, reps) for r in sz["resolutions"]]
+    task_rows, res_rows = [], []
+    for n in sz["tasks"]:
+        say(f"scaling: {n} tasks ...")
+        task_rows.append(run_search_step("soft", 0.0, n, c, 32 if not quick else 16, b, dev, warm, reps))
+    for r in sz["resolutions"]:
+        say(f"scaling: {r}x{r} ...")
+        res_rows.append(run_search_step("soft", 0.0, 4, c, r, b, dev, warm, reps))
     res["scaling"] = {
         "tasks": {"rows": task_rows, "exponent": growth_exponent([r["tasks"] for r in task_rows],
                                                                  [r["step_s"] for r in task_rows])},
         "resolution": {"rows": res_rows, "exponent": growth_exponent([r["resolution"] for r in res_rows],
                                                                      [r["step_s"] for r in res_rows])},
     }
-    say("data ...", flush=True)
+    say("data ...")
     res["data"] = run_data(sz["data"])
-    say("edge evaluation ...", flush=True)
+    say("edge evaluation ...")
     res["edge_eval"] = run_edge_eval(sz["edge"], 1 if quick else 3)
     if dev.type == "cuda":
         res["cuda"] = _cuda_variants(dev, size, warm, reps)

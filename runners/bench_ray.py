@@ -8,6 +8,7 @@ its checkpoints to Tune; the ratio of the wall times (Ray start included) is the
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,13 +27,16 @@ def ray_overhead(n: int = 4, steps: int = 100, config: str = "synthetic-atrc", c
     overrides = [f"search.steps={steps}", "train.checkpoint_every=50", f"data.cache_dir={cache_dir}",
                  "ray.max_concurrent_trials=1", f"ray.resources={{cpu: {cpus}}}"]
     cfg = load_config(config, overrides)
+    say = (lambda m: print(m, file=sys.stderr, flush=True)) if progress else (lambda m: None)
     with tempfile.TemporaryDirectory() as tmp:
         search_run(cfg, Path(tmp) / "warm", progress=False, stop_after=1)  # the data cache exists for both
         torch.set_num_threads(cpus)
         t0 = time.perf_counter()
         for seed in range(n):
+            say(f"in-process search {seed + 1}/{n} ({steps} steps) ...")
             search_run({**cfg, "seed": seed}, Path(tmp) / f"local{seed}", progress=False)
         local = time.perf_counter() - t0
+        say(f"{n} searches as Ray Tune trials ...")
         t0 = time.perf_counter()
         run_tune_search({**cfg, "ray": {**cfg["ray"], "storage_path": str(Path(tmp) / "ray")}}, "overhead",
                         num_samples=n, verbose=0)

@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-overhead", type=int, default=None, metavar="N",
                    help="instead: wall time of N short searches as Ray Tune trials vs in-process")
     p.add_argument("--steps", type=int, default=100, help="with --ray-overhead: steps per search")
+    p.add_argument("--no-progress", action="store_true", help="no phase lines on stderr")
 
     p = sub.add_parser("importance", help="permutation importance of each context block of a trained ATRC network")
     p.add_argument("--run", required=True, help="a train/retrain run directory of an ATRC architecture")
@@ -218,9 +219,10 @@ def cmd_run(args):
 
 
 def cmd_hpo(args):
-    from runners.hpo import run_study
+    from runners.hpo import check_study, run_study
 
     cfg, out = _load_cfg(args, "hpo")
+    check_study(cfg)  # before any study is created or loaded
     if args.fast_dev_run and args.n_trials is None:
         args.n_trials = 2
     if args.ray:
@@ -229,7 +231,8 @@ def cmd_hpo(args):
         res = run_study_ray(cfg, out, storage=args.storage, study_name=args.study_name, n_trials=args.n_trials,
                             address=args.address)
     else:
-        res = run_study(cfg, out, storage=args.storage, study_name=args.study_name, n_trials=args.n_trials)
+        res = run_study(cfg, out, storage=args.storage, study_name=args.study_name, n_trials=args.n_trials,
+                        progress=not args.no_progress)
     print(f"study {res['study']}: {res['complete']} of {res['trials']} trials complete")
     for k in ("best_value", "best_params", "best", "pareto", "trials_csv"):
         if k in res:
@@ -252,7 +255,7 @@ def cmd_bench(args):
     if args.ray_overhead:
         from runners.bench_ray import ray_overhead
 
-        r = ray_overhead(args.ray_overhead, args.steps)
+        r = ray_overhead(args.ray_overhead, args.steps, progress=not args.no_progress)
         print(json.dumps(r, indent=2) if args.json else
               f"{r['searches']} searches x {r['steps']} steps on {r['cpus']} CPUs: in-process "
               f"{r['in_process_s']:.1f}s, as Ray Tune trials {r['ray_trials_s']:.1f}s, ratio {r['ratio']:.2f}")
@@ -260,7 +263,7 @@ def cmd_bench(args):
     from nas.engine.loop import resolve_device
     from runners.bench import format_table, run_bench
 
-    res = run_bench(str(resolve_device(args.device)), args.out, quick=args.quick, progress=not args.json)
+    res = run_bench(str(resolve_device(args.device)), args.out, quick=args.quick, progress=not args.no_progress)
     print(json.dumps(res, indent=2) if args.json else format_table(res))
     if not args.json:
         print(f"written: {', '.join(res['files'].values())}")

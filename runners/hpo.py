@@ -35,25 +35,105 @@ def make_storage(url: str):
         raise UserError(f"cannot open Optuna storage {url}: {e.__class__.__name__}: {str(e).splitlines()[0]}") from None
 
 
-def suggest(trial, name: str, spec: dict):
+def suggest(trial, name: str, dist):
+    """The trial's value of ``name`` under the Optuna distribution ``dist`` (from ``check_study``)."""
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    if isinstance(dist, FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, log=dist.log)
+    return trial.suggest_categorical(name, list(dist.choices))
+
+
+PRUNERS = ("median", "hyperband", "none")
+DIRECTIONS = ("maximize", "minimize")
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _distribution(key: str, spec):
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    where = f"hpo.params.{key}"
+    if not isinstance(spec, dict):
+        raise UserError(f"{where} must be a mapping such as {{type: float, low: 0.001, high: 0.1}}, got {spec!r}")
     kind = spec.get("type")
-    if kind == "float":
-        return trial.suggest_float(name, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)))
-    if kind == "int":
-        return trial.suggest_int(name, int(spec["low"]), int(spec["high"]), log=bool(spec.get("log", False)))
+    allowed = {"float": {"type", "low", "high", "log"}, "int": {"type", "low", "high", "log"},
+               "categorical": {"type", "choices"}}
+    if kind not in allowed:
+        raise UserError(f"{where}.type must be float, int or categorical, got {kind!r}")
+    extra = sorted(set(spec) - allowed[kind])
+    if extra:
+        raise UserError(f"{where}: unknown field {extra[0]!r} for type {kind}; use {', '.join(sorted(allowed[kind]))}")
     if kind == "categorical":
-        return trial.suggest_categorical(name, list(spec["choices"]))
-    raise UserError(f"hpo.params.{name}: type must be float, int or categorical, got {kind!r}")
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise UserError(f"{where}.choices must be a non-empty list, got {choices!r}")
+        return CategoricalDistribution(choices), choices
+    low, high, log = spec.get("low"), spec.get("high"), spec.get("log", False)
+    for field, v in (("low", low), ("high", high)):
+        if not _number(v) or (kind == "int" and not isinstance(v, int)):
+            raise UserError(f"{where}.{field} must be {'an integer' if kind == 'int' else 'a number'}, got {v!r}")
+    if not isinstance(log, bool):
+        raise UserError(f"{where}.log must be true or false, got {log!r}")
+    if low > high:
+        raise UserError(f"{where}: low {low} is above high {high}")
+    if log and low <= 0:
+        raise UserError(f"{where}: log: true needs low > 0, got {low}")
+    dist = (FloatDistribution(float(low), float(high), log=log) if kind == "float"
+            else IntDistribution(int(low), int(high), log=log))
+    return dist, [low, high]
+
+
+def check_study(cfg: dict) -> dict:
+    """Check the study definition before any study is created or loaded: objectives and directions, the
+    pruner, and every ``hpo.params`` entry (a config key, a well-formed range, and a range whose ends are
+    values the config accepts). Returns the params as Optuna distributions."""
+    from nas.config import has_key, validate
+    from runners.tune_search import apply_overrides
+
+    h = cfg["hpo"]
+    objectives, directions = list(h["objectives"]), list(h["directions"])
+    if not objectives or len(objectives) != len(directions):
+        raise UserError(f"hpo.objectives ({len(objectives)}) and hpo.directions ({len(directions)}) must be "
+                        "non-empty and of the same length")
+    for d in directions:
+        if d not in DIRECTIONS:
+            raise UserError(f"hpo.directions: {d!r} must be maximize or minimize")
+    tasks = cfg["data"]["tasks"]
+    for o in objectives:
+        if not (o in OBJECTIVES or (o.startswith("val/") and o[4:] in tasks)):
+            raise UserError(f"hpo.objectives: unknown objective {o!r}; use {', '.join(OBJECTIVES)} or val/<task> "
+                            f"with a task of data.tasks ({', '.join(tasks)})")
+    missing = [t for t in tasks if t not in cfg["baselines"]]
+    if "delta_m" in objectives and missing:
+        raise UserError(f"hpo objective delta_m needs single-task baselines for every task; baselines.{missing[0]} "
+                        "is missing")
+    if h["pruner"] not in PRUNERS:
+        raise UserError(f"hpo.pruner must be one of {', '.join(PRUNERS)}, got {h['pruner']!r}")
+    if not h["params"]:
+        raise UserError("hpo.params is empty: declare the hyperparameters to tune")
+    out = {}
+    for key, spec in h["params"].items():
+        if not has_key(key):
+            raise UserError(f"hpo.params.{key}: unknown config key {key!r}")
+        out[key], ends = _distribution(key, spec)
+        for v in ends:
+            try:
+                validate(apply_overrides(cfg, {key: v}), f"hpo.params.{key}")
+            except UserError as e:
+                raise UserError(f"{e} (value {v!r} of the search range)") from None
+    return out
 
 
 def _pruner(name: str):
     import optuna
 
-    pruners = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
-               "hyperband": optuna.pruners.HyperbandPruner, "none": optuna.pruners.NopPruner}
-    if name not in pruners:
-        raise UserError(f"hpo.pruner must be one of {', '.join(pruners)}, got {name!r}")
-    return pruners[name]()
+    return {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+            "hyperband": optuna.pruners.HyperbandPruner, "none": optuna.pruners.NopPruner}[name]()
 
 
 def _value(objective: str, summary: dict, cfg: dict, arch_path: Path) -> float:
@@ -78,20 +158,17 @@ def _value(objective: str, summary: dict, cfg: dict, arch_path: Path) -> float:
 
 
 def run_study(cfg: dict, out: str | Path, storage: str | None = None, study_name: str | None = None,
-              n_trials: int | None = None) -> dict:
+              n_trials: int | None = None, progress: bool = True) -> dict:
     import optuna
 
     from nas.engine.search import ARCHITECTURE, search_run
     from nas.engine.train import train_run
     from runners.tune_search import apply_overrides
 
+    dists = check_study(cfg)
     h = cfg["hpo"]
     out = Path(out)
     objectives, directions = list(h["objectives"]), list(h["directions"])
-    if len(objectives) != len(directions) or not objectives:
-        raise UserError("hpo.objectives and hpo.directions must be non-empty and of the same length")
-    if not h["params"]:
-        raise UserError("hpo.params is empty: declare the hyperparameters to tune")
     multi = len(objectives) > 1
     store = make_storage(storage or h["storage"])
     name = study_name or h["study_name"]
@@ -101,7 +178,7 @@ def run_study(cfg: dict, out: str | Path, storage: str | None = None, study_name
     study.set_metric_names(objectives)
 
     def objective(trial):
-        overrides = {k: suggest(trial, k, spec) for k, spec in h["params"].items()}
+        overrides = {k: suggest(trial, k, d) for k, d in dists.items()}
         tcfg = apply_overrides(copy.deepcopy(cfg), overrides)
         run_dir = out / f"trial_{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir.resolve()))
@@ -124,28 +201,8 @@ def run_study(cfg: dict, out: str | Path, storage: str | None = None, study_name
         return values if multi else values[0]
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(objective, n_trials=n_trials or h["n_trials"], show_progress_bar=True,
-                   catch=())
+    study.optimize(objective, n_trials=n_trials or h["n_trials"], show_progress_bar=progress, catch=())
     return export_study(study, out, objectives)
-
-
-def distributions(params: dict) -> dict:
-    """``hpo.params`` as Optuna distributions (for Ray Tune's OptunaSearch)."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    out = {}
-    for name, spec in params.items():
-        kind = spec.get("type")
-        log = bool(spec.get("log", False))
-        if kind == "float":
-            out[name] = FloatDistribution(float(spec["low"]), float(spec["high"]), log=log)
-        elif kind == "int":
-            out[name] = IntDistribution(int(spec["low"]), int(spec["high"]), log=log)
-        elif kind == "categorical":
-            out[name] = CategoricalDistribution(list(spec["choices"]))
-        else:
-            raise UserError(f"hpo.params.{name}: type must be float, int or categorical, got {kind!r}")
-    return out
 
 
 def hpo_trial(config: dict) -> None:
@@ -190,20 +247,15 @@ def run_study_ray(cfg: dict, out: str | Path, storage: str | None = None, study_
 
     from runners.tune_search import absolute_paths, init_ray
 
+    dists = check_study(cfg)
     h = cfg["hpo"]
     objectives, directions = list(h["objectives"]), list(h["directions"])
-    if len(objectives) != len(directions) or not objectives:
-        raise UserError("hpo.objectives and hpo.directions must be non-empty and of the same length")
-    if not h["params"]:
-        raise UserError("hpo.params is empty: declare the hyperparameters to tune")
-    if "delta_m" in objectives and not cfg["baselines"]:
-        raise UserError("hpo objective delta_m needs single-task `baselines` for every task in the config")
     out = Path(out).resolve()
     name = study_name or h["study_name"]
     store = make_storage(storage or h["storage"])
     modes = ["max" if d == "maximize" else "min" for d in directions]
     multi = len(objectives) > 1
-    searcher = OptunaSearch(space=distributions(h["params"]), metric=objectives if multi else objectives[0],
+    searcher = OptunaSearch(space=dists, metric=objectives if multi else objectives[0],
                             mode=modes if multi else modes[0], study_name=name, storage=store,
                             sampler=optuna.samplers.TPESampler(seed=cfg["seed"]))
     init_ray(address)

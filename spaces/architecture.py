@@ -39,6 +39,12 @@ class Architecture:
     tasks: list[str]
     choices: dict[str, Any]
     search: dict[str, Any] = field(default_factory=dict)
+    space_spec: dict | None = None  # a user's space, embedded so the file loads without the space file
+
+    def search_space(self) -> SearchSpace:
+        if self.space_spec is not None:
+            return SearchSpace.from_dict(self.space_spec, f"the space embedded in the architecture ({self.space})")
+        return load_space(self.space)
 
     @property
     def group(self) -> str:
@@ -65,7 +71,7 @@ class Architecture:
                 raise SpecError(f"{where}unknown task {t!r} in architecture (known: {', '.join(known_tasks)})")
         if len(set(self.tasks)) != len(self.tasks):
             raise SpecError(f"{where}tasks are listed twice: {self.tasks}")
-        space = space or load_space(self.space)
+        space = space or self.search_space()
         for d in space.decisions(self.tasks):
             v = space.value_of(self.choices, d)
             if d.element is not None:
@@ -81,8 +87,9 @@ class Architecture:
                 raise SpecError(f"{where}choices.{'.'.join(d.path)} = {v!r} is not one of {list(d.candidates)}")
 
     def to_dict(self) -> dict:
-        return {"format": ARCH_FORMAT, "space": self.space, "tasks": list(self.tasks), "choices": self.choices,
-                "search": self.search}
+        d = {"format": ARCH_FORMAT, "space": self.space, "tasks": list(self.tasks), "choices": self.choices,
+             "search": self.search}
+        return {**d, "space_spec": self.space_spec} if self.space_spec is not None else d
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -101,10 +108,14 @@ def from_dict(data: Any, source: str = "architecture") -> Architecture:
             raise SpecError(f"{source}: missing key {k!r}")
     if not isinstance(data["tasks"], list) or not isinstance(data["choices"], dict):
         raise SpecError(f"{source}: tasks must be a list and choices a mapping")
-    extra = set(data) - {"format", "space", "tasks", "choices", "search"}
+    extra = set(data) - {"format", "space", "tasks", "choices", "search", "space_spec"}
     if extra:
         raise SpecError(f"{source}: unknown key(s) {', '.join(sorted(extra))}")
-    arch = Architecture(str(data["space"]), list(data["tasks"]), data["choices"], dict(data.get("search") or {}))
+    spec = data.get("space_spec")
+    if spec is not None and not isinstance(spec, dict):
+        raise SpecError(f"{source}: space_spec must be a search-space mapping")
+    arch = Architecture(str(data["space"]), list(data["tasks"]), data["choices"], dict(data.get("search") or {}),
+                        spec)
     arch.validate(source=source)
     return arch
 
@@ -153,14 +164,15 @@ def fixed_architecture(space: SearchSpace, tasks: list[str], context: str) -> Ar
     for d in space.decisions(tasks):
         values[d.path] = context if context in d.candidates else ("tlabel" if context == "slabel" else d.candidates[0])
     # choices_from collects subset elements (e.g. mTEB scales: fixed:off -> []) into lists
-    return Architecture(space.name, list(tasks), space.choices_from(values), {"fixed": context})
+    return Architecture(space.name, list(tasks), space.choices_from(values), {"fixed": context}, space.embedded())
 
 
 def architecture_from_decisions(space: SearchSpace, tasks: list[str], values: dict[tuple, object],
                                 search: dict | None = None) -> Architecture:
-    return Architecture(space.name, list(tasks), space.choices_from(values), dict(search or {}))
+    return Architecture(space.name, list(tasks), space.choices_from(values), dict(search or {}), space.embedded())
 
 
 def default_architecture(space: SearchSpace, tasks: list[str]) -> Architecture:
     """The space's declared ``defaults`` (e.g. CompositeTasking's depth 6 / width 128) as an architecture."""
-    return Architecture(space.name, list(tasks), space.choices_from(space.default_values()), {"fixed": "defaults"})
+    return Architecture(space.name, list(tasks), space.choices_from(space.default_values()), {"fixed": "defaults"},
+                        space.embedded())

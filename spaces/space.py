@@ -45,6 +45,13 @@ class SearchSpace:
     restrict: dict
     decisions_spec: dict
     defaults: dict
+    declaration: dict | None = None  # the YAML mapping it was read from
+    shipped: bool = False  # one of the spaces in this package (loadable again by name)
+
+    def embedded(self) -> dict | None:
+        """What an architecture file carries to be loadable again: nothing for a shipped space (its name
+        suffices), the whole declaration for a user's space file."""
+        return None if self.shipped else self.declaration
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "space") -> SearchSpace:
@@ -79,6 +86,7 @@ class SearchSpace:
             restrict=dict(data.get("restrict") or {}),
             decisions_spec=dict(data.get("decisions") or {}),
             defaults=dict(data.get("defaults") or {}),
+            declaration=data,
         )
 
     def _pair_candidates(self, target: str, source: str) -> list:
@@ -171,4 +179,6 @@ def load_space(name_or_path: str) -> SearchSpace:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise SpecError(f"malformed YAML in {source}: {e}") from None
-    return SearchSpace.from_dict(data, source)
+    space = SearchSpace.from_dict(data, source)
+    space.shipped = p.suffix not in (".yaml", ".yml")
+    return space

@@ -158,3 +158,44 @@ def test_bounding_box_culling_changes_no_label():
         a, b = fast.render(5, i), full.render(5, i)
         assert np.array_equal(a.semseg, b.semseg) and np.array_equal(a.parts, b.parts)
         assert np.array_equal(a.depth, b.depth) and np.array_equal(a.image, b.image)
+
+
+def test_centroid_cache_is_keyed_by_root_and_survives_a_truncated_file(tmp_path):
+    from nas.data.real import centroid_cache_path
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    _nyud_tree(a)
+    _nyud_tree(b)
+    for i in ("0000", "0001"):  # copy b: same ids, other normals (all pointing up)
+        n = np.zeros((12, 16, 3), np.float32)
+        n[..., 2] = 1
+        np.save(b / "normals" / f"{i}.npy", n)
+    cfg_a, cfg_b = _nyud_cfg(a, tmp_path), _nyud_cfg(b, tmp_path)  # one shared cache_dir
+    _, info_a = build_dataset(cfg_a, "val", train=False, progress=False)
+    _, info_b = build_dataset(cfg_b, "val", train=False, progress=False)
+    assert not np.allclose(info_a.normal_centroids, info_b.normal_centroids)  # not a stale reuse of a's
+    files = sorted((tmp_path / "c").glob("nyud-normal-centroids-*.json"))
+    assert len(files) == 2
+    ds_a, _ = build_dataset(cfg_a, "train", train=False, progress=False)
+    path = centroid_cache_path("nyud", ds_a, cfg_a["cache_dir"])
+    good = path.read_text()
+    path.write_text(good[: len(good) // 2])  # a truncated file (a kill mid-write by an older version)
+    _, again = build_dataset(cfg_a, "val", train=False, progress=False)
+    assert np.allclose(again.normal_centroids, info_a.normal_centroids)
+    assert path.read_text() == good  # recomputed and replaced
+    assert not [p for p in (tmp_path / "c").iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def test_result_files_get_the_umask_mode(tmp_path):
+    import os
+
+    from spaces.io import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        p = atomic_write_text(tmp_path / "r.json", "{}")
+        assert p.stat().st_mode & 0o777 == 0o644
+        os.umask(0o002)
+        assert atomic_write_text(tmp_path / "s.json", "{}").stat().st_mode & 0o777 == 0o664
+    finally:
+        os.umask(old)

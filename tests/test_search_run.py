@@ -22,6 +22,7 @@ def test_search_cli_writes_architecture_and_logs(tmp_path, fast_args):
     assert main(["search", "--local", "--out", str(out), *fast_args]) == 0
     arch = load_architecture(out / "architecture.yaml")
     assert arch.tasks == ["semseg", "depth", "normals", "edge"]
+    assert arch.space_spec is None  # a shipped space is named, not embedded
     assert set(arch.search["probabilities"]) == {f"atrc.{t}.{s}" for t in arch.tasks for s in arch.tasks}
     rows = list(csv.DictReader((out / "alpha_history.csv").open()))
     assert len(rows) == 3  # every step
@@ -90,3 +91,18 @@ def test_weight_optimiser_choice():
     assert isinstance(make_optimizer({**tr, "optimizer": "sgd"}, p), torch.optim.SGD)
     with pytest.raises(UserError, match="train.optimizer must be one of sgd, adam"):
         make_optimizer({**tr, "optimizer": "lion"}, p)
+
+
+def test_a_user_space_architecture_retrains_without_its_space_file(tmp_path, fast_args):
+    space = tmp_path / "my-space.yaml"
+    space.write_text("format: trcnas-space/1\nname: local-or-none\ngroup: atrc\nper: task_pair\n"
+                     "candidates: [none, local]\n")
+    out = tmp_path / "s"
+    assert main(["search", "--local", "--out", str(out), *fast_args, "--set", f"search.space={space}"]) == 0
+    arch = load_architecture(out / "architecture.yaml")
+    assert arch.space == "local-or-none" and arch.space_spec["candidates"] == ["none", "local"]
+    space.unlink()  # the architecture file alone must be enough
+    r = tmp_path / "r"
+    assert main(["retrain", "--architecture", str(out / "architecture.yaml"), "--out", str(r), *fast_args]) == 0
+    rm = json.loads((r / "metrics.json").read_text())
+    assert {c for row in rm["architecture"]["choices"]["atrc"].values() for c in row.values()} <= {"none", "local"}

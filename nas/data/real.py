@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from nas.data import partitions
 from nas.data.base import DATASETS, DenseDataset
 from nas.errors import UserError
 from nas.tasks import DatasetInfo
+from spaces.io import atomic_write_text
 
 NYUD_LAYOUT = ("images/*.jpg|png, segmentation/*.png, depth/*.npy, normals/*.npy|png, edge/*.npy|png, "
                "gt_sets/{train,val}.txt")
@@ -191,18 +193,37 @@ class PascalContext(DenseDataset):
         return _to_sample(image, labels)
 
 
+CENTROID_IMAGES = 200  # training images the normal centroids are computed from
+
+
+def centroid_cache_path(name: str, ds: DenseDataset, cache_dir: str | Path) -> Path:
+    """The cache file of a dataset copy's normal centroids, keyed by the resolved root and the training
+    images used: another ``data.root`` (or another split list) never reads stale centroids."""
+    ids = list(ds.ids[:CENTROID_IMAGES])
+    blob = json.dumps([str(Path(ds.root).resolve()), ids, partitions.__name__]).encode()
+    return Path(cache_dir) / f"{name}-normal-centroids-{hashlib.sha1(blob).hexdigest()[:12]}.json"
+
+
+def _read_centroids(path: Path) -> np.ndarray | None:
+    """The cached centroids, or None when the file is absent or unreadable (then they are recomputed)."""
+    try:
+        c = np.array(json.loads(path.read_text()), dtype=np.float32)
+    except (OSError, ValueError):
+        return None
+    return c if c.ndim == 2 and c.shape[1] == 3 and np.isfinite(c).all() else None
+
+
 def _real_info(name: str, ds: DenseDataset, cfg: dict, **fixed) -> DatasetInfo:
-    """Depth range and normal centroids from (up to 200 images of) the training split, cached as JSON."""
+    """Depth range and normal centroids from (up to 200 images of) the training split, cached as JSON
+    (written atomically; an unreadable cache file is recomputed and replaced)."""
     info = DatasetInfo(name=name, **fixed)
     if "normals" in ds.tasks:
-        cache = Path(cfg["cache_dir"]) / f"{name}-normal-centroids.json"
-        if cache.exists():
-            info.normal_centroids = np.array(json.loads(cache.read_text()), dtype=np.float32)
-        else:
-            sub = [ds.load(j)["normals"].permute(1, 2, 0).numpy() for j in range(min(len(ds), 200))]
+        cache = centroid_cache_path(name, ds, cfg["cache_dir"])
+        info.normal_centroids = _read_centroids(cache)
+        if info.normal_centroids is None:
+            sub = [ds.load(j)["normals"].permute(1, 2, 0).numpy() for j in range(min(len(ds), CENTROID_IMAGES))]
             info.normal_centroids = partitions.normal_centroids(np.concatenate([s.reshape(-1, 3) for s in sub]))
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps(info.normal_centroids.tolist()))
+            atomic_write_text(cache, json.dumps(info.normal_centroids.tolist()))
     return info
 
 

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from nas.data import partitions
 from nas.data.base import DATASETS, DenseDataset
 from nas.data.scenes import CLASSES, PARTS, SceneGenerator
+from nas.progress import bar
 from nas.tasks import DatasetInfo
+from spaces.io import give_umask_mode
 
 FORMAT_VERSION = 2  # 2: thin 8-connected edge labels
 # field -> (dtype on disk, channels-last shape suffix)
@@ -46,6 +47,7 @@ def build_cache(root: Path, seed: int, size: tuple[int, int], n_train: int, n_va
         return target
     Path(root).mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+    give_umask_mode(tmp)
     try:
         gen = SceneGenerator(*size)
         for split, start, n in (("train", 0, n_train), ("val", n_train, n_val)):
@@ -53,7 +55,7 @@ def build_cache(root: Path, seed: int, size: tuple[int, int], n_train: int, n_va
                 k: np.lib.format.open_memmap(tmp / f"{split}_{k}.npy", mode="w+", dtype=dt, shape=(n, *size, *sh))
                 for k, (dt, sh) in _FIELDS.items()
             }
-            for i in tqdm(range(n), desc=f"rendering synthetic {split}", disable=not progress, leave=False):
+            for i in bar(range(n), desc=f"rendering synthetic {split}", enabled=progress, leave=False):
                 s = gen.render(seed, start + i)
                 for k in _FIELDS:
                     arrays[k][i] = getattr(s, k)

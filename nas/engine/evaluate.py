@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-from tqdm import tqdm
 
 from nas.metrics import delta_m
 from nas.models.multitask import upsample_to
+from nas.progress import bar
 from nas.tasks import Task
 
 
@@ -74,7 +74,7 @@ def evaluate(model, loader, tasks: Mapping[str, Task], device, progress: bool = 
     """Metrics of every task accumulated over the loader."""
     model.eval()
     meters = {t: task.meter() for t, task in tasks.items()}
-    for batch in tqdm(loader, desc="evaluating", disable=not progress, leave=False):
+    for batch in bar(loader, desc="evaluating", enabled=progress, leave=False):
         batch = to_device(batch, device)
         with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
             out = predict(model, batch)

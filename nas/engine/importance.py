@@ -15,7 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from nas.config import load_config
 from nas.data import build_dataset
@@ -27,6 +26,7 @@ from nas.errors import UserError
 from nas.metrics import delta_m
 from nas.models import build_model
 from nas.models.multitask import upsample_to
+from nas.progress import bar
 from nas.tasks import build_tasks
 
 
@@ -128,7 +128,7 @@ def importance_of(model, make_loader, tasks, baselines, repeats: int, seed: int,
     dm0 = delta_m(base, ref, higher)
     rows = []
     jobs = [(p, r) for p in pairs for r in range(repeats)]
-    for key, r in tqdm(jobs, desc="permutation importance", disable=not progress):
+    for key, r in bar(jobs, desc="permutation importance", enabled=progress):
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + r))
         msgs = store[key]
 

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from nas.config import dump
 from nas.data import StepBatchSampler, build_dataset
@@ -29,6 +28,7 @@ from nas.engine import distributed
 from nas.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from nas.engine.evaluate import delta_m_of, evaluate, forward_batch, losses_of, primary, to_device
 from nas.errors import UserError
+from nas.progress import bar as progress_bar
 from nas.tasks import Task, build_tasks
 from spaces.io import atomic_write_text
 
@@ -299,8 +299,7 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
 
     t0 = time.perf_counter()
     model.train()
-    bar = tqdm(total=steps, initial=start, desc=ctx.cfg["name"], disable=not progress or rank != 0,
-               dynamic_ncols=True)
+    bar = progress_bar(total=steps, initial=start, desc=ctx.cfg["name"], enabled=progress and rank == 0)
     step = start
     for step, batch in enumerate(loader, start=start):
         lr = tr["lr"] * plateau.scale if plateau is not None else poly_lr(tr["lr"], step, steps, tr["poly_power"])
