@@ -11,7 +11,7 @@ import pandas as pd
 from scipy import stats
 
 from analysis.loaders import pair_choices, read_architecture
-from analysis.style import CONTEXT_COLORS, CONTEXT_LABELS, CONTEXT_ORDER, no_data, plt, save, task_label
+from analysis.style import CONTEXT_COLORS, CONTEXT_LABELS, CONTEXT_ORDER, annotation, no_data, plt, save, task_label
 
 
 def importance_matrix(imp: pd.DataFrame, tasks: list[str], column: str = "drop_delta_m_mean") -> pd.DataFrame:
@@ -32,7 +32,8 @@ def importance_heatmap(imp: pd.DataFrame | None, tasks: list[str], out: Path) ->
     m = importance_matrix(imp, tasks)
     import seaborn as sns
 
-    sns.heatmap(m, annot=True, fmt=".2f", cmap="rocket_r", ax=ax, cbar_kws={"label": "mean drop in Δm (% points)"},
+    sns.heatmap(m, annot=m.map(annotation).to_numpy(), fmt="", cmap="rocket_r", ax=ax,
+                cbar_kws={"label": "mean drop in Δm (% points)"},
                 xticklabels=[task_label(t) for t in tasks], yticklabels=[task_label(t) for t in tasks])
     ax.set_xlabel("source task")
     ax.set_ylabel("target task")

@@ -4,6 +4,7 @@ Nothing is recomputed; a figure whose data is missing says so."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from analysis import context, decisions, resources, search_plots, studies
@@ -12,23 +13,79 @@ from spaces.io import atomic_write_text
 
 
 def make_report(root: str | Path, out: str | Path | None = None) -> dict:
+    """Figures and tables into ``out`` (default ROOT/figures). Search runs of several spaces in one folder
+    (e.g. an hpo folder with ATRC and CompositeTasking studies) get their decision figures per space, in
+    ``out/<space>/``; everything else is drawn once."""
     root = Path(root)
     out = Path(out) if out else root / "figures"
     out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"figures": str(out)}
 
     runs = search_runs(root)
-    archs = context.load_archs(runs)
+    groups: dict[str, list[Path]] = {}
+    for r in runs:
+        groups.setdefault(str(read_architecture(r / "architecture.yaml").get("space")), []).append(r)
+    chosen_files = {}
+    for p in sorted(root.rglob("architecture.yaml")):
+        a = read_architecture(p)
+        if isinstance(a, dict) and "choices" in a:
+            chosen_files.setdefault(str(a.get("space")), a)
+    first_space = next(iter(groups), next(iter(chosen_files), None))
+    chosen = chosen_files.get(first_space)
+    archs = context.load_archs(groups.get(first_space, []))
     imp_path = first(root, "importance.csv")
     imp = read_csv(imp_path) if imp_path else None
-    chosen_path = first(root, "architecture.yaml")
-    chosen = read_architecture(chosen_path) if chosen_path else None
     tasks = chosen["tasks"] if chosen else (archs[0]["tasks"] if archs else [])
 
     m = context.importance_heatmap(imp, tasks, out)
     if m is not None:
         resources.write_tables(m.reset_index(names="target"), out, "importance_matrix", "%.3f")
         summary["importance_matrix"] = m.round(4).to_dict()
+    if len(groups) > 1:
+        summary["spaces"] = {space: _decision_figures(context.load_archs(dirs), dirs, chosen_files.get(space), imp,
+                                                      out / space) for space, dirs in groups.items()}
+    else:
+        summary.update(_decision_figures(archs, groups.get(first_space, []), chosen, imp, out))
+    summary["search_runs"] = len(runs)
+    search_plots.search_vs_retrain(_search_retrain_pairs(root, runs), out)
+
+    table_path = root / "table.csv" if (root / "table.csv").exists() else first(root, "table.csv")
+    table = read_csv(table_path) if table_path else None
+    resources.resources_figure(table, out)
+    if table is not None:
+        resources.write_tables(table, out, "comparison", "%.4f")
+
+    trials_path = first(root, "trials.csv")
+    if trials_path:
+        d = trials_path.parent
+        meta = read_json(d / "study.json") or {}
+        summary["study"] = studies.study_figures(
+            read_csv(trials_path), read_csv(d / "param_importances.csv"), read_csv(d / "pareto.csv"), out,
+            maximize=(meta.get("directions") or ["maximize"])[0] == "maximize")
+    else:
+        summary["study"] = studies.study_figures(None, None, None, out)
+    summary["files"] = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    atomic_write_text(out / "report.json", json.dumps(json_safe(summary), indent=2, default=str, allow_nan=False))
+    return summary
+
+
+def json_safe(value):
+    """NaN and infinities as null (JSON has no NaN: ``report.json`` must parse with any reader)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalars
+        return json_safe(value.item())
+    return value
+
+
+def _decision_figures(archs: list[dict], runs: list[Path], chosen: dict | None, imp, out: Path) -> dict:
+    """The figures of one space's searches: chosen decisions, their shares over runs, search reliability,
+    and the first run's alpha trajectories and schedules."""
+    summary: dict = {}
     ref = chosen or (archs[0] if archs else None)
     pairwise = ref is None or "atrc" in ref["choices"]
     if pairwise:  # per task pair (ATRC): heatmaps over target x source
@@ -51,31 +108,11 @@ def make_report(root: str | Path, out: str | Path | None = None) -> dict:
         resources.write_tables(rel.pop("table"), out, "search_reliability" if pairwise else "decision_reliability",
                                "%.1f")
         summary["reliability"] = rel
-    summary["search_runs"] = len(runs)
-
-    hist_dir = runs[0] if runs else None
-    hist = read_csv(hist_dir / "alpha_history.csv") if hist_dir else None
-    events = read_csv(hist_dir / "freeze_events.csv") if hist_dir else None
+    hist = read_csv(runs[0] / "alpha_history.csv") if runs else None
+    events = read_csv(runs[0] / "freeze_events.csv") if runs else None
     search_plots.alpha_trajectories(hist, events, out)
     search_plots.schedules(hist, out)
-    search_plots.search_vs_retrain(_search_retrain_pairs(root, runs), out)
-
-    table_path = root / "table.csv" if (root / "table.csv").exists() else first(root, "table.csv")
-    table = read_csv(table_path) if table_path else None
-    resources.resources_figure(table, out)
-    if table is not None:
-        resources.write_tables(table, out, "comparison", "%.4f")
-
-    trials_path = first(root, "trials.csv")
-    if trials_path:
-        d = trials_path.parent
-        meta = read_json(d / "study.json") or {}
-        studies.study_figures(read_csv(trials_path), read_csv(d / "param_importances.csv"), read_csv(d / "pareto.csv"),
-                              out, maximize=(meta.get("directions") or ["maximize"])[0] == "maximize")
-    else:
-        studies.study_figures(None, None, None, out)
-    summary["files"] = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
-    atomic_write_text(out / "report.json", json.dumps(summary, indent=2, default=str))
+    summary["search_runs_of_space"] = len(runs)
     return summary
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.style import no_data, plt, save
+from analysis.style import no_data, number, plt, save
 from spaces.io import atomic_write_text
 
 
@@ -37,13 +37,13 @@ def write_tables(df: pd.DataFrame, out: Path, name: str, floatfmt: str = "%.3f")
     paths = [out / f"{name}.{e}" for e in ("csv", "md", "tex")]
     atomic_write_text(paths[0], df.to_csv(index=False))
     atomic_write_text(paths[1], _markdown(df, floatfmt))
-    atomic_write_text(paths[2], df.to_latex(index=False, float_format=lambda x: floatfmt % x))
+    atomic_write_text(paths[2], df.to_latex(index=False, float_format=lambda x: number(x, floatfmt)))
     return paths
 
 
 def _markdown(df: pd.DataFrame, floatfmt: str) -> str:
     def cell(v):
-        return floatfmt % v if isinstance(v, float) else str(v)
+        return number(v, floatfmt) if isinstance(v, float) else str(v)
 
     lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]

@@ -34,10 +34,35 @@ def decision_label(name: str) -> str:
     return ".".join(parts[1:]) or name
 
 
-def no_data(ax, what: str) -> None:
+def no_data(ax, what: str, fontsize: float = 10) -> None:
+    """'no data: <what>' centred in the panel, wrapped to the panel's width so it never runs into a
+    neighbouring panel."""
+    import textwrap
+
     ax.set_axis_off()
-    ax.text(0.5, 0.5, f"no data: {what}", ha="center", va="center", fontsize=12, color="#555555",
-            transform=ax.transAxes)
+    fig = ax.get_figure()
+    width_in = ax.get_position().width * fig.get_figwidth()
+    chars = max(12, int(0.9 * width_in * 72 / (0.6 * fontsize)))  # average glyph ~0.6 em wide
+    ax.text(0.5, 0.5, textwrap.fill(f"no data: {what}", chars), ha="center", va="center", fontsize=fontsize,
+            color="#555555", transform=ax.transAxes)
+
+
+def annotation(v: float) -> str:
+    """A heatmap cell's label: two decimals, or two significant digits in scientific notation for a small
+    non-zero value (1e-6 is not printed as 0.00)."""
+    return number(v, "%.2f")
+
+
+def number(v: float, floatfmt: str = "%.3f") -> str:
+    """``floatfmt % v``, except a non-zero value that would print as zero: two significant digits, e.g. 1.0e-06;
+    NaN prints as an empty cell."""
+    if v != v:
+        return ""
+    text = floatfmt % v
+    if v != 0 and not any(ch in "123456789" for ch in text.split("e")[0]):
+        return f"{v:.1e}"
+    return text
+
 
 
 def save(fig, out_dir: Path, name: str) -> list[Path]:

@@ -215,3 +215,56 @@ def test_decision_titles_name_mteb_scales_as_the_paper():
     assert decision_label("mteb.scales.4") == "scale 4 (1/16)"
     assert decision_label("mteb.fusion") == "fusion"
     assert "←" in decision_label("atrc.semseg.depth")
+
+
+def test_report_of_a_folder_with_two_spaces_a_named_single_objective_study_and_tiny_values(tmp_path):
+    """ATRC and mTEB searches side by side (an hpo folder) get their figures per space; the importance matrix's
+    empty pairs (NaN) are null in report.json; a single named objective (Optuna's ``value_<name>`` column)
+    is plotted; 1e-6 is not printed as 0.00."""
+    imp = _fake_results(tmp_path, runs=2)
+    imp = imp[~((imp["target"] == "edge") & (imp["source"] == "semseg"))].copy()  # a pair without a block
+    imp.loc[imp.index[0], "drop_delta_m_mean"] = 1e-6
+    imp.to_csv(tmp_path / "importance.csv", index=False)
+    for i, ch in enumerate([{"scales": [1], "fusion": "add"}, {"scales": [2], "fusion": "add"}]):
+        d = tmp_path / "mteb" / f"run{i}"
+        d.mkdir(parents=True)
+        (d / "architecture.yaml").write_text(yaml.safe_dump({"format": "trcnas-architecture/1", "space": "mteb",
+                                                             "tasks": TASKS, "choices": {"mteb": ch}}))
+        (d / "alpha_history.csv").write_text("step,tau,entropy_weight,mteb.fusion:add\n0,1.0,0.0,0.5\n")
+    study = tmp_path / "study"
+    study.mkdir()
+    pd.DataFrame({"number": [0, 1, 2], "value_delta_m": [1.0, 3.0, 2.0], "params_search.alpha_lr": [.1, .2, .3],
+                  "state": ["COMPLETE", "COMPLETE", "COMPLETE"]}).to_csv(study / "trials.csv", index=False)
+    (study / "study.json").write_text(json.dumps({"objectives": ["delta_m"], "directions": ["maximize"]}))
+    s = make_report(tmp_path)
+    figs = tmp_path / "figures"
+    assert set(s["spaces"]) == {"atrc", "mteb"}
+    assert s["spaces"]["atrc"]["search_runs_of_space"] == 2 and s["spaces"]["mteb"]["search_runs_of_space"] == 2
+    assert (figs / "atrc" / "context_proportions.csv").is_file()
+    assert (figs / "mteb" / "decision_proportions.csv").is_file()
+    assert s["study"]["history_points"] == 3
+    text = (figs / "report.json").read_text()
+    parsed = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in report.json"))
+    assert parsed["importance_matrix"]["semseg"]["edge"] is None
+    assert "1.0e-06" in (figs / "importance_matrix.md").read_text()
+
+
+def test_no_data_text_stays_inside_its_panel():
+    from analysis.style import no_data, plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4))
+    for ax in axes:
+        no_data(ax, "param_importances.csv of an Optuna study with at least two complete trials (run `trcnas hpo`)")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in axes:
+        box, text = ax.get_window_extent(renderer), ax.texts[0].get_window_extent(renderer)
+        assert box.x0 <= text.x0 and text.x1 <= box.x1, (box, text)
+    plt.close(fig)
+
+
+def test_heatmap_annotation_keeps_small_values():
+    from analysis.style import annotation, number
+
+    assert annotation(1e-6) == "1.0e-06" and annotation(0.0) == "0.00" and annotation(2.345) == "2.35"
+    assert annotation(float("nan")) == "" and number(4e-4, "%.3f") == "4.0e-04" and number(4e-3, "%.3f") == "0.004"
