@@ -414,6 +414,12 @@ def _check_values(cfg: dict, source: str) -> None:
     if scale is not None and (len(scale) != 2 or not all(isinstance(v, (int, float)) and v > 0 for v in scale)
                               or scale[0] > scale[1]):
         raise UserError(f"{source}: data.augment.scale must be [low, high] with 0 < low <= high, got {scale!r}")
+    import torch
+
+    try:
+        torch.device(cfg["device"])
+    except (RuntimeError, TypeError):
+        raise UserError(f"{source}: device {cfg['device']!r} is not a device; use cpu, cuda or cuda:N") from None
     for k, v in cfg["ray"]["resources"].items():
         if not isinstance(v, (int, float)) or v < 0:
             raise UserError(f"{source}: ray.resources.{k} must be a non-negative number, got {v!r}")

@@ -33,8 +33,15 @@ def _common(p: argparse.ArgumentParser, config_default: str | None) -> None:
                    help="start over in an --out that holds a run (default: resume it if its config matches)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's usage mistakes as one ``error:`` line (exit code 2) like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="trcnas", description=__doc__)
+    parser = _Parser(prog="trcnas", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train and evaluate a network (baselines, or a fixed architecture)")
@@ -391,7 +398,10 @@ def _check_packages() -> None:
 def main(argv: list[str] | None = None) -> int:
     from spaces.errors import SpecError
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage mistake (2, one line already printed)
+        return e.code if isinstance(e.code, int) else 2
     try:
         _check_packages()
         if getattr(args, "command", None) == "retrain" and args.config is None:

@@ -48,7 +48,10 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise UserError(f"device {name!r} is not a device; use cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available on this machine (use --device cpu)")
     return dev
@@ -63,6 +66,16 @@ class RunContext:
     info: Any
     train_set: Any
     val_set: Any
+    resume: bool = True
+
+    def start(self) -> None:
+        """Creates the run directory and writes config.yaml: called by ``fit`` once the data and the model
+        are built, so input refused on the way leaves no directory behind (and, with ``resume=False``,
+        drops the old run's checkpoint only now)."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if not self.resume:
+            (self.out_dir / CHECKPOINT).unlink(missing_ok=True)
+        atomic_write_text(self.out_dir / "config.yaml", dump(self.cfg))
 
     def val_loader(self) -> DataLoader:
         # own generator: building the iterator must not draw from the global RNG of a run in progress
@@ -108,23 +121,19 @@ def check_resumable(cfg: dict, out: Path) -> None:
 
 
 def prepare(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bool = True) -> RunContext:
-    """Checks and creates the run directory (a directory holding another config's run is refused when
-    resuming; ``resume=False`` starts over, dropping its checkpoint), writes config.yaml, builds the data."""
+    """Checks the run directory (a directory holding another config's run is refused when resuming;
+    ``resume=False`` starts over) and builds the data; ``RunContext.start`` creates the directory."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a directory for the run")
     if resume:
         check_resumable(cfg, out)
-    elif (out / CHECKPOINT).is_file():
-        (out / CHECKPOINT).unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", dump(cfg))
     seed_everything(cfg["seed"])
     device = resolve_device(cfg["device"])
     train_set, info = build_dataset(cfg["data"], "train", train=True, seed=cfg["seed"], progress=progress)
     val_set, _ = build_dataset(cfg["data"], "val", train=False, seed=cfg["seed"], progress=progress)
     tasks = build_tasks(cfg["data"]["tasks"], info)
-    return RunContext(cfg, out, device, tasks, info, train_set, val_set)
+    return RunContext(cfg, out, device, tasks, info, train_set, val_set, resume)
 
 
 class LoopPlugin:
@@ -241,6 +250,7 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
     each global batch with DDP and cross-rank batch norm; rank 0 writes the files."""
     cfg, tr = ctx.cfg, ctx.cfg["train"]
     plugin = plugin or LoopPlugin()
+    ctx.start()
     rank, world = distributed.world()
     if world > 1:
         if tr["batch_size"] % world:
@@ -262,7 +272,7 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
         label_rule = build_palette_rule(tr["label_palette"], list(ctx.tasks), names)
     ckpt_path = ctx.out_dir / CHECKPOINT
     start, rows, elapsed = 0, [], 0.0
-    if resume and ckpt_path.exists():
+    if resume and ctx.resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path, map_location=ctx.device)
         model.load_state_dict(state["model"])
         for o, s in zip(optims, state["optimizers"]):
