@@ -36,7 +36,10 @@ def test_frozen_modes_do_less_work():
 
 def test_bench_cli_json_has_every_figure_with_units(tmp_path, capsys):
     assert main(["bench", "--quick", "--json", "--out", str(tmp_path)]) == 0
-    res = json.loads(capsys.readouterr().out)
+    out, err = capsys.readouterr()
+    res = json.loads(out)  # stdout is the JSON alone; the phases are announced on stderr as they start
+    for phase in ("search step: soft-all", "local op", "scaling: 2 tasks", "data", "edge evaluation"):
+        assert phase in err, err
     assert res["machine"]["device"] == "cpu" and res["machine"]["cpu_count"] >= 1
     labels = [r["label"] for r in res["search_step"]["rows"]]
     assert labels[0].startswith("soft-all") and len(labels) == 5

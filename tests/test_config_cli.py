@@ -150,3 +150,13 @@ def test_a_spaces_folder_in_the_working_directory_is_named_not_a_traceback(tmp_p
     p = subprocess.run([sys.executable, "-m", "runners.cli", "configs"], cwd=tmp_path, capture_output=True, text=True)
     err = p.stderr.strip().splitlines()
     assert p.returncode == 2 and len(err) == 1 and "shadows trcnas's package 'spaces'" in err[0], p.stderr
+
+
+def test_progress_off_a_terminal_is_a_few_whole_lines(tmp_path, capsys, cache_dir):
+    """stderr is captured (not a terminal): bars become rate-limited lines, no carriage-return redraws."""
+    out = tmp_path / "run"
+    assert main(["train", "--fast-dev-run", "--out", str(out), "--set", f"data.cache_dir={tmp_path / 'c'}"]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = [ln for ln in err.splitlines() if "it/s" in ln or "s/it" in ln]
+    assert lines and len(lines) <= 12, err  # render (2 splits), train, evaluation: a start and an end line each

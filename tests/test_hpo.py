@@ -47,12 +47,13 @@ def served_dashboard(storage: str):
         proc.wait(timeout=30)
 
 
-def test_hpo_study_is_served_by_optuna_dashboard(tmp_path, fast_args):
+def test_hpo_study_is_served_by_optuna_dashboard(tmp_path, fast_args, capsys):
     db = f"sqlite:///{tmp_path / 'optuna.db'}"
     out = tmp_path / "hpo"
     argv = ["hpo", "--storage", db, "--study-name", "s1", "--out", str(out), *fast_args,
             "--set", "baselines={semseg: 5.0, depth: 4.0, normals: 50.0, edge: 5.0}"]
     assert main(argv) == 0
+    assert "%|" not in capsys.readouterr().err  # --no-progress hides Optuna's bar too
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 2 and set(trials["state"]) == {"COMPLETE"}
     assert (out / "best.yaml").exists()
