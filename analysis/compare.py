@@ -39,6 +39,21 @@ def collect_runs(out: Path, spec: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def rebase_delta_m(runs: pd.DataFrame, baseline: str, tasks: list[str], directions: dict[str, str]) -> dict:
+    """Δm of every run against the ``baseline`` variant's per-task mean over its seeds (in place); returns
+    that reference. Runs stay without Δm (NaN) until the baseline has a finished run."""
+    from nas.metrics import delta_m
+
+    base_runs = runs[runs["variant"] == baseline]
+    if base_runs.empty:
+        runs["delta_m"] = float("nan")
+        return {}
+    ref = {t: float(base_runs[t].astype(float).mean()) for t in tasks}
+    higher = {t: directions[t] == "higher" for t in tasks}
+    runs["delta_m"] = [delta_m({t: float(r[t]) for t in tasks}, ref, higher) for _, r in runs.iterrows()]
+    return ref
+
+
 def summarise(runs: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
     cols = [*tasks, "delta_m"]
     rows = []
@@ -52,8 +67,10 @@ def summarise(runs: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _fmt(mean: float, std: float, digits: int) -> str:
-    if np.isnan(std):
+def _fmt(mean: float, std: float, digits: int, n: int) -> str:
+    if np.isnan(mean):
+        return "n/a"
+    if n == 1:
         return f"{mean:.{digits}f} (1 seed)"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
@@ -65,8 +82,8 @@ def markdown(summary: pd.DataFrame, tasks: list[str], directions: dict[str, str]
         vals = []
         for t in tasks:
             digits = 4 if abs(r[f"{t}_mean"]) < 10 else 2
-            vals.append(_fmt(r[f"{t}_mean"], r[f"{t}_std"], digits))
-        dm = _fmt(r["delta_m_mean"], r["delta_m_std"], 2)
+            vals.append(_fmt(r[f"{t}_mean"], r[f"{t}_std"], digits, r["n"]))
+        dm = _fmt(r["delta_m_mean"], r["delta_m_std"], 2, r["n"])
         lines.append(f"| {r['label']} | {r['n']} | " + " | ".join(vals) + f" | {dm} |")
     return "\n".join(lines) + "\n"
 
@@ -84,9 +101,18 @@ def write_comparison(out: str | Path, spec: dict | None = None, metric_names: di
                  if (p := _final_dir(out / v["name"] / f"seed{s}") / "metrics.json").is_file())
     m = json.loads(first.read_text())
     tasks = list(m["primary"])
+    ref = rebase_delta_m(runs, spec["baseline"], tasks, m["directions"]) if spec.get("baseline") else None
     summary = summarise(runs, tasks)
     atomic_write_text(out / "runs.csv", runs.to_csv(index=False))
     atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
-    atomic_write_text(out / "summary.md", markdown(summary, tasks, m["directions"], metric_names or {}))
-    return {"runs": len(runs), "summary": summary.to_dict("records"),
+    md = markdown(summary, tasks, m["directions"], metric_names or {})
+    if ref is not None:
+        label = next(v.get("label", v["name"]) for v in spec["variants"] if v["name"] == spec["baseline"])
+        md += (f"\nΔm against {label} (mean over its seeds: "
+               + ", ".join(f"{t} {v:.4g}" for t, v in ref.items()) + ").\n" if ref else
+               f"\nΔm pending: {label} has no finished run yet.\n")
+    else:
+        md += "\nΔm against the config's fixed `baselines`.\n"
+    atomic_write_text(out / "summary.md", md)
+    return {"runs": len(runs), "summary": summary.to_dict("records"), "baseline": ref,
             "files": [str(out / n) for n in ("runs.csv", "summary.csv", "summary.md")]}

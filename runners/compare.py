@@ -18,6 +18,9 @@ Example (``results/``-relative paths are fine)::
       - {name: searched, label: "mTEB, searched placement", architecture: search}
       - {name: mt, label: Multi-task baseline, config: synthetic-mt, set: [model.dropout=0.05]}
 
+``baseline: <variant>`` (optional): Δm of every run is taken against that variant's per-task mean over the
+seeds (e.g. single-task networks trained under the same budget), not the config's fixed ``baselines``.
+
 ``architecture``: omitted (the config's model), ``default``, ``fixed:<candidate>``, a file, ``search``
 (search with the config's space, then retrain the exported architecture), or the choices themselves, e.g.
 ``{composite: {embedding_depth: 3, embedding_width: 128}}``.
@@ -32,7 +35,7 @@ from nas.errors import UserError
 
 SHIPPED = Path(__file__).parent / "comparisons"
 VARIANT_KEYS = {"name", "label", "config", "set", "architecture"}
-TOP_KEYS = {"name", "config", "set", "seeds", "variants"}
+TOP_KEYS = {"name", "config", "set", "seeds", "variants", "baseline"}
 
 
 def load_comparison(path: str | Path) -> dict:
@@ -70,8 +73,10 @@ def load_comparison(path: str | Path) -> dict:
         names.append(v["name"])
     if len(set(names)) != len(names):
         raise UserError(f"{p}: variant names must be unique, got {names}")
+    if spec.get("baseline") is not None and spec["baseline"] not in names:
+        raise UserError(f"{p}: baseline {spec['baseline']!r} is not one of the variants {names}")
     return {"name": spec.get("name", p.stem), "config": spec.get("config"), "set": list(spec.get("set") or []),
-            "seeds": seeds, "variants": spec["variants"]}
+            "seeds": seeds, "variants": spec["variants"], "baseline": spec.get("baseline")}
 
 
 def variant_config(spec: dict, variant: dict, seed: int, extra: list[str] = ()) -> dict:

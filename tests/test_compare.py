@@ -50,6 +50,7 @@ def test_compare_runs_every_seed_and_resumes_only_what_is_missing(tmp_path, fast
     ({"variants": [{"name": "a"}, {"name": "a"}]}, "unique"),
     ({"variants": [{"name": "a", "arch": "x"}]}, "unknown key"),
     ({"variants": [{"name": "a", "set": ["train.steps=-3x"]}]}, "train.steps"),
+    ({"baseline": "st"}, "baseline 'st' is not one of the variants"),
 ])
 def test_bad_comparison_files_are_one_error_line(tmp_path, capsys, bad, msg):
     spec = _spec(tmp_path, **bad)
@@ -75,3 +76,24 @@ def test_inline_architectures_and_shipped_comparisons_load(tmp_path, fast_args):
         spec = load_comparison(f.stem)
         for v in spec["variants"]:
             variant_config(spec, v, spec["seeds"][0])
+
+
+def test_delta_m_against_a_baseline_variant_is_taken_from_its_mean_by_hand():
+    from analysis.compare import rebase_delta_m, summarise
+
+    runs = pd.DataFrame([
+        {"variant": "st", "label": "ST", "seed": 0, "semseg": 80.0, "depth": 0.5, "delta_m": 9.9},
+        {"variant": "st", "label": "ST", "seed": 1, "semseg": 60.0, "depth": 0.3, "delta_m": 9.9},
+        {"variant": "mt", "label": "MT", "seed": 0, "semseg": 77.0, "depth": 0.36, "delta_m": 9.9},
+    ])
+    ref = rebase_delta_m(runs, "st", ["semseg", "depth"], {"semseg": "higher", "depth": "lower"})
+    assert ref == {"semseg": 70.0, "depth": pytest.approx(0.4)}
+    # mt: semseg +10 %, depth 0.36 vs 0.4 is 10 % lower (better): mean +10 %
+    assert runs.loc[2, "delta_m"] == pytest.approx(10.0)
+    # the baseline's own seeds scatter around 0 and average to 0 only when the metrics are symmetric
+    assert runs.loc[0, "delta_m"] == pytest.approx((80 / 70 - 1) * 50 + (1 - 0.5 / 0.4) * 50)
+    s = summarise(runs, ["semseg", "depth"]).set_index("variant")
+    assert s.loc["mt", "delta_m_mean"] == pytest.approx(10.0)
+    empty = runs[runs["variant"] == "mt"].copy()
+    assert rebase_delta_m(empty, "st", ["semseg", "depth"], {"semseg": "higher", "depth": "lower"}) == {}
+    assert empty["delta_m"].isna().all()
