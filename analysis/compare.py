@@ -67,7 +67,8 @@ def summarise(runs: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _fmt(mean: float, std: float, digits: int, n: int) -> str:
+def format_mean_std(mean: float, std: float, digits: int, n: int) -> str:
+    """``mean ± std``; ``mean (1 seed)`` for one run; ``n/a`` for an undefined value."""
     if np.isnan(mean):
         return "n/a"
     if n == 1:
@@ -82,8 +83,8 @@ def markdown(summary: pd.DataFrame, tasks: list[str], directions: dict[str, str]
         vals = []
         for t in tasks:
             digits = 4 if abs(r[f"{t}_mean"]) < 10 else 2
-            vals.append(_fmt(r[f"{t}_mean"], r[f"{t}_std"], digits, r["n"]))
-        dm = _fmt(r["delta_m_mean"], r["delta_m_std"], 2, r["n"])
+            vals.append(format_mean_std(r[f"{t}_mean"], r[f"{t}_std"], digits, r["n"]))
+        dm = format_mean_std(r["delta_m_mean"], r["delta_m_std"], 2, r["n"])
         lines.append(f"| {r['label']} | {r['n']} | " + " | ".join(vals) + f" | {dm} |")
     return "\n".join(lines) + "\n"
 

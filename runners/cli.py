@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--architecture", default=None, help="use this searched architecture instead of searching")
     p.add_argument("--variants", nargs="*", default=None,
                    help="subset of: single_task multitask global local tlabel slabel atrc")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="seeds per variant (from --seed on); mean ± std; run again with the same --out to continue")
 
     p = sub.add_parser("compare", help="multi-seed comparison of variants under one budget (resumable: run it "
                                        "again to continue); mean ± std tables")
@@ -357,7 +359,7 @@ def cmd_table(args):
 
     cfg, out = _load_cfg(args, "table")
     paths = run_table(cfg, out, architecture=args.architecture, variants=args.variants,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, seeds=args.seeds)
     print(Path(paths["markdown"]).read_text())
     print(f"outputs: {paths['csv']}, {paths['markdown']}")
 

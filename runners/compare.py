@@ -38,9 +38,13 @@ VARIANT_KEYS = {"name", "label", "config", "set", "architecture"}
 TOP_KEYS = {"name", "config", "set", "seeds", "variants", "baseline"}
 
 
-def load_comparison(path: str | Path) -> dict:
+def load_comparison(path: str | Path | dict) -> dict:
+    """A comparison file (a path, or the name of a shipped one), or the comparison itself as a mapping (e.g.
+    ``trcnas table``'s), checked."""
     import yaml
 
+    if isinstance(path, dict):
+        return check_comparison(path, "comparison")
     p = Path(path)
     if not p.is_file() and (SHIPPED / f"{path}.yaml").is_file():
         p = SHIPPED / f"{path}.yaml"
@@ -52,6 +56,10 @@ def load_comparison(path: str | Path) -> dict:
         spec = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
         raise UserError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    return check_comparison(spec, p)
+
+
+def check_comparison(spec, p) -> dict:
     if not isinstance(spec, dict) or not isinstance(spec.get("variants"), list) or not spec["variants"]:
         raise UserError(f"{p}: needs a non-empty list `variants:`")
     unknown = set(spec) - TOP_KEYS
@@ -75,8 +83,9 @@ def load_comparison(path: str | Path) -> dict:
         raise UserError(f"{p}: variant names must be unique, got {names}")
     if spec.get("baseline") is not None and spec["baseline"] not in names:
         raise UserError(f"{p}: baseline {spec['baseline']!r} is not one of the variants {names}")
-    return {"name": spec.get("name", p.stem), "config": spec.get("config"), "set": list(spec.get("set") or []),
-            "seeds": seeds, "variants": spec["variants"], "baseline": spec.get("baseline")}
+    return {"name": spec.get("name", getattr(p, "stem", "comparison")), "config": spec.get("config"),
+            "set": list(spec.get("set") or []), "seeds": seeds, "variants": spec["variants"],
+            "baseline": spec.get("baseline")}
 
 
 def variant_config(spec: dict, variant: dict, seed: int, extra: list[str] = ()) -> dict:
@@ -119,7 +128,7 @@ def _inline_architecture(variant: dict, cfg: dict, source):
     return arch
 
 
-def run_compare(spec_path: str | Path, out: str | Path, extra: list[str] = (), progress: bool = True,
+def run_compare(spec_path: str | Path | dict, out: str | Path, extra: list[str] = (), progress: bool = True,
                 only: list[str] | None = None) -> dict:
     """Runs every (variant, seed) not finished yet, then writes the tables (``analysis.compare``)."""
     from analysis.compare import write_comparison
@@ -132,7 +141,8 @@ def run_compare(spec_path: str | Path, out: str | Path, extra: list[str] = (), p
         raise UserError(f"--only {only}: unknown variant(s); the file has {[v['name'] for v in spec['variants']]}")
     # every config (and inline architecture) is loaded and validated before the first run starts
     cfgs = {(v["name"], s): variant_config(spec, v, s, extra) for v in variants for s in spec["seeds"]}
-    inline = {v["name"]: _inline_architecture(v, cfgs[(v["name"], spec["seeds"][0])], spec_path)
+    inline = {v["name"]: _inline_architecture(v, cfgs[(v["name"], spec["seeds"][0])],
+                                              spec["name"] if isinstance(spec_path, dict) else spec_path)
               for v in variants if isinstance(v.get("architecture"), dict)}
     out.mkdir(parents=True, exist_ok=True)
     import yaml

@@ -1,6 +1,7 @@
 """``trcnas table``: the ATRC paper's Table 1 by command — single-task and multi-task baselines, every
-fixed context type, and the searched ATRC architecture, each trained with the same settings, with params,
-MAdds and Delta_m against the single-task baseline, written as CSV and Markdown."""
+fixed context type, and the searched ATRC architecture, each trained with the same settings and ``--seeds N``
+seeds, with params, MAdds and Δm against the single-task baseline (mean ± std over seeds), written as CSV,
+Markdown, LaTeX and a figure. It runs as a ``trcnas compare`` comparison, so a stopped table continues."""
 
 from __future__ import annotations
 
@@ -8,13 +9,12 @@ import copy
 import json
 from pathlib import Path
 
-from nas.engine.search import ARCHITECTURE, search_run
+import numpy as np
+
 from nas.engine.summary import model_summary
-from nas.engine.train import train_run
-from nas.metrics import delta_m
 from nas.models import build_model
 from nas.tasks import DatasetInfo, build_tasks
-from spaces import fixed_architecture, load_architecture, load_space
+from spaces import load_architecture
 from spaces.io import atomic_write_text
 
 VARIANTS = ("single_task", "multitask", "global", "local", "tlabel", "slabel", "atrc")
@@ -29,49 +29,80 @@ def _resources(cfg: dict, info: DatasetInfo, arch) -> tuple[float, float]:
     return s["params_M"], s["madds_G"]
 
 
+def table_spec(cfg_path: Path, seeds: list[int], variants: list[str], architecture: str | None) -> dict:
+    """Table 1 as a ``trcnas compare`` comparison: every variant from the same config, Δm against the
+    single-task runs' mean over the same seeds."""
+    rows = []
+    for v in variants:
+        row = {"name": v, "label": LABELS[v]}
+        if v in ("single_task", "multitask"):
+            row["set"] = [f"model.type={v}"]
+        elif v == "atrc":
+            row["architecture"] = architecture or "search"
+        else:
+            row["architecture"] = f"fixed:{v}"
+        rows.append(row)
+    return {"name": "table", "config": str(cfg_path), "seeds": seeds, "baseline": "single_task", "variants": rows}
+
+
 def run_table(cfg: dict, out: str | Path, architecture: str | None = None, variants=None,
-              progress: bool = True) -> dict:
+              progress: bool = True, seeds: int = 1) -> dict:
+    """Trains every variant with ``seeds`` seeds (from ``cfg["seed"]`` on) as a resumable comparison (finished
+    runs are kept: run it again to continue), then writes table.csv / .md / .tex / .json (mean ± std of every
+    task metric and Δm, params and MAdds) and a figure of Δm per variant with its standard deviation."""
+    from nas.errors import UserError
+    from runners.compare import run_compare
+
     out = Path(out)
     variants = list(variants or VARIANTS)
     unknown = set(variants) - set(VARIANTS)
     if unknown:
-        from nas.errors import UserError
-
         raise UserError(f"unknown table variant(s) {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
+    if seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {seeds}")
     if "single_task" not in variants:
         variants.insert(0, "single_task")
-    space = load_space(cfg["search"]["space"])
-    tasks = list(cfg["data"]["tasks"])
-    results = {}
-    for v in variants:
-        run_dir = out / v
-        vcfg = copy.deepcopy(cfg)
-        vcfg["name"] = f"{cfg['name']}-{v}"
-        arch_path = None
-        if v in ("single_task", "multitask"):
-            vcfg["model"]["type"] = v
-        elif v == "atrc":
-            if architecture:
-                arch_path = architecture
-            else:
-                search_run(vcfg, out / "search", progress=progress)
-                arch_path = str(out / "search" / ARCHITECTURE)
-        else:
-            arch_path = str(fixed_architecture(space, tasks, v).save(out / "architectures" / f"{v}.yaml"))
-        summary = train_run(vcfg, run_dir, architecture=arch_path, progress=progress)
-        results[v] = (summary, arch_path, vcfg)
+    if architecture:
+        load_architecture(architecture).validate(tasks=cfg["data"]["tasks"], source=architecture)
+        architecture = str(Path(architecture).resolve())
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / "table-config.yaml"
+    from nas.config import dump
+
+    atomic_write_text(cfg_path, dump(cfg))
+    spec = table_spec(cfg_path, [cfg["seed"] + i for i in range(seeds)], variants, architecture)
+    res = run_compare(spec, out, progress=progress)
     info = _info_for(cfg)
-    base = results["single_task"][0]["primary"]
     rows = []
-    for v, (summary, arch_path, vcfg) in results.items():
-        arch = load_architecture(arch_path) if arch_path else None
-        params, madds = _resources(vcfg, info, arch)
-        higher = {t: d == "higher" for t, d in summary["directions"].items()}
-        row = {"variant": v, "model": LABELS[v], "params_M": round(params, 4), "madds_G": round(madds, 4)}
-        row.update({t: summary["primary"][t] for t in tasks})
-        row["delta_m"] = delta_m(summary["primary"], base, higher)
+    for r in res["summary"]:
+        v = r["variant"]
+        costs = [_resources(_variant_cfg(cfg, v), info, _run_architecture(out, v, s))
+                 for s in map(int, str(r["seeds"]).split())]
+        row = {"variant": v, "model": LABELS[v], "n": r["n"], "seeds": r["seeds"],
+               "params_M": round(float(np.mean([c[0] for c in costs])), 4),
+               "madds_G": round(float(np.mean([c[1] for c in costs])), 4)}
+        for t in cfg["data"]["tasks"]:
+            row[t], row[f"{t}_std"] = r[f"{t}_mean"], r[f"{t}_std"]
+        row["delta_m"], row["delta_m_std"] = r["delta_m_mean"], r["delta_m_std"]
         rows.append(row)
-    return write_table(out, rows, tasks, results["single_task"][0]["directions"])
+    directions = json.loads(next(out.glob("single_task/seed*/metrics.json")).read_text())["directions"]
+    return write_table(out, rows, list(cfg["data"]["tasks"]), directions)
+
+
+def _variant_cfg(cfg: dict, variant: str) -> dict:
+    c = copy.deepcopy(cfg)
+    if variant in ("single_task", "multitask"):
+        c["model"]["type"] = variant
+    return c
+
+
+def _run_architecture(out: Path, variant: str, seed: int):
+    """The architecture a finished run trained (from its metrics.json), or None for the baselines."""
+    from analysis.compare import _final_dir
+    from spaces.architecture import from_dict
+
+    m = json.loads((_final_dir(out / variant / f"seed{seed}") / "metrics.json").read_text())
+    return from_dict(m["architecture"]) if m.get("architecture") else None
 
 
 def _info_for(cfg: dict) -> DatasetInfo:
@@ -85,6 +116,9 @@ def _info_for(cfg: dict) -> DatasetInfo:
 def write_table(out: Path, rows: list[dict], tasks: list[str], directions: dict[str, str]) -> dict:
     import pandas as pd
 
+    from analysis.compare import format_mean_std
+    from analysis.report import json_safe
+    from analysis.resources import delta_m_bars
     from nas.tasks import TASKS
 
     df = pd.DataFrame(rows)
@@ -92,15 +126,20 @@ def write_table(out: Path, rows: list[dict], tasks: list[str], directions: dict[
     atomic_write_text(csv_path, df.to_csv(index=False))
     heads = []
     for t in tasks:
-        task_cls = TASKS.get(t)
         arrow = "↑" if directions[t] == "higher" else "↓"
-        heads.append(f"{t} {task_cls.metric} {arrow}")
-    lines = ["| Model | Params (M) | MAdds (G) | " + " | ".join(heads) + " | Δm (%) ↑ |",
-             "|---" * (4 + len(tasks)) + "|"]
+        heads.append(f"{t} {TASKS.get(t).metric} {arrow}")
+    lines = ["| Model | seeds | Params (M) | MAdds (G) | " + " | ".join(heads) + " | Δm (%) ↑ |",
+             "|---" * (5 + len(tasks)) + "|"]
     for r in rows:
-        vals = " | ".join(f"{r[t]:.4f}" if r[t] < 10 else f"{r[t]:.2f}" for t in tasks)
-        lines.append(f"| {r['model']} | {r['params_M']:.3f} | {r['madds_G']:.3f} | {vals} | {r['delta_m']:+.2f} |")
+        vals = " | ".join(format_mean_std(r[t], r[f"{t}_std"], 4 if abs(r[t]) < 10 else 2, r["n"]) for t in tasks)
+        lines.append(f"| {r['model']} | {r['n']} | {r['params_M']:.3f} | {r['madds_G']:.3f} | {vals} | "
+                     f"{format_mean_std(r['delta_m'], r['delta_m_std'], 2, r['n'])} |")
+    lines.append("\nΔm against the single-task baseline's mean over the same seeds; ± is the sample standard "
+                 "deviation over seeds.")
     md_path = out / "table.md"
     atomic_write_text(md_path, "\n".join(lines) + "\n")
-    atomic_write_text(out / "table.json", json.dumps(rows, indent=2))
+    tex = df.to_latex(index=False, float_format=lambda x: f"{x:.4f}", na_rep="--")
+    atomic_write_text(out / "table.tex", tex)
+    atomic_write_text(out / "table.json", json.dumps(json_safe(rows), indent=2, allow_nan=False))
+    delta_m_bars(df, out)
     return {"csv": str(csv_path), "markdown": str(md_path), "rows": rows}

@@ -26,3 +26,28 @@ def test_table_rows_params_and_delta_m(tmp_path, cache_dir):
         assert st.loc[v, "delta_m"] == pytest.approx(d / 4 * 100, nan_ok=True)
     md = (tmp_path / "table.md").read_text()
     assert "T-label context" in md and "Δm" in md
+    assert (tmp_path / "table_delta_m.png").stat().st_size > 0 and (tmp_path / "table.tex").is_file()
+    assert (tmp_path / "tlabel" / "seed0" / "metrics.json").is_file()
+
+
+def test_table_with_seeds_is_mean_and_std_of_the_runs_and_continues(tmp_path, cache_dir, capsys):
+    import json
+
+    from runners.cli import main
+
+    argv = ["table", "--fast-dev-run", "--no-progress", "--set", f"data.cache_dir={cache_dir}", "--out",
+            str(tmp_path), "--variants", "tlabel", "--seeds", "2", "--seed", "3"]
+    assert main(argv) == 0
+    df = pd.read_csv(tmp_path / "table.csv").set_index("variant")
+    runs = {s: json.loads((tmp_path / "tlabel" / f"seed{s}" / "metrics.json").read_text())["primary"]
+            for s in (3, 4)}
+    assert df.loc["tlabel", "n"] == 2 and df.loc["tlabel", "seeds"] == "3 4"
+    vals = [runs[s]["depth"] for s in (3, 4)]
+    assert df.loc["tlabel", "depth"] == pytest.approx(sum(vals) / 2)
+    assert df.loc["tlabel", "depth_std"] == pytest.approx(abs(vals[0] - vals[1]) / 2 ** 0.5)
+    assert " ± " in (tmp_path / "table.md").read_text()
+    kept = (tmp_path / "tlabel" / "seed3" / "metrics.json").stat().st_mtime_ns
+    (tmp_path / "tlabel" / "seed4" / "metrics.json").unlink()  # as if stopped before the last run finished
+    assert main(argv) == 0
+    assert (tmp_path / "tlabel" / "seed3" / "metrics.json").stat().st_mtime_ns == kept
+    assert (tmp_path / "tlabel" / "seed4" / "metrics.json").is_file()
