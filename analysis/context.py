@@ -140,16 +140,21 @@ def reliability_figure(archs: list[dict], imp: pd.DataFrame | None, out: Path) -
     axes[0].set_xlabel("source task")
     axes[0].set_ylabel("target task")
     axes[0].set_title(f"Search reliability over {len(archs)} runs")
-    result = {"runs": len(archs), "mean_agreement": float(rel["agreement"].mean()), "pearson_r": None, "p": None}
+    result = {"runs": len(archs), "mean_agreement": float(rel["agreement"].mean()), "pearson_r": None, "p": None,
+              "spearman_rho": None, "spearman_p": None, "n_pairs": 0, "top_k": []}
     if imp is not None and not imp.empty:
         merged = rel.merge(imp, on=["target", "source"])
+        result.update(importance_agreement(merged, len(archs)))
         axes[1].scatter(merged["drop_delta_m_mean"], merged["agreement"], color="#4C72B0")
+        for r in result["top_k"]:
+            axes[1].annotate(f"{task_label(r['target'])} ← {task_label(r['source'])}",
+                             (r["importance"], r["agreement"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
         axes[1].set_xlabel("importance: mean drop in Δm (% points)")
         axes[1].set_ylabel("agreement (%)")
-        if len(merged) > 2 and merged["agreement"].nunique() > 1 and merged["drop_delta_m_mean"].nunique() > 1:
-            r, p = stats.pearsonr(merged["drop_delta_m_mean"], merged["agreement"])
-            result.update(pearson_r=float(r), p=float(p))
-            axes[1].set_title(f"Pearson r = {r:.2f} (p = {p:.2g})")
+        if result["pearson_r"] is not None:
+            axes[1].set_title(f"Pearson r = {result['pearson_r']:.2f} (p = {result['p']:.2g}), Spearman ρ = "
+                              f"{result['spearman_rho']:.2f} (p = {result['spearman_p']:.2g}), "
+                              f"{result['n_pairs']} pairs", fontsize=9)
         else:
             axes[1].set_title("correlation undefined (constant values)")
     else:
@@ -157,6 +162,25 @@ def reliability_figure(archs: list[dict], imp: pd.DataFrame | None, out: Path) -
     save(fig, out, "search_reliability")
     result["table"] = rel
     return result
+
+
+def importance_agreement(merged: pd.DataFrame, runs: int, k: int = 3) -> dict:
+    """The paper's reliability analysis over the pairs that have both an agreement and an importance: Pearson
+    and Spearman correlation (with p values and the number of pairs) and the ``k`` most important
+    connections with how many runs chose the majority context for each (the paper: the top 3 identical in
+    5 of 5 runs)."""
+    out: dict = {"n_pairs": int(len(merged)), "top_k": []}
+    top = merged.sort_values("drop_delta_m_mean", ascending=False).head(k)
+    for _, r in top.iterrows():
+        identical = int(round(r["majority_share"] * runs / 100))
+        out["top_k"].append({"target": r["target"], "source": r["source"],
+                             "importance": float(r["drop_delta_m_mean"]), "agreement": float(r["agreement"]),
+                             "majority": r["majority"], "identical_runs": identical, "runs": runs})
+    if len(merged) > 2 and merged["agreement"].nunique() > 1 and merged["drop_delta_m_mean"].nunique() > 1:
+        r, p = stats.pearsonr(merged["drop_delta_m_mean"], merged["agreement"])
+        rho, sp = stats.spearmanr(merged["drop_delta_m_mean"], merged["agreement"])
+        out.update(pearson_r=float(r), p=float(p), spearman_rho=float(rho), spearman_p=float(sp))
+    return out
 
 
 def load_archs(dirs: list[Path]) -> list[dict]:

@@ -268,3 +268,21 @@ def test_heatmap_annotation_keeps_small_values():
 
     assert annotation(1e-6) == "1.0e-06" and annotation(0.0) == "0.00" and annotation(2.345) == "2.35"
     assert annotation(float("nan")) == "" and number(4e-4, "%.3f") == "4.0e-04" and number(4e-3, "%.3f") == "0.004"
+
+
+def test_reliability_reports_top_connections_and_both_correlations(tmp_path):
+    from scipy import stats
+
+    imp = _fake_results(tmp_path, runs=3)
+    s = make_report(tmp_path)["reliability"]
+    rel = pd.read_csv(tmp_path / "figures" / "search_reliability.csv")
+    merged = rel.merge(imp, on=["target", "source"])
+    assert s["n_pairs"] == len(merged) == 16
+    rho, p = stats.spearmanr(merged["drop_delta_m_mean"], merged["agreement"])
+    assert s["spearman_rho"] == pytest.approx(rho) and s["spearman_p"] == pytest.approx(p)
+    top = [(r["target"], r["source"]) for r in s["top_k"]]
+    assert top[0] == ("edge", "edge") and set(top[1:]) == {("edge", "normals"), ("normals", "edge")}
+    archs = [_arch(i) for i in range(3)]
+    for r in s["top_k"]:  # identical_runs: how many of the 3 runs chose the majority context, counted by hand
+        picks = [a.choices["atrc"][r["target"]][r["source"]] for a in archs]
+        assert r["identical_runs"] == max(picks.count(c) for c in set(picks)) and r["runs"] == 3
