@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="subset of: single_task multitask global local tlabel slabel atrc")
     p.add_argument("--seeds", type=int, default=1,
                    help="seeds per variant (from --seed on); mean ± std; run again with the same --out to continue")
+    p.add_argument("--ray", action="store_true", help="run the (variant, seed) runs as Ray Tune trials")
+    p.add_argument("--address", default=None, help="with --ray: join a Ray cluster (auto or HOST:PORT)")
 
     p = sub.add_parser("compare", help="multi-seed comparison of variants under one budget (resumable: run it "
                                        "again to continue); mean ± std tables")
@@ -137,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a config value of every variant (repeatable)")
     p.add_argument("--only", nargs="*", default=None, help="run only these variants (tables cover all)")
+    p.add_argument("--ray", action="store_true", help="run the (variant, seed) runs as Ray Tune trials")
+    p.add_argument("--address", default=None, help="with --ray: join a Ray cluster (auto or HOST:PORT)")
     p.add_argument("--fast-dev-run", action="store_true", help="a few steps on tiny data, every output written")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
@@ -359,20 +363,35 @@ def cmd_table(args):
 
     cfg, out = _load_cfg(args, "table")
     paths = run_table(cfg, out, architecture=args.architecture, variants=args.variants,
-                      progress=not args.no_progress, seeds=args.seeds)
-    print(Path(paths["markdown"]).read_text())
-    print(f"outputs: {paths['csv']}, {paths['markdown']}")
+                      progress=not args.no_progress, seeds=args.seeds, ray=args.ray, address=args.address)
+    if paths["markdown"]:
+        print(Path(paths["markdown"]).read_text())
+        print(f"outputs: {paths['csv']}, {paths['markdown']}")
+    return _report_errors(paths)
 
 
 def cmd_compare(args):
     from runners.compare import run_compare
 
     extra = [*(FAST_DEV if args.fast_dev_run else []), *args.overrides]
-    res = run_compare(args.spec, args.out, extra, progress=not args.no_progress, only=args.only)
+    res = run_compare(args.spec, args.out, extra, progress=not args.no_progress, only=args.only, ray=args.ray,
+                      address=args.address)
     md = Path(args.out) / "summary.md"
     if md.is_file():
         print(md.read_text())
     print(f"{res['runs']} finished run(s); outputs: {', '.join(res['files']) or 'none yet'}")
+    return _report_errors(res)
+
+
+def _report_errors(res: dict) -> int:
+    """Failed Ray trials: one line each on stderr and exit code 1 (the finished runs are kept; run the same
+    command again to retry the failed ones)."""
+    for e in res.get("errors", []):
+        print(f"failed: {e}", file=sys.stderr)
+    if res.get("errors"):
+        print(f"{len(res['errors'])} run(s) failed; run the same command again to retry them", file=sys.stderr)
+        return 1
+    return 0
 
 
 COMMANDS = {

@@ -101,7 +101,7 @@ def _run_variant(cfg: dict, variant: dict, run_dir: Path, progress: bool) -> Pat
     from nas.engine.train import train_run
 
     arch = variant.get("architecture")
-    final = run_dir / "retrain" if arch == "search" else run_dir
+    final = _final_of(variant, run_dir)
     if isinstance(arch, dict):
         arch = str(run_dir / "architecture.yaml")
     if (final / "metrics.json").is_file():
@@ -128,9 +128,53 @@ def _inline_architecture(variant: dict, cfg: dict, source):
     return arch
 
 
+def compare_trial(config: dict) -> None:
+    """Ray Tune trainable: one (variant, seed) of a comparison, written into the comparison's own folder."""
+    import torch
+    from ray import tune
+
+    job = config["job"]
+    torch.set_num_threads(max(1, int(job["cpus"])))
+    final = _run_variant(job["cfg"], job["variant"], Path(job["run_dir"]), progress=False)
+    import json
+
+    m = json.loads((final / "metrics.json").read_text())
+    tune.report({"delta_m": m.get("delta_m"), "steps": m.get("steps"), "run_dir": str(final)})
+
+
+def _run_on_ray(jobs: list[tuple[dict, dict, Path]], out: Path, address: str | None) -> list[str]:
+    """Every unfinished (variant, seed) as a Ray Tune trial (``ray.resources`` each, ``ray.max_concurrent_trials``
+    at once); returns the errors of the trials that failed."""
+    import time
+
+    from ray import tune
+
+    from runners.tune_search import absolute_paths, init_ray
+
+    if not jobs:
+        return []
+    init_ray(address)
+    r = jobs[0][0]["ray"]
+    cpus = float(r["resources"].get("cpu") or 1)
+    trainable = tune.with_resources(compare_trial, {"cpu": cpus, "gpu": float(r["resources"].get("gpu", 0))})
+    grid = [{"cfg": absolute_paths(cfg), "variant": v, "run_dir": str(run_dir.resolve()), "cpus": cpus,
+             "name": f"{v['name']}-seed{cfg['seed']}"} for cfg, v, run_dir in jobs]
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"job": tune.grid_search(grid)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=r["max_concurrent_trials"]),
+        run_config=tune.RunConfig(name=f"ray-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(out.resolve()),
+                                  verbose=0, failure_config=tune.FailureConfig(max_failures=r["max_failures"])),
+    )
+    results = tuner.fit()
+    return [f"{res.config['job']['name']}: {str(res.error).strip().splitlines()[-1]}" for res in results if res.error]
+
+
 def run_compare(spec_path: str | Path | dict, out: str | Path, extra: list[str] = (), progress: bool = True,
-                only: list[str] | None = None) -> dict:
-    """Runs every (variant, seed) not finished yet, then writes the tables (``analysis.compare``)."""
+                only: list[str] | None = None, ray: bool = False, address: str | None = None) -> dict:
+    """Runs every (variant, seed) not finished yet — in this process, or with ``ray`` as Ray Tune trials (on a
+    local Ray instance, or the cluster at ``address``) — then writes the tables (``analysis.compare``). The
+    result's ``errors`` lists the runs that failed (Ray); the others are kept."""
     from analysis.compare import write_comparison
     from spaces.io import atomic_write_text
 
@@ -148,15 +192,28 @@ def run_compare(spec_path: str | Path | dict, out: str | Path, extra: list[str] 
     import yaml
 
     atomic_write_text(out / "comparison.yaml", yaml.safe_dump({**spec, "extra": list(extra)}, sort_keys=False))
-    total, done = len(cfgs), 0
+    total, done, jobs = len(cfgs), 0, []
     for v in variants:
         for s in spec["seeds"]:
             run_dir = out / v["name"] / f"seed{s}"
             if v["name"] in inline and not (run_dir / "architecture.yaml").is_file():
                 inline[v["name"]].save(run_dir / "architecture.yaml")
+            if ray:
+                jobs.append((copy.deepcopy(cfgs[(v["name"], s)]), v, run_dir))
+                continue
             print(f"[{done + 1}/{total}] {v['name']} seed {s} -> {run_dir}", flush=True)
             _run_variant(copy.deepcopy(cfgs[(v["name"], s)]), v, run_dir, progress)
             done += 1
+    errors = _run_on_ray([j for j in jobs if not _finished(j[1], j[2])], out, address) if ray else []
     from nas.tasks import TASKS
 
-    return write_comparison(out, spec, {t: TASKS.get(t).metric for t in TASKS.names()})
+    return {**write_comparison(out, spec, {t: TASKS.get(t).metric for t in TASKS.names()}), "errors": errors}
+
+
+def _final_of(variant: dict, run_dir: Path) -> Path:
+    """The folder that holds a run's final metrics (a searched variant's retrain)."""
+    return run_dir / "retrain" if variant.get("architecture") == "search" else run_dir
+
+
+def _finished(variant: dict, run_dir: Path) -> bool:
+    return (_final_of(variant, run_dir) / "metrics.json").is_file()

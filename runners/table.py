@@ -46,7 +46,7 @@ def table_spec(cfg_path: Path, seeds: list[int], variants: list[str], architectu
 
 
 def run_table(cfg: dict, out: str | Path, architecture: str | None = None, variants=None,
-              progress: bool = True, seeds: int = 1) -> dict:
+              progress: bool = True, seeds: int = 1, ray: bool = False, address: str | None = None) -> dict:
     """Trains every variant with ``seeds`` seeds (from ``cfg["seed"]`` on) as a resumable comparison (finished
     runs are kept: run it again to continue), then writes table.csv / .md / .tex / .json (mean ± std of every
     task metric and Δm, params and MAdds) and a figure of Δm per variant with its standard deviation."""
@@ -71,7 +71,7 @@ def run_table(cfg: dict, out: str | Path, architecture: str | None = None, varia
 
     atomic_write_text(cfg_path, dump(cfg))
     spec = table_spec(cfg_path, [cfg["seed"] + i for i in range(seeds)], variants, architecture)
-    res = run_compare(spec, out, progress=progress)
+    res = run_compare(spec, out, progress=progress, ray=ray, address=address)
     info = _info_for(cfg)
     rows = []
     for r in res["summary"]:
@@ -85,8 +85,10 @@ def run_table(cfg: dict, out: str | Path, architecture: str | None = None, varia
             row[t], row[f"{t}_std"] = r[f"{t}_mean"], r[f"{t}_std"]
         row["delta_m"], row["delta_m_std"] = r["delta_m_mean"], r["delta_m_std"]
         rows.append(row)
+    if not any(r["variant"] == "single_task" for r in rows):
+        return {"csv": None, "markdown": None, "rows": [], "errors": res["errors"]}
     directions = json.loads(next(out.glob("single_task/seed*/metrics.json")).read_text())["directions"]
-    return write_table(out, rows, list(cfg["data"]["tasks"]), directions)
+    return {**write_table(out, rows, list(cfg["data"]["tasks"]), directions), "errors": res["errors"]}
 
 
 def _variant_cfg(cfg: dict, variant: str) -> dict:

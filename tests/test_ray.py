@@ -235,3 +235,24 @@ def test_multi_objective_study_through_ray_tune_exports_pareto(cluster, cache_di
     pareto = pd.read_csv(out / "pareto.csv")
     assert 1 <= len(pareto) <= 2 and {"delta_m", "params_M"} <= set(pareto.columns)
     assert all(Path(p).exists() for p in pareto["architecture"])
+
+
+def test_compare_runs_as_ray_trials_keeps_finished_runs_and_names_failed_ones(cluster, cache_dir, tmp_path):
+    spec = tmp_path / "cmp.yaml"
+    spec.write_text("name: r\nconfig: synthetic-mt\nseeds: [0, 1]\nvariants:\n"
+                    "  - {name: mt, label: MT}\n"
+                    "  - {name: diverges, label: NaN, set: ['loss_weights.depth=1.0e+39']}\n")
+    out = tmp_path / "cmp"
+    cmd = [sys.executable, "-m", "runners.cli", "compare", str(spec), "--out", str(out), "--ray", "--address",
+           cluster, *FAST, "--set", f"data.cache_dir={cache_dir}", "--set", "ray.resources={cpu: 1}",
+           "--set", "ray.max_failures=0"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 1, p.stderr[-3000:]
+    failed = [ln for ln in p.stderr.splitlines() if ln.startswith("failed: ")]
+    assert sorted(ln.split(":")[1].strip() for ln in failed) == ["diverges-seed0", "diverges-seed1"]
+    runs = pd.read_csv(out / "runs.csv")
+    assert sorted(zip(runs["variant"], runs["seed"])) == [("mt", 0), ("mt", 1)]
+    kept = (out / "mt" / "seed0" / "metrics.json").stat().st_mtime_ns
+    p = subprocess.run(cmd[:-4] + ["--only", "mt"], capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert (out / "mt" / "seed0" / "metrics.json").stat().st_mtime_ns == kept  # finished: not run again
