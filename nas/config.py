@@ -108,10 +108,11 @@ DEFAULTS: dict[str, Any] = {
         "study_name": "trcnas",
         "storage": "sqlite:///results/optuna.db",  # one process; use postgresql://... or journal:FILE for many
         "n_trials": 20,
-        "objectives": ["delta_m"],  # any of delta_m, val/<task>, params_M, madds_G
+        "objectives": ["delta_m"],  # any of delta_m, val/<task>, params_M, madds_G, agreement
         "directions": ["maximize"],
         "pruner": "median",  # median | hyperband | none (multi-objective studies cannot prune)
         "retrain": False,  # evaluate each trial's architecture after retraining instead of the search's argmax
+        "seeds": 1,  # searches per trial (seeds seed, seed+1, ...): objectives are their mean; `agreement` needs 2+
         # {"search.alpha_lr": {"type": "float", "low": 1e-3, "high": 0.1, "log": true}, ...}
         "params": {},
     },
@@ -360,6 +361,7 @@ RULES: dict[str, tuple] = {
     "ray.max_concurrent_trials": (lambda v: v is None or v > 0, "a positive integer"),
     "ray.mode": (lambda v: v in ("max", "min"), "max or min"),
     "hpo.n_trials": (_positive, "a positive integer"),
+    "hpo.seeds": (_positive, "a positive integer"),
 }
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from nas.errors import UserError
 from spaces.io import atomic_write_text
 
-OBJECTIVES = ("delta_m", "params_M", "madds_G")
+OBJECTIVES = ("delta_m", "params_M", "madds_G", "agreement")
 
 
 def make_storage(url: str):
@@ -112,6 +112,9 @@ def check_study(cfg: dict) -> dict:
     if "delta_m" in objectives and missing:
         raise UserError(f"hpo objective delta_m needs single-task baselines for every task; baselines.{missing[0]} "
                         "is missing")
+    if "agreement" in objectives and h["seeds"] < 2:
+        raise UserError(f"hpo objective agreement compares the searches of one trial: set hpo.seeds >= 2 "
+                        f"(got {h['seeds']})")
     if h["pruner"] not in PRUNERS:
         raise UserError(f"hpo.pruner must be one of {', '.join(PRUNERS)}, got {h['pruner']!r}")
     if not h["params"]:
@@ -157,12 +160,36 @@ def _value(objective: str, summary: dict, cfg: dict, arch_path: Path) -> float:
     raise UserError(f"unknown hpo objective {objective!r}; use delta_m, val/<task>, params_M or madds_G")
 
 
+def run_trial(cfg: dict, run_dir: Path, objectives: list[str], on_eval=None) -> tuple[dict, Path]:
+    """One trial: ``hpo.seeds`` searches (seeds ``seed``, ``seed + 1``, ...; each retrained with
+    ``hpo.retrain``) into ``run_dir`` (``run_dir/seed<k>`` when several). Returns every objective — the mean
+    over the searches; ``agreement``: the % of search pairs that took the same value, averaged over the
+    decisions — and the first search's architecture file. ``on_eval`` follows the first search."""
+    from nas.engine.search import ARCHITECTURE, search_run
+    from nas.engine.train import train_run
+    from spaces import load_architecture
+    from spaces.architecture import mean_agreement
+
+    n = cfg["hpo"]["seeds"]
+    per_seed, archs = [], []
+    for k in range(n):
+        scfg = {**cfg, "seed": cfg["seed"] + k}
+        d = run_dir / f"seed{k}" if n > 1 else run_dir
+        summary = search_run(scfg, d, progress=False, on_eval=on_eval if k == 0 else None)
+        archs.append(d / ARCHITECTURE)
+        if cfg["hpo"]["retrain"]:
+            summary = train_run(scfg, d / "retrain", architecture=str(d / ARCHITECTURE), progress=False)
+        per_seed.append({o: _value(o, summary, scfg, d / ARCHITECTURE) for o in objectives if o != "agreement"})
+    values = {o: float(sum(v[o] for v in per_seed) / n) for o in objectives if o != "agreement"}
+    if "agreement" in objectives:
+        values["agreement"] = mean_agreement([load_architecture(a).choices for a in archs])
+    return values, archs[0]
+
+
 def run_study(cfg: dict, out: str | Path, storage: str | None = None, study_name: str | None = None,
               n_trials: int | None = None, progress: bool = True) -> dict:
     import optuna
 
-    from nas.engine.search import ARCHITECTURE, search_run
-    from nas.engine.train import train_run
     from runners.tune_search import apply_overrides
 
     dists = check_study(cfg)
@@ -191,14 +218,10 @@ def run_study(cfg: dict, out: str | Path, storage: str | None = None, study_name
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at step {step}")
 
-        prunable = not multi and h["pruner"] != "none" and (objectives[0] != "delta_m" or cfg["baselines"])
-        summary = search_run(tcfg, run_dir, progress=False, on_eval=on_eval if prunable else None)
-        arch_path = run_dir / ARCHITECTURE
-        if h["retrain"]:
-            summary = train_run(tcfg, run_dir / "retrain", architecture=str(arch_path), progress=False)
+        prunable = not multi and h["pruner"] != "none" and objectives[0] not in ("agreement", "params_M", "madds_G")
+        values, arch_path = run_trial(tcfg, run_dir, objectives, on_eval if prunable else None)
         trial.set_user_attr("architecture", str(arch_path.resolve()))
-        values = [_value(o, summary, tcfg, arch_path) for o in objectives]
-        return values if multi else values[0]
+        return [values[o] for o in objectives] if multi else values[objectives[0]]
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study.optimize(objective, n_trials=n_trials or h["n_trials"], show_progress_bar=progress, catch=())
@@ -211,8 +234,6 @@ def hpo_trial(config: dict) -> None:
     import torch
     from ray import tune
 
-    from nas.engine.search import ARCHITECTURE, search_run
-    from nas.engine.train import train_run
     from runners.tune_search import apply_overrides
 
     cfg = apply_overrides(config["cfg"], {k: config[k] for k in config["params"]})
@@ -226,13 +247,10 @@ def hpo_trial(config: dict) -> None:
         if value is not None:
             tune.report({o: float(value), "step": step, "done": False})
 
-    intermediate = len(objectives) == 1 and objectives[0] not in ("params_M", "madds_G")
-    summary = search_run(cfg, run_dir, progress=False, on_eval=on_eval if intermediate else None)
-    arch = run_dir / ARCHITECTURE
-    if cfg["hpo"]["retrain"]:
-        summary = train_run(cfg, run_dir / "retrain", architecture=str(arch), progress=False)
-    final = {o: _value(o, summary, cfg, arch) for o in objectives}
-    tune.report({**final, "step": summary["steps"], "done": True, "architecture": str(arch.resolve())})
+    intermediate = len(objectives) == 1 and objectives[0] not in ("params_M", "madds_G", "agreement")
+    final, arch = run_trial(cfg, run_dir, objectives, on_eval if intermediate else None)
+    steps = cfg["search"]["steps"] * cfg["hpo"]["seeds"]
+    tune.report({**final, "step": steps, "done": True, "architecture": str(arch.resolve())})
 
 
 def run_study_ray(cfg: dict, out: str | Path, storage: str | None = None, study_name: str | None = None,

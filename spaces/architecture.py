@@ -176,3 +176,28 @@ def default_architecture(space: SearchSpace, tasks: list[str]) -> Architecture:
     """The space's declared ``defaults`` (e.g. CompositeTasking's depth 6 / width 128) as an architecture."""
     return Architecture(space.name, list(tasks), space.choices_from(space.default_values()), {"fixed": "defaults"},
                         space.embedded())
+
+
+def decision_leaves(choices: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"atrc.semseg.depth": "global", "mteb.scales": (1,), ...}``: every decision value of an architecture's
+    choices by its dotted path (a subset as a tuple)."""
+    out: dict[str, Any] = {}
+    for k, v in choices.items():
+        if isinstance(v, dict):
+            out.update(decision_leaves(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = tuple(v) if isinstance(v, list) else v
+    return out
+
+
+def mean_agreement(choices: list[dict]) -> float:
+    """Search reliability: for each decision, the % of pairs of architectures that took the same value;
+    averaged over the decisions (100 = every search chose alike)."""
+    from itertools import combinations
+
+    leaves = [decision_leaves(c) for c in choices]
+    if len(leaves) < 2:
+        raise ValueError("agreement needs at least two architectures")
+    per = [sum(a[d] == b[d] for a, b in combinations(leaves, 2)) / (len(leaves) * (len(leaves) - 1) / 2)
+           for d in leaves[0]]
+    return 100.0 * sum(per) / len(per)

@@ -200,6 +200,8 @@ CASES = [
      "hpo.params"),
     ("hpo-objective", lambda g, t: ["hpo", "--storage", f"sqlite:///{t}/s.db", "--set", HPO, "--set",
                                     "hpo.objectives=[accuracy]"], "hpo.objectives"),
+    ("hpo-agreement-one-seed", lambda g, t: ["hpo", "--storage", f"sqlite:///{t}/s.db", "--set", HPO, "--set",
+                                             "hpo.objectives=[agreement]"], "hpo.seeds"),
     ("hpo-directions", lambda g, t: ["hpo", "--storage", f"sqlite:///{t}/s.db", "--set", HPO, "--set",
                                      "hpo.directions=[up]"], "hpo.directions"),
     ("hpo-pruner", lambda g, t: ["hpo", "--storage", f"sqlite:///{t}/s.db", "--set", HPO, "--set",

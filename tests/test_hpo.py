@@ -91,3 +91,32 @@ def test_bad_storage_is_one_line(tmp_path, capsys, fast_args):
     assert main(["hpo", "--storage", "nosuchdb://x", "--out", str(tmp_path), *fast_args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot open Optuna storage" in err[0]
+
+
+def test_mean_agreement_by_hand():
+    from spaces.architecture import mean_agreement
+
+    a = {"atrc": {"s": {"d": "global", "n": "local"}}, "mteb": {"scales": [1, 2]}}
+    b = {"atrc": {"s": {"d": "global", "n": "none"}}, "mteb": {"scales": [1, 2]}}
+    c = {"atrc": {"s": {"d": "local", "n": "none"}}, "mteb": {"scales": [1]}}
+    # per decision, agreeing pairs of (a,b), (a,c), (b,c): d 1/3, n 1/3, scales 1/3
+    assert mean_agreement([a, b, c]) == pytest.approx(100 / 3)
+    assert mean_agreement([a, a]) == 100.0
+
+
+def test_a_reliability_objective_runs_several_searches_per_trial(tmp_path, fast_args):
+    from spaces import load_architecture
+    from spaces.architecture import mean_agreement
+
+    out = tmp_path / "hpo"
+    argv = ["hpo", "--storage", f"sqlite:///{tmp_path / 'o.db'}", "--out", str(out), "--n-trials", "1",
+            *fast_args, "--set", "hpo.seeds=2", "--set", "hpo.objectives=[agreement, val/semseg]",
+            "--set", "hpo.directions=[maximize, maximize]"]
+    assert main(argv) == 0
+    trial = out / "trial_0000"
+    archs = [load_architecture(trial / f"seed{k}" / "architecture.yaml") for k in (0, 1)]
+    assert [a.search["seed"] for a in archs] == [0, 1]
+    row = pd.read_csv(out / "trials.csv").iloc[0]
+    assert row["values_agreement"] == pytest.approx(mean_agreement([a.choices for a in archs]))
+    semseg = [json.loads((trial / f"seed{k}" / "metrics.json").read_text())["primary"]["semseg"] for k in (0, 1)]
+    assert row["values_val/semseg"] == pytest.approx(sum(semseg) / 2)
