@@ -254,6 +254,9 @@ def run_bench(device: str = "cpu", out: str | Path = "results/bench", quick: boo
         "resolution": {"rows": res_rows, "exponent": growth_exponent([r["resolution"] for r in res_rows],
                                                                      [r["step_s"] for r in res_rows])},
     }
+    from runners.bench_loop import run_loop_bench
+
+    res["loop"] = run_loop_bench(quick, say)
     say("data ...")
     res["data"] = run_data(sz["data"])
     say("edge evaluation ...")
@@ -336,6 +339,14 @@ def format_table(res: dict) -> str:
                      f"   max|diff| {r['max_abs_diff']:.2e}")
     s = res["scaling"]
     lines.append(f"scaling: time ~ tasks^{s['tasks']['exponent']:.2f}, ~ resolution^{s['resolution']['exponent']:.2f}")
+    if "loop" in res:
+        lp = res["loop"]
+        lines.append(f"training and search steps of synthetic-atrc as the loop runs them ({lp['steps']} steps after "
+                     f"{lp['warm']} warm-up; cores busy = CPU time / wall time, workers included):")
+        lines.append(f"  {'step':7s} {'setting':24s} {'img/s':>8s} {'x today':>8s} {'cores busy':>10s}")
+        for r in lp["rows"]:
+            lines.append(f"  {r['kind']:7s} {r['setting']:24s} {r['images_per_s']:8.2f} {r['x_today']:8.2f} "
+                         f"{r['cores_busy']:10.2f}")
     lines.append(f"data: {res['data']['images_per_s']:.1f} synthetic images/s on one core at 128x128")
     for r in res["edge_eval"]:
         lines.append(f"edge evaluation (BSDS, {r['thresholds']} thresholds, one core) at {r['size']}: "

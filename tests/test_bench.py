@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import torch
@@ -38,8 +39,14 @@ def test_bench_cli_json_has_every_figure_with_units(tmp_path, capsys):
     assert main(["bench", "--quick", "--json", "--out", str(tmp_path)]) == 0
     out, err = capsys.readouterr()
     res = json.loads(out)  # stdout is the JSON alone; the phases are announced on stderr as they start
-    for phase in ("search step: soft-all", "local op", "scaling: 2 tasks", "data", "edge evaluation"):
+    for phase in ("search step: soft-all", "local op", "scaling: 2 tasks", "train step: data.num_workers=1",
+                  "data", "edge evaluation"):
         assert phase in err, err
+    loop = {(r["kind"], r["setting"]): r for r in res["loop"]["rows"]}
+    assert set(loop) == {(k, f"data.num_workers={n}") for k in ("train", "search") for n in (0, 1)}
+    for r in loop.values():
+        assert r["images_per_s"] > 0 and 0 < r["cores_busy"] <= (os.cpu_count() or 1) + 0.5
+    assert loop[("train", "data.num_workers=0")]["x_today"] == 1.0
     assert res["machine"]["device"] == "cpu" and res["machine"]["cpu_count"] >= 1
     labels = [r["label"] for r in res["search_step"]["rows"]]
     assert labels[0].startswith("soft-all") and len(labels) == 5
