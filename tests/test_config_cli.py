@@ -160,3 +160,17 @@ def test_progress_off_a_terminal_is_a_few_whole_lines(tmp_path, capsys, cache_di
     assert "\r" not in err
     lines = [ln for ln in err.splitlines() if "it/s" in ln or "s/it" in ln]
     assert lines and len(lines) <= 12, err  # render (2 splits), train, evaluation: a start and an end line each
+
+
+@pytest.mark.parametrize("command", ["train", "search"])
+def test_data_loading_workers_change_no_result(tmp_path, fast_args, command):
+    """A throughput setting, not a result setting: the same seed gives the same metrics with the data loaded
+    in worker processes (samples and their augmentation depend on (seed, index, epoch) only)."""
+    runs = []
+    for workers in (0, 1):
+        out = tmp_path / f"w{workers}"
+        argv = [command, *(["--local"] if command == "search" else []), "--out", str(out), *fast_args,
+                "--set", f"data.num_workers={workers}"]
+        assert main(argv) == 0
+        runs.append(json.loads((out / "metrics.json").read_text())["metrics"])
+    assert runs[0] == runs[1]
