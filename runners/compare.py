@@ -162,7 +162,9 @@ def _run_on_ray(jobs: list[tuple[dict, dict, Path]], out: Path, address: str | N
     tuner = tune.Tuner(
         trainable,
         param_space={"job": tune.grid_search(grid)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=r["max_concurrent_trials"]),
+        tune_config=tune.TuneConfig(max_concurrent_trials=r["max_concurrent_trials"],
+                                    trial_name_creator=lambda t: t.config["job"]["name"],
+                                    trial_dirname_creator=lambda t: t.config["job"]["name"]),
         run_config=tune.RunConfig(name=f"ray-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(out.resolve()),
                                   verbose=0, failure_config=tune.FailureConfig(max_failures=r["max_failures"])),
     )
