@@ -236,16 +236,18 @@ def cmd_hpo(args):
 
     cfg, out = _load_cfg(args, "hpo")
     check_study(cfg)  # before any study is created or loaded
-    if args.fast_dev_run and args.n_trials is None:
-        args.n_trials = 2
+    pinned = {}
+    if args.fast_dev_run:
+        args.n_trials = args.n_trials or 2
+        pinned = {k: cfg[k.split(".")[0]][k.split(".")[1]] for k in ("search.steps", "train.steps")}
     if args.ray:
         from runners.hpo import run_study_ray
 
         res = run_study_ray(cfg, out, storage=args.storage, study_name=args.study_name, n_trials=args.n_trials,
-                            address=args.address)
+                            address=args.address, pinned=pinned)
     else:
         res = run_study(cfg, out, storage=args.storage, study_name=args.study_name, n_trials=args.n_trials,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, pinned=pinned)
     print(f"study {res['study']}: {res['complete']} of {res['trials']} trials complete")
     for k in ("best_value", "best_params", "best", "pareto", "trials_csv"):
         if k in res:

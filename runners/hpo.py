@@ -187,7 +187,9 @@ def run_trial(cfg: dict, run_dir: Path, objectives: list[str], on_eval=None) -> 
 
 
 def run_study(cfg: dict, out: str | Path, storage: str | None = None, study_name: str | None = None,
-              n_trials: int | None = None, progress: bool = True) -> dict:
+              n_trials: int | None = None, progress: bool = True, pinned: dict | None = None) -> dict:
+    """``pinned``: config values that override the trial's suggestions (``--fast-dev-run`` pins the step
+    counts, so a study that tunes ``search.steps`` still checks its setup in seconds)."""
     import optuna
 
     from runners.tune_search import apply_overrides
@@ -206,7 +208,7 @@ def run_study(cfg: dict, out: str | Path, storage: str | None = None, study_name
 
     def objective(trial):
         overrides = {k: suggest(trial, k, d) for k, d in dists.items()}
-        tcfg = apply_overrides(copy.deepcopy(cfg), overrides)
+        tcfg = apply_overrides(apply_overrides(copy.deepcopy(cfg), overrides), pinned or {})
         run_dir = out / f"trial_{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir.resolve()))
 
@@ -236,7 +238,7 @@ def hpo_trial(config: dict) -> None:
 
     from runners.tune_search import apply_overrides
 
-    cfg = apply_overrides(config["cfg"], {k: config[k] for k in config["params"]})
+    cfg = apply_overrides(apply_overrides(config["cfg"], {k: config[k] for k in config["params"]}), config["pinned"])
     torch.set_num_threads(max(1, int(config["cpus"])))
     objectives = config["objectives"]
     run_dir = Path(tune.get_context().get_trial_dir()) / "run"
@@ -254,7 +256,7 @@ def hpo_trial(config: dict) -> None:
 
 
 def run_study_ray(cfg: dict, out: str | Path, storage: str | None = None, study_name: str | None = None,
-                  n_trials: int | None = None, address: str | None = None) -> dict:
+                  n_trials: int | None = None, address: str | None = None, pinned: dict | None = None) -> dict:
     """The study's trials as Ray Tune trials proposed by OptunaSearch in the same storage: they spread over
     the cluster (``ray.max_concurrent_trials``, ``ray.resources``) and optuna-dashboard sees each trial with
     its params, values and (single objective) intermediate values. Multi-objective studies export their
@@ -282,7 +284,8 @@ def run_study_ray(cfg: dict, out: str | Path, storage: str | None = None, study_
     cfg = absolute_paths(cfg)
     tuner = tune.Tuner(
         trainable,
-        param_space={"cfg": cfg, "params": list(h["params"]), "objectives": objectives, "cpus": cpu},
+        param_space={"cfg": cfg, "params": list(h["params"]), "objectives": objectives, "cpus": cpu,
+                     "pinned": pinned or {}},
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=n_trials or h["n_trials"],
                                     max_concurrent_trials=cfg["ray"]["max_concurrent_trials"]),
         run_config=tune.RunConfig(name=name, storage_path=str(out / "ray"), verbose=1),

@@ -120,3 +120,15 @@ def test_a_reliability_objective_runs_several_searches_per_trial(tmp_path, fast_
     assert row["values_agreement"] == pytest.approx(mean_agreement([a.choices for a in archs]))
     semseg = [json.loads((trial / f"seed{k}" / "metrics.json").read_text())["primary"]["semseg"] for k in (0, 1)]
     assert row["values_val/semseg"] == pytest.approx(sum(semseg) / 2)
+
+
+def test_shipped_reliability_study_fast_dev_run_pins_the_step_counts(tmp_path, fast_args):
+    out = tmp_path / "rel"
+    argv = ["hpo", "--config", "synthetic-atrc-reliability", "--storage", f"sqlite:///{tmp_path / 'r.db'}", "--out",
+            str(out), "--n-trials", "1", *fast_args, "--set", "hpo.seeds=2"]
+    assert main(argv) == 0
+    row = pd.read_csv(out / "trials.csv").iloc[0]
+    assert row["params_search.steps"] in (600, 1200) and row["state"] == "COMPLETE"
+    for k in (0, 1):  # suggested 600 or 1200 steps, ran the fast-dev 3
+        assert json.loads((out / "trial_0000" / f"seed{k}" / "metrics.json").read_text())["steps"] == 3
+    assert 0.0 <= row["values_agreement"] <= 100.0
