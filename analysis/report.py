@@ -21,14 +21,17 @@ def make_report(root: str | Path, out: str | Path | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"figures": str(out)}
 
-    runs = search_runs(root)
+    runs = []
     groups: dict[str, list[Path]] = {}
-    for r in runs:
-        groups.setdefault(str(read_architecture(r / "architecture.yaml").get("space")), []).append(r)
+    for r in search_runs(root):
+        a = _readable_architecture(r / "architecture.yaml")
+        if a is not None:
+            runs.append(r)
+            groups.setdefault(str(a.get("space")), []).append(r)
     chosen_files = {}
     for p in sorted(root.rglob("architecture.yaml")):
-        a = read_architecture(p)
-        if isinstance(a, dict) and "choices" in a:
+        a = _readable_architecture(p)
+        if a is not None:
             chosen_files.setdefault(str(a.get("space")), a)
     first_space = next(iter(groups), next(iter(chosen_files), None))
     chosen = chosen_files.get(first_space)
@@ -67,6 +70,17 @@ def make_report(root: str | Path, out: str | Path | None = None) -> dict:
     summary["files"] = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     atomic_write_text(out / "report.json", json.dumps(json_safe(summary), indent=2, default=str, allow_nan=False))
     return summary
+
+
+def _readable_architecture(path: Path) -> dict | None:
+    """An architecture file's mapping, or None for a file that is not one (skipped, not a crash)."""
+    import yaml
+
+    try:
+        a = read_architecture(path)
+    except (OSError, yaml.YAMLError):
+        return None
+    return a if isinstance(a, dict) and isinstance(a.get("choices"), dict) else None
 
 
 def json_safe(value):

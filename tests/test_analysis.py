@@ -286,3 +286,13 @@ def test_reliability_reports_top_connections_and_both_correlations(tmp_path):
     for r in s["top_k"]:  # identical_runs: how many of the 3 runs chose the majority context, counted by hand
         picks = [a.choices["atrc"][r["target"]][r["source"]] for a in archs]
         assert r["identical_runs"] == max(picks.count(c) for c in set(picks)) and r["runs"] == 3
+
+
+def test_report_skips_unreadable_architecture_files(tmp_path):
+    _fake_results(tmp_path, runs=2)
+    bad = tmp_path / "broken"
+    bad.mkdir()
+    (bad / "architecture.yaml").write_text("choices: [\n")  # malformed YAML
+    (bad / "alpha_history.csv").write_text("step\n0\n")
+    s = make_report(tmp_path)
+    assert s["search_runs"] == 2 and s["reliability"]["runs"] == 2
