@@ -232,10 +232,9 @@ def cmd_run(args):
 
 
 def cmd_hpo(args):
-    from runners.hpo import check_study, run_study
+    from runners.hpo import run_study
 
     cfg, out = _load_cfg(args, "hpo")
-    check_study(cfg)  # before any study is created or loaded
     pinned = {}
     if args.fast_dev_run:
         args.n_trials = args.n_trials or 2

@@ -29,6 +29,7 @@ seeds (e.g. single-task networks trained under the same budget), not the config'
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 from nas.errors import UserError
@@ -136,8 +137,6 @@ def compare_trial(config: dict) -> None:
     job = config["job"]
     torch.set_num_threads(max(1, int(job["cpus"])))
     final = _run_variant(job["cfg"], job["variant"], Path(job["run_dir"]), progress=False)
-    import json
-
     m = json.loads((final / "metrics.json").read_text())
     tune.report({"delta_m": m.get("delta_m"), "steps": m.get("steps"), "run_dir": str(final)})
 
