@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from spaces.io import atomic_write_text
+from trcnas.spaces.io import atomic_write_text
 
 
 def _final_dir(run_dir: Path) -> Path:
@@ -42,7 +42,7 @@ def collect_runs(out: Path, spec: dict) -> pd.DataFrame:
 def rebase_delta_m(runs: pd.DataFrame, baseline: str, tasks: list[str], directions: dict[str, str]) -> dict:
     """Δm of every run against the ``baseline`` variant's per-task mean over its seeds (in place); returns
     that reference. Runs stay without Δm (NaN) until the baseline has a finished run."""
-    from nas.metrics import delta_m
+    from trcnas.nas.metrics import delta_m
 
     base_runs = runs[runs["variant"] == baseline]
     if base_runs.empty:

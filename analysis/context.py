@@ -10,8 +10,17 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.loaders import pair_choices, read_architecture
-from analysis.style import CONTEXT_COLORS, CONTEXT_LABELS, CONTEXT_ORDER, annotation, no_data, plt, save, task_label
+from trcnas.analysis.loaders import pair_choices, read_architecture
+from trcnas.analysis.style import (
+    annotation,
+    context_colour,
+    context_label,
+    context_order,
+    no_data,
+    plt,
+    save,
+    task_label,
+)
 
 
 def importance_matrix(imp: pd.DataFrame, tasks: list[str], column: str = "drop_delta_m_mean") -> pd.DataFrame:
@@ -58,14 +67,15 @@ def chosen_context_heatmap(arch: dict | None, out: Path) -> pd.DataFrame | None:
         return None
     m = choice_matrix(arch)
     tasks = list(m.index)
-    codes = m.apply(lambda col: col.map(CONTEXT_ORDER.index)).to_numpy(float)
+    order = context_order(m.to_numpy().ravel())
+    codes = m.apply(lambda col: col.map(order.index)).to_numpy(float)
     from matplotlib.colors import ListedColormap
 
     fig, ax = plt.subplots(figsize=(1.3 * len(tasks) + 2, 1.1 * len(tasks) + 1.5))
-    ax.imshow(codes, cmap=ListedColormap([CONTEXT_COLORS[c] for c in CONTEXT_ORDER]), vmin=-0.5, vmax=4.5)
+    ax.imshow(codes, cmap=ListedColormap([context_colour(c) for c in order]), vmin=-0.5, vmax=len(order) - 0.5)
     for i, t in enumerate(tasks):
         for j, s in enumerate(tasks):
-            ax.text(j, i, CONTEXT_LABELS[m.loc[t, s]], ha="center", va="center", color="white", fontsize=10)
+            ax.text(j, i, context_label(m.loc[t, s]), ha="center", va="center", color="white", fontsize=10)
     ax.set_xticks(range(len(tasks)), [task_label(t) for t in tasks])
     ax.set_yticks(range(len(tasks)), [task_label(t) for t in tasks])
     ax.set_xlabel("source task")
@@ -83,7 +93,7 @@ def proportions(archs: list[dict]) -> pd.DataFrame:
             rows.append({"target": t, "context": c})
     df = pd.DataFrame(rows)
     tab = pd.crosstab(df["target"], df["context"], normalize="index") * 100
-    return tab.reindex(columns=[c for c in CONTEXT_ORDER if c in tab.columns], fill_value=0.0)
+    return tab.reindex(columns=[c for c in context_order(tab.columns) if c in tab.columns], fill_value=0.0)
 
 
 def proportions_figure(archs: list[dict], out: Path) -> pd.DataFrame | None:
@@ -95,8 +105,8 @@ def proportions_figure(archs: list[dict], out: Path) -> pd.DataFrame | None:
     tab = proportions(archs)
     bottom = np.zeros(len(tab))
     for c in tab.columns:
-        ax.bar([task_label(t) for t in tab.index], tab[c], bottom=bottom, color=CONTEXT_COLORS[c],
-               label=CONTEXT_LABELS[c])
+        ax.bar([task_label(t) for t in tab.index], tab[c], bottom=bottom, color=context_colour(c),
+               label=context_label(c))
         bottom += tab[c].to_numpy()
     ax.set_ylabel("share of source connections (%)")
     ax.set_xlabel("target task")

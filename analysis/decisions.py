@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.style import no_data, plt, save
+from trcnas.analysis.style import no_data, plt, save
 
 
 def decision_values(arch: dict) -> dict[str, str]:

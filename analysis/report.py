@@ -7,9 +7,9 @@ import json
 import math
 from pathlib import Path
 
-from analysis import context, decisions, resources, search_plots, studies
-from analysis.loaders import first, read_architecture, read_csv, read_json, search_runs
-from spaces.io import atomic_write_text
+from trcnas.analysis import context, decisions, resources, search_plots, studies
+from trcnas.analysis.loaders import first, read_architecture, read_csv, read_json, search_runs
+from trcnas.spaces.io import atomic_write_text
 
 
 def make_report(root: str | Path, out: str | Path | None = None) -> dict:

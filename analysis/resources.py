@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.style import no_data, number, plt, save
-from spaces.io import atomic_write_text
+from trcnas.analysis.style import no_data, number, plt, save
+from trcnas.spaces.io import atomic_write_text
 
 
 def resources_figure(table: pd.DataFrame | None, out: Path) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.style import CONTEXT_COLORS, CONTEXT_LABELS, decision_label, no_data, plt, save
+from trcnas.analysis.style import context_colour, context_label, decision_label, no_data, plt, save
 
 
 def alpha_trajectories(history: pd.DataFrame | None, events: pd.DataFrame | None, out: Path) -> bool:
@@ -25,7 +25,7 @@ def alpha_trajectories(history: pd.DataFrame | None, events: pd.DataFrame | None
     for ax, d in zip(axes.flat, decisions):
         for col in [c for c in history.columns if c.startswith(f"{d}:")]:
             cand = col.split(":", 1)[1]
-            ax.plot(history["step"], history[col], color=CONTEXT_COLORS.get(cand), label=CONTEXT_LABELS.get(cand, cand))
+            ax.plot(history["step"], history[col], color=context_colour(cand, None), label=context_label(cand))
         if d in frozen:
             ax.axvline(frozen[d], color="black", ls="--", lw=1)
         ax.set_title(decision_label(d), fontsize=9)

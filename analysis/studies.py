@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.style import no_data, plt, save
+from trcnas.analysis.style import no_data, plt, save
 
 
 def objective_columns(trials: pd.DataFrame) -> list[str]:

@@ -11,10 +11,39 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-CONTEXT_ORDER = ["none", "global", "local", "tlabel", "slabel"]
-CONTEXT_LABELS = {"none": "none", "global": "global", "local": "local", "tlabel": "T-label", "slabel": "S-label"}
-CONTEXT_COLORS = {"none": "#bdbdbd", "global": "#4C72B0", "local": "#55A868", "tlabel": "#C44E52",
-                  "slabel": "#8172B2"}
+
+def _context_types() -> dict:
+    """name -> ContextType of every registered context type (the built-in ones and those of loaded plugins)."""
+    from trcnas.nas.models.context import context_types
+
+    return {t.name: t for t in context_types()}
+
+
+def context_order(names=()) -> list[str]:
+    """The registered context types in registration order, then any other ``names`` (a context of a plugin this
+    process has not loaded, read from a result file), sorted."""
+    known = list(_context_types())
+    return known + sorted({str(n) for n in names} - set(known))
+
+
+def context_label(name) -> str:
+    t = _context_types().get(name)
+    return t.label if t else str(name)
+
+
+def context_colour(name, default: str | None = "auto") -> str | None:
+    """A context type's registered colour. Another name: ``default``, or with ``"auto"`` a fixed colour of
+    the tab10 palette picked by the name (the same in every figure)."""
+    t = _context_types().get(name)
+    if t:
+        return t.colour
+    if default != "auto":
+        return default
+    import zlib
+
+    from matplotlib.colors import to_hex
+
+    return to_hex(plt.get_cmap("tab10")(zlib.crc32(str(name).encode()) % 10))
 TASK_LABELS = {"semseg": "SemSeg", "parts": "PartSeg", "depth": "Depth", "normals": "Normals", "edge": "Boundary",
                "saliency": "Saliency"}
 

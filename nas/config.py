@@ -10,12 +10,14 @@ from typing import Any
 
 import yaml
 
-from nas.errors import UserError
+from trcnas.nas.errors import UserError
 
 DEFAULTS: dict[str, Any] = {
     "name": "run",
     "seed": 0,
     "device": "cpu",
+    # modules or .py files that register context types, tasks, backbones, ... (trcnas.nas.plugins); --plugin adds
+    "plugins": [],
     "model": {
         "type": "multitask",  # multitask | single_task | atrc | composite | mteb (searches: <space>_search)
         "backbone": {"name": "tiny", "weights": None, "options": {}},
@@ -117,8 +119,6 @@ DEFAULTS: dict[str, Any] = {
         "params": {},
     },
     "report": {"importance_repeats": 2},  # permutations per block that `trcnas run` computes after retraining
-    # fault injection for testing the runners: the trial raises once, right after reporting this checkpoint step
-    "debug": {"crash_after_checkpoint": None},
 }
 
 MIN_SIZE = 32  # smallest input side: the coarsest backbone level is 1/32 of the input
@@ -128,7 +128,7 @@ NULLABLE = {
     "model.backbone.weights": str, "model.channels": int, "model.attn_channels": int, "model.architecture": str,
     "model.mteb.key_channels": int, "model.mteb.dir_channels": int,
     "data.root": str, "data.limit": int, "data.crop": list, "data.augment.scale": list,
-    "ray.max_concurrent_trials": int, "debug.crash_after_checkpoint": int, "train.label_palette": dict,
+    "ray.max_concurrent_trials": int, "train.label_palette": dict,
 }
 # mappings whose keys are free (task names) and values numbers
 OPEN = {"loss_weights": (int, float), "baselines": (int, float), "model.backbone.options": None,
@@ -137,7 +137,7 @@ OPEN = {"loss_weights": (int, float), "baselines": (int, float), "model.backbone
 
 
 def shipped_dir():
-    return resources.files("nas") / "configs"
+    return resources.files("trcnas.nas") / "configs"
 
 
 def list_configs() -> dict[str, str]:
@@ -255,8 +255,10 @@ def _check(cfg: Any, ref: Any, prefix: str, source: str) -> None:
             raise UserError(f"{source}: {key} must be {want.__name__}, got {v!r}")
 
 
-def load_config(name_or_path: str | None = None, overrides: list[str] | None = None) -> dict:
-    """Defaults <- config file chain <- ``--set`` overrides; validated."""
+def load_config(name_or_path: str | None = None, overrides: list[str] | None = None,
+                plugins: list[str] | None = None) -> dict:
+    """Defaults <- config file chain <- ``--set`` overrides <- ``plugins`` (``--plugin``) added; validated with
+    the plugins loaded (file paths made absolute, so every process finds them)."""
     user = _load_chain(name_or_path) if name_or_path else {}
     source = str(name_or_path) if name_or_path else "defaults"
     _check(user, DEFAULTS, "", source)
@@ -270,6 +272,9 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
             node = node[p]
         node[path[-1]] = value
         _check({path[0]: cfg[path[0]]}, DEFAULTS, "", f"--set {item}")
+    from trcnas.nas.plugins import absolute_plugins
+
+    cfg["plugins"] = list(dict.fromkeys(absolute_plugins({"plugins": [*cfg["plugins"], *(plugins or [])]})))
     _check_semantics(cfg, source)
     return cfg
 
@@ -292,7 +297,10 @@ def has_key(dotted: str) -> bool:
 
 
 def _check_semantics(cfg: dict, source: str) -> None:
-    from nas.tasks import TASKS
+    from trcnas.nas.plugins import load_plugins
+    from trcnas.nas.tasks import TASKS
+
+    load_plugins(cfg, source)  # before anything is looked up in a registry a plugin may extend
 
     tasks = cfg["data"]["tasks"]
     if not tasks:
@@ -300,7 +308,7 @@ def _check_semantics(cfg: dict, source: str) -> None:
     for t in tasks:
         if t not in TASKS:
             raise UserError(f"{source}: data.tasks: unknown task {t!r}; known: {', '.join(TASKS.names())}")
-    from nas.models import MODELS
+    from trcnas.nas.models import MODELS
 
     if cfg["model"]["type"] not in MODELS:
         raise UserError(f"{source}: model.type {cfg['model']['type']!r} unknown; "
@@ -374,15 +382,15 @@ def _get(cfg: dict, key: str):
 
 def _choices() -> dict[str, tuple]:
     """The allowed values of choice keys, from the modules that define them."""
-    from nas.engine.loop import OPTIMIZERS, SCHEDULES
-    from nas.search.mixed import MODES
+    from trcnas.nas.engine.loop import OPTIMIZERS, SCHEDULES
+    from trcnas.nas.search.mixed import MODES
 
     return {"train.optimizer": OPTIMIZERS, "train.schedule": SCHEDULES, "search.mode": MODES}
 
 
 def _check_values(cfg: dict, source: str) -> None:
-    from nas.search.schedules import SHAPES, Schedule
-    from nas.tasks import TASKS
+    from trcnas.nas.search.schedules import SHAPES, Schedule
+    from trcnas.nas.tasks import TASKS
 
     for key, (ok, what) in RULES.items():
         v = _get(cfg, key)

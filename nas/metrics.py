@@ -191,7 +191,7 @@ class EdgeMeter(Meter):
     elsewhere and 255 for ignored pixels (e.g. padding), where neither predictions nor labels are counted."""
 
     def __init__(self, max_dist: float = 0.011, n_thresholds: int = 99, from_logits: bool = True, nms: bool = True):
-        from nas.boundary import bsds_thresholds
+        from trcnas.nas.boundary import bsds_thresholds
 
         self.max_dist, self.from_logits, self.nms = max_dist, from_logits, nms
         self.thresholds = bsds_thresholds(n_thresholds)
@@ -201,7 +201,7 @@ class EdgeMeter(Meter):
         self.per_image: list[np.ndarray] = []  # 4 x T counts of each image (OIS needs them separately)
 
     def update(self, pred, target):
-        from nas.boundary import image_counts
+        from trcnas.nas.boundary import image_counts
 
         prob = torch.sigmoid(pred) if self.from_logits else pred
         prob = prob.reshape(target.shape[0], *target.shape[-2:]).double().cpu().numpy()
@@ -219,7 +219,7 @@ class EdgeMeter(Meter):
         return np.sum(self.per_image, 0) if self.per_image else np.zeros((4, len(self.thresholds)))
 
     def compute(self):
-        from nas.boundary import summarize
+        from trcnas.nas.boundary import summarize
 
         return summarize(np.asarray(self.per_image), self.thresholds)
 

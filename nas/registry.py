@@ -1,36 +1,46 @@
-"""One small registry type: name -> builder, used for tasks, backbones, context blocks, datasets."""
+"""One small registry type: name -> builder (+ the entry's metadata), used for tasks, backbones, context blocks,
+datasets, palette rules and model types. Users add entries from their own modules (see ``trcnas.nas.plugins``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from nas.errors import UserError
+from trcnas.nas.errors import UserError
 
 
 class Registry:
     def __init__(self, kind: str):
         self.kind = kind
         self._items: dict[str, Any] = {}
+        self._info: dict[str, Any] = {}
 
-    def register(self, name: str | None = None) -> Callable:
+    def register(self, name: str | None = None, info: Any = None) -> Callable:
+        """Decorator; ``info`` is the entry's metadata (e.g. a context type's label, colour and genotype code)."""
+
         def deco(obj):
             key = name or obj.__name__
             if key in self._items:
                 raise KeyError(f"{self.kind} {key!r} registered twice")
             self._items[key] = obj
+            self._info[key] = info
             return obj
 
         return deco
 
-    def add(self, name: str, obj: Any) -> None:
-        self.register(name)(obj)
+    def add(self, name: str, obj: Any, info: Any = None) -> None:
+        self.register(name, info)(obj)
 
     def get(self, name: str) -> Any:
         try:
             return self._items[name]
         except KeyError:
             raise UserError(f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._items))}") from None
+
+    def info(self, name: str) -> Any:
+        """The metadata registered with ``name`` (None if it has none)."""
+        self.get(name)
+        return self._info[name]
 
     def build(self, name: str, *args, **kwargs) -> Any:
         return self.get(name)(*args, **kwargs)

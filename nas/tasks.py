@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from nas import losses, metrics
-from nas.registry import Registry
+from trcnas.nas import losses, metrics
+from trcnas.nas.registry import Registry
 
 TASKS = Registry("task")
 

@@ -19,11 +19,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from runners.memory import PeakMemory
-from spaces.io import atomic_write_text
+from trcnas.runners.memory import PeakMemory
+from trcnas.spaces.io import atomic_write_text
 
 TASKS6 = ["semseg", "depth", "normals", "edge", "saliency", "parts"]
-FREEZE_CYCLE = ["global", "local", "tlabel", "slabel", "none"]
 
 
 def _sync(device):
@@ -49,8 +48,8 @@ class SupergraphBench(nn.Module):
 
     def __init__(self, tasks: list[str], channels: int):
         super().__init__()
-        from nas.models.atrc import ATRCModule
-        from spaces import load_space
+        from trcnas.nas.models.atrc import ATRCModule
+        from trcnas.spaces import load_space
 
         cands = {t: {} for t in tasks}
         for d in load_space("atrc").decisions(tasks):
@@ -78,7 +77,7 @@ def _make_case(n_tasks, channels, res, batch, device, channels_last=False):
 def run_search_step(mode: str, frozen_fraction: float, n_tasks: int = 4, channels: int = 64, res: int = 64,
                     batch: int = 4, device="cpu", warmup: int = 1, reps: int = 3, bf16: bool = False,
                     channels_last: bool = False, flops: bool = False) -> dict:
-    from nas.search.mixed import entropy_loss, mixed_ops, set_mode, set_tau, split_parameters
+    from trcnas.nas.search.mixed import entropy_loss, mixed_ops, set_mode, set_tau, split_parameters
 
     device = torch.device(device)
     torch.manual_seed(0)
@@ -87,8 +86,11 @@ def run_search_step(mode: str, frozen_fraction: float, n_tasks: int = 4, channel
     set_tau(model, 1.0)
     ops = mixed_ops(model)
     n_frozen = int(round(frozen_fraction * len(ops)))
+    from trcnas.nas.models.context import CONTEXTS
+
+    cycle = CONTEXTS.names()[1:] + CONTEXTS.names()[:1]  # every context type in turn, none last
     for i, m in enumerate(ops[:n_frozen]):
-        want = FREEZE_CYCLE[i % len(FREEZE_CYCLE)]
+        want = cycle[i % len(cycle)]
         m.freeze(m.candidates.index(want) if want in m.candidates else 0)
     weights, alphas = split_parameters(model)
     opt_w = torch.optim.SGD(weights, lr=1e-3, momentum=0.9, weight_decay=5e-4)
@@ -125,7 +127,7 @@ def run_search_step(mode: str, frozen_fraction: float, n_tasks: int = 4, channel
 
 def run_local_op(channels: int = 64, res: int = 128, batch: int = 1, device="cpu", warmup: int = 1,
                  reps: int = 3) -> list[dict]:
-    from nas.models.local_attention import local_attention, local_attention_unfold
+    from trcnas.nas.models.local_attention import local_attention, local_attention_unfold
 
     device = torch.device(device)
     g = torch.Generator().manual_seed(0)
@@ -155,7 +157,7 @@ def growth_exponent(xs, ys) -> float:
 
 
 def run_data(n: int = 40, size: int = 128) -> dict:
-    from nas.data.scenes import SceneGenerator
+    from trcnas.nas.data.scenes import SceneGenerator
 
     gen = SceneGenerator(size, size)
     gen.render(0, 0)
@@ -171,8 +173,8 @@ def run_edge_eval(sizes=((128, 128), (425, 560)), n: int = 3) -> list[dict]:
     prediction: NMS, thinning and one-to-one matching per threshold, as per-checkpoint validation runs it."""
     from scipy import ndimage
 
-    from nas.boundary import bsds_thresholds, image_counts
-    from nas.data.scenes import SceneGenerator
+    from trcnas.nas.boundary import bsds_thresholds, image_counts
+    from trcnas.nas.data.scenes import SceneGenerator
 
     rows = []
     th = bsds_thresholds(99)
@@ -254,7 +256,7 @@ def run_bench(device: str = "cpu", out: str | Path = "results/bench", quick: boo
         "resolution": {"rows": res_rows, "exponent": growth_exponent([r["resolution"] for r in res_rows],
                                                                      [r["step_s"] for r in res_rows])},
     }
-    from runners.bench_loop import run_loop_bench
+    from trcnas.runners.bench_loop import run_loop_bench
 
     res["loop"] = run_loop_bench(quick, say)
     say("data ...")

@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from nas.engine.loop import LoopPlugin
+from trcnas.nas.engine.loop import LoopPlugin
 
 # the settings the bench switches, each a config override: "today" is the first value
 SWITCHES = {"data.num_workers": (0, 1)}
@@ -74,13 +74,13 @@ def run_loop_step(kind: str, overrides: list[str], warm: int = 3, steps: int = 2
                   cache_dir: str = "results/cache") -> dict:
     """``kind`` ``train`` (the fixed all-S-label ATRC network, the heaviest retrain) or ``search`` (the
     ATRC supergraph with its alpha updates), ``steps`` timed steps after ``warm``."""
-    from nas.config import load_config
-    from nas.engine.loop import fit, prepare
-    from nas.engine.train import load_run_architecture
-    from nas.models import build_model
-    from nas.search.controller import ArchitectureSearch
-    from nas.search.mixed import split_parameters
-    from spaces import load_space
+    from trcnas.nas.config import load_config
+    from trcnas.nas.engine.loop import fit, prepare
+    from trcnas.nas.engine.train import load_run_architecture
+    from trcnas.nas.models import build_model
+    from trcnas.nas.search.controller import ArchitectureSearch
+    from trcnas.nas.search.mixed import split_parameters
+    from trcnas.spaces import load_space
 
     total = warm + steps + 1
     cfg = load_config(config, [f"data.cache_dir={cache_dir}", f"train.checkpoint_every={total + 1}",

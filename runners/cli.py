@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from nas.errors import UserError
+from trcnas.nas.errors import UserError
 
 FAST_DEV = [  # --fast-dev-run: a handful of steps on tiny data, end to end
     "train.steps=3", "search.steps=3", "train.batch_size=2", "train.eval_batch_size=4", "train.log_every=1",
@@ -34,15 +34,23 @@ def _common(p: argparse.ArgumentParser, config_default: str | None) -> None:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse's usage mistakes as one ``error:`` line (exit code 2) like every other bad input."""
+    """argparse's usage mistakes as one ``error:`` line (exit code 2) like every other bad input. Every command
+    takes ``--plugin`` (repeatable): a module or .py file registering context types, tasks, ... (nas/plugins.py)."""
 
     def error(self, message: str):
         self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if kwargs.get("prog", "").startswith("trcnas "):
+            self.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE",
+                              help="a module name or .py file that registers context types, tasks, ... "
+                                   "(repeatable; a run's config records it)")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="trcnas", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("train", help="train and evaluate a network (baselines, or a fixed architecture)")
     _common(p, "synthetic-mt")
@@ -126,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, "synthetic-atrc")
     p.add_argument("--architecture", default=None, help="use this searched architecture instead of searching")
     p.add_argument("--variants", nargs="*", default=None,
-                   help="subset of: single_task multitask global local tlabel slabel atrc")
+                   help="subset of: single_task multitask, one per context type (global local tlabel slabel and "
+                        "those of --plugin), atrc")
     p.add_argument("--seeds", type=int, default=1,
                    help="seeds per variant (from --seed on); mean ± std; run again with the same --out to continue")
     p.add_argument("--ray", action="store_true", help="run the (variant, seed) runs as Ray Tune trials")
@@ -147,14 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_cfg(args, command: str):
-    from nas.config import load_config
+    from trcnas.nas.config import load_config
 
     overrides = list(FAST_DEV if args.fast_dev_run else []) + list(args.overrides)
     if args.device:
         overrides.append(f"device={args.device}")
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides, plugins=args.plugins)
     if args.fast_dev_run:
         cfg["name"] = f"{cfg['name']}-fast-dev"
     out = Path(args.out) if args.out else Path("results") / command / f"{cfg['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -169,7 +178,7 @@ def _print_metrics(summary: dict) -> None:
 
 
 def cmd_train(args):
-    from nas.engine.train import train_run
+    from trcnas.nas.engine.train import train_run
 
     cfg, out = _load_cfg(args, args.command)
     summary = train_run(cfg, out, architecture=args.architecture, progress=not args.no_progress,
@@ -183,7 +192,7 @@ def cmd_search(args):
     cfg, out = _load_cfg(args, "search")
     if not args.local:
         return _search_ray(args, cfg)
-    from nas.engine.search import search_run
+    from trcnas.nas.engine.search import search_run
 
     summary = search_run(cfg, out, progress=not args.no_progress, resume=not args.overwrite)
     print(f"searched {summary['decisions']} decisions in {summary['wall_s']:.0f}s ({summary['frozen']} frozen); "
@@ -196,7 +205,7 @@ def cmd_search(args):
 def _search_ray(args, cfg):
     import pandas as pd
 
-    from runners.tune_search import run_tune_search
+    from trcnas.runners.tune_search import run_tune_search
 
     if args.num_samples is not None and args.num_samples < 1:
         raise UserError("--num-samples must be at least 1")
@@ -218,7 +227,7 @@ def _search_ray(args, cfg):
 
 
 def cmd_run(args):
-    from runners.pipeline import run_pipeline
+    from trcnas.runners.pipeline import run_pipeline
 
     cfg, out = _load_cfg(args, "run")
     res = run_pipeline(cfg, out, address=args.address, num_samples=args.num_samples, progress=not args.no_progress)
@@ -232,7 +241,7 @@ def cmd_run(args):
 
 
 def cmd_hpo(args):
-    from runners.hpo import run_study
+    from trcnas.runners.hpo import run_study
 
     cfg, out = _load_cfg(args, "hpo")
     pinned = {}
@@ -240,7 +249,7 @@ def cmd_hpo(args):
         args.n_trials = args.n_trials or 2
         pinned = {k: cfg[k.split(".")[0]][k.split(".")[1]] for k in ("search.steps", "train.steps")}
     if args.ray:
-        from runners.hpo import run_study_ray
+        from trcnas.runners.hpo import run_study_ray
 
         res = run_study_ray(cfg, out, storage=args.storage, study_name=args.study_name, n_trials=args.n_trials,
                             address=args.address, pinned=pinned)
@@ -259,7 +268,7 @@ def cmd_dashboard(args):
         from optuna_dashboard import run_server
     except ImportError:
         raise UserError("optuna-dashboard is not installed: pip install 'trcnas[dashboard]'") from None
-    from runners.hpo import make_storage
+    from trcnas.runners.hpo import make_storage
 
     print(f"optuna-dashboard on http://{args.host}:{args.port}/ (Ctrl-C stops it)")
     run_server(make_storage(args.storage), host=args.host, port=args.port)
@@ -267,15 +276,15 @@ def cmd_dashboard(args):
 
 def cmd_bench(args):
     if args.ray_overhead:
-        from runners.bench_ray import ray_overhead
+        from trcnas.runners.bench_ray import ray_overhead
 
         r = ray_overhead(args.ray_overhead, args.steps, progress=not args.no_progress)
         print(json.dumps(r, indent=2) if args.json else
               f"{r['searches']} searches x {r['steps']} steps on {r['cpus']} CPUs: in-process "
               f"{r['in_process_s']:.1f}s, as Ray Tune trials {r['ray_trials_s']:.1f}s, ratio {r['ratio']:.2f}")
         return
-    from nas.engine.loop import resolve_device
-    from runners.bench import format_table, run_bench
+    from trcnas.nas.engine.loop import resolve_device
+    from trcnas.runners.bench import format_table, run_bench
 
     res = run_bench(str(resolve_device(args.device)), args.out, quick=args.quick, progress=not args.no_progress)
     print(json.dumps(res, indent=2) if args.json else format_table(res))
@@ -284,7 +293,7 @@ def cmd_bench(args):
 
 
 def cmd_importance(args):
-    from nas.engine.importance import permutation_importance
+    from trcnas.nas.engine.importance import permutation_importance
 
     if args.repeats < 1:
         raise UserError("--repeats must be at least 1")
@@ -298,7 +307,7 @@ def cmd_importance(args):
 
 
 def cmd_predict(args):
-    from nas.engine.predict import predict_with_palette
+    from trcnas.nas.engine.predict import predict_with_palette
 
     r = predict_with_palette(args.run, args.palette, args.index, args.device, args.out)
     tasks = [k for k in r if k not in ("palette", "output", "index")]
@@ -308,7 +317,7 @@ def cmd_predict(args):
 
 
 def cmd_report(args):
-    from analysis.report import make_report
+    from trcnas.analysis.report import make_report
 
     if not Path(args.dir).is_dir():
         raise UserError(f"report: {args.dir} is not a directory")
@@ -317,16 +326,16 @@ def cmd_report(args):
 
 
 def cmd_summary(args):
-    from nas.engine.summary import model_summary
-    from nas.engine.train import load_run_architecture
-    from nas.models import build_model
-    from nas.tasks import DatasetInfo, build_tasks
+    from trcnas.nas.engine.summary import model_summary
+    from trcnas.nas.engine.train import load_run_architecture
+    from trcnas.nas.models import build_model
+    from trcnas.nas.tasks import DatasetInfo, build_tasks
 
     cfg, _ = _load_cfg(args, "summary")
     arch = load_run_architecture(cfg, args.architecture)
     info = DatasetInfo(cfg["data"]["dataset"])
     if cfg["data"]["dataset"] == "synthetic":
-        from nas.data.scenes import CLASSES, PARTS
+        from trcnas.nas.data.scenes import CLASSES, PARTS
 
         info.num_classes, info.num_parts = len(CLASSES), len(PARTS)
     tasks = build_tasks(cfg["data"]["tasks"], info)
@@ -343,14 +352,14 @@ def cmd_summary(args):
 
 
 def cmd_configs(args):
-    from nas.config import list_configs
+    from trcnas.nas.config import list_configs
 
     for name, desc in list_configs().items():
         print(f"{name:22s} {desc}")
 
 
 def cmd_export(args):
-    from runners.export import export
+    from trcnas.runners.export import export
 
     if Path(args.out).is_dir():
         raise UserError(f"export --out {args.out} is a directory; give the architecture file's path, "
@@ -360,7 +369,7 @@ def cmd_export(args):
 
 
 def cmd_table(args):
-    from runners.table import run_table
+    from trcnas.runners.table import run_table
 
     cfg, out = _load_cfg(args, "table")
     paths = run_table(cfg, out, architecture=args.architecture, variants=args.variants,
@@ -372,7 +381,7 @@ def cmd_table(args):
 
 
 def cmd_compare(args):
-    from runners.compare import run_compare
+    from trcnas.runners.compare import run_compare
 
     extra = [*(FAST_DEV if args.fast_dev_run else []), *args.overrides]
     res = run_compare(args.spec, args.out, extra, progress=not args.no_progress, only=args.only, ray=args.ray,
@@ -403,29 +412,19 @@ COMMANDS = {
 }
 
 
-def _check_packages() -> None:
-    """trcnas's top-level packages (nas, spaces, runners, analysis) must be the installed ones: a folder of
-    the same name in the working directory (e.g. ``./spaces`` holding YAML spaces) would shadow them."""
-    import importlib
-
-    here = Path(__file__).resolve().parent.parent
-    for name in ("nas", "spaces", "analysis"):
-        mod = importlib.import_module(name)
-        where = Path(getattr(mod, "__file__", None) or next(iter(getattr(mod, "__path__", [])), "?")).resolve()
-        if here not in where.parents:
-            raise UserError(f"the folder {where if where.is_dir() else where.parent} shadows trcnas's package "
-                            f"{name!r}; rename it or run trcnas from another directory")
-
-
 def main(argv: list[str] | None = None) -> int:
-    from spaces.errors import SpecError
+    from trcnas.spaces.errors import SpecError
 
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage mistake (2, one line already printed)
         return e.code if isinstance(e.code, int) else 2
     try:
-        _check_packages()
+        from trcnas.nas.plugins import load_entry_points, load_plugin
+
+        load_entry_points()
+        for name in getattr(args, "plugins", []):
+            load_plugin(name, "--plugin")
         if getattr(args, "command", None) == "retrain" and args.config is None:
             args.config = _config_for_architecture(args.architecture)
         rc = COMMANDS[args.command](args)

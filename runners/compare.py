@@ -32,7 +32,7 @@ import copy
 import json
 from pathlib import Path
 
-from nas.errors import UserError
+from trcnas.nas.errors import UserError
 
 SHIPPED = Path(__file__).parent / "comparisons"
 VARIANT_KEYS = {"name", "label", "config", "set", "architecture"}
@@ -90,7 +90,7 @@ def check_comparison(spec, p) -> dict:
 
 
 def variant_config(spec: dict, variant: dict, seed: int, extra: list[str] = ()) -> dict:
-    from nas.config import load_config
+    from trcnas.nas.config import load_config
 
     overrides = [*spec["set"], *(variant.get("set") or []), *extra, f"seed={seed}"]
     return load_config(variant.get("config") or spec["config"], overrides)
@@ -98,8 +98,8 @@ def variant_config(spec: dict, variant: dict, seed: int, extra: list[str] = ()) 
 
 def _run_variant(cfg: dict, variant: dict, run_dir: Path, progress: bool) -> Path:
     """Trains (searches first if asked) into ``run_dir``; returns the folder holding the final metrics."""
-    from nas.engine.search import ARCHITECTURE, search_run
-    from nas.engine.train import train_run
+    from trcnas.nas.engine.search import ARCHITECTURE, search_run
+    from trcnas.nas.engine.train import train_run
 
     arch = variant.get("architecture")
     final = _final_of(variant, run_dir)
@@ -118,8 +118,8 @@ def _run_variant(cfg: dict, variant: dict, run_dir: Path, progress: bool) -> Pat
 def _inline_architecture(variant: dict, cfg: dict, source):
     """``architecture: {group: {decision: value}}`` in the comparison file, as a validated architecture of the
     config's search space."""
-    from nas.tasks import TASKS
-    from spaces.architecture import ARCH_FORMAT, from_dict
+    from trcnas.nas.tasks import TASKS
+    from trcnas.spaces.architecture import ARCH_FORMAT, from_dict
 
     data = {"format": ARCH_FORMAT, "space": cfg["search"]["space"], "tasks": list(cfg["data"]["tasks"]),
             "choices": variant["architecture"]}
@@ -134,8 +134,11 @@ def compare_trial(config: dict) -> None:
     import torch
     from ray import tune
 
+    from trcnas.nas.plugins import load_plugins
+
     job = config["job"]
     torch.set_num_threads(max(1, int(job["cpus"])))
+    load_plugins(job["cfg"])
     final = _run_variant(job["cfg"], job["variant"], Path(job["run_dir"]), progress=False)
     m = json.loads((final / "metrics.json").read_text())
     tune.report({"delta_m": m.get("delta_m"), "steps": m.get("steps"), "run_dir": str(final)})
@@ -148,7 +151,7 @@ def _run_on_ray(jobs: list[tuple[dict, dict, Path]], out: Path, address: str | N
 
     from ray import tune
 
-    from runners.tune_search import absolute_paths, init_ray
+    from trcnas.runners.tune_search import absolute_paths, init_ray
 
     if not jobs:
         return []
@@ -176,8 +179,8 @@ def run_compare(spec_path: str | Path | dict, out: str | Path, extra: list[str] 
     """Runs every (variant, seed) not finished yet — in this process, or with ``ray`` as Ray Tune trials (on a
     local Ray instance, or the cluster at ``address``) — then writes the tables (``analysis.compare``). The
     result's ``errors`` lists the runs that failed (Ray); the others are kept."""
-    from analysis.compare import write_comparison
-    from spaces.io import atomic_write_text
+    from trcnas.analysis.compare import write_comparison
+    from trcnas.spaces.io import atomic_write_text
 
     spec = load_comparison(spec_path)
     out = Path(out)
@@ -206,7 +209,7 @@ def run_compare(spec_path: str | Path | dict, out: str | Path, extra: list[str] 
             _run_variant(copy.deepcopy(cfgs[(v["name"], s)]), v, run_dir, progress)
             done += 1
     errors = _run_on_ray([j for j in jobs if not _finished(j[1], j[2])], out, address) if ray else []
-    from nas.tasks import TASKS
+    from trcnas.nas.tasks import TASKS
 
     return {**write_comparison(out, spec, {t: TASKS.get(t).metric for t in TASKS.names()}), "errors": errors}
 

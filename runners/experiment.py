@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from nas.errors import UserError
-from spaces.io import atomic_write_text
+from trcnas.nas.errors import UserError
+from trcnas.spaces.io import atomic_write_text
 
 
 def trial_dirs(exp_dir: Path) -> list[Path]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nas.errors import UserError
-from nas.tasks import TASKS
-from spaces import Architecture, from_genotype, load_architecture
+from trcnas.nas.errors import UserError
+from trcnas.nas.genotype import from_genotype
+from trcnas.nas.tasks import TASKS
+from trcnas.spaces import Architecture, load_architecture
 
 ARCHITECTURE = "architecture.yaml"
 
@@ -21,7 +22,7 @@ def load_any(source: str | Path, tasks: list[str] | None = None, metric: str = "
         if (src / ARCHITECTURE).is_file():
             arch = load_architecture(src / ARCHITECTURE)
         else:
-            from runners.experiment import best_trial_dir
+            from trcnas.runners.experiment import best_trial_dir
 
             best = best_trial_dir(src, metric, mode)
             arch = load_architecture(best / ARCHITECTURE)

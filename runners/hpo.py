@@ -10,8 +10,8 @@ import json
 import shutil
 from pathlib import Path
 
-from nas.errors import UserError
-from spaces.io import atomic_write_text
+from trcnas.nas.errors import UserError
+from trcnas.spaces.io import atomic_write_text
 
 OBJECTIVES = ("delta_m", "params_M", "madds_G", "agreement")
 
@@ -92,8 +92,8 @@ def check_study(cfg: dict) -> dict:
     """Check the study definition before any study is created or loaded: objectives and directions, the
     pruner, and every ``hpo.params`` entry (a config key, a well-formed range, and a range whose ends are
     values the config accepts). Returns the params as Optuna distributions."""
-    from nas.config import has_key, validate
-    from runners.tune_search import apply_overrides
+    from trcnas.nas.config import has_key, validate
+    from trcnas.runners.tune_search import apply_overrides
 
     h = cfg["hpo"]
     objectives, directions = list(h["objectives"]), list(h["directions"])
@@ -147,11 +147,11 @@ def _value(objective: str, summary: dict, cfg: dict, arch_path: Path) -> float:
     if objective.startswith("val/"):
         return float(summary["primary"][objective[4:]])
     if objective in ("params_M", "madds_G"):
-        from nas.data import build_dataset
-        from nas.engine.summary import model_summary
-        from nas.models import build_model
-        from nas.tasks import build_tasks
-        from spaces import load_architecture
+        from trcnas.nas.data import build_dataset
+        from trcnas.nas.engine.summary import model_summary
+        from trcnas.nas.models import build_model
+        from trcnas.nas.tasks import build_tasks
+        from trcnas.spaces import load_architecture
 
         _, info = build_dataset(cfg["data"], "val", train=False, progress=False)
         arch = load_architecture(arch_path)
@@ -165,10 +165,10 @@ def run_trial(cfg: dict, run_dir: Path, objectives: list[str], on_eval=None) -> 
     ``hpo.retrain``) into ``run_dir`` (``run_dir/seed<k>`` when several). Returns every objective — the mean
     over the searches; ``agreement``: the % of search pairs that took the same value, averaged over the
     decisions — and the first search's architecture file. ``on_eval`` follows the first search."""
-    from nas.engine.search import ARCHITECTURE, search_run
-    from nas.engine.train import train_run
-    from spaces import load_architecture
-    from spaces.architecture import mean_agreement
+    from trcnas.nas.engine.search import ARCHITECTURE, search_run
+    from trcnas.nas.engine.train import train_run
+    from trcnas.spaces import load_architecture
+    from trcnas.spaces.architecture import mean_agreement
 
     n = cfg["hpo"]["seeds"]
     per_seed, archs = [], []
@@ -192,7 +192,7 @@ def run_study(cfg: dict, out: str | Path, storage: str | None = None, study_name
     counts, so a study that tunes ``search.steps`` still checks its setup in seconds)."""
     import optuna
 
-    from runners.tune_search import apply_overrides
+    from trcnas.runners.tune_search import apply_overrides
 
     dists = check_study(cfg)
     h = cfg["hpo"]
@@ -236,7 +236,7 @@ def hpo_trial(config: dict) -> None:
     import torch
     from ray import tune
 
-    from runners.tune_search import apply_overrides
+    from trcnas.runners.tune_search import apply_overrides
 
     cfg = apply_overrides(apply_overrides(config["cfg"], {k: config[k] for k in config["params"]}), config["pinned"])
     torch.set_num_threads(max(1, int(config["cpus"])))
@@ -265,7 +265,7 @@ def run_study_ray(cfg: dict, out: str | Path, storage: str | None = None, study_
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
-    from runners.tune_search import absolute_paths, init_ray
+    from trcnas.runners.tune_search import absolute_paths, init_ray
 
     dists = check_study(cfg)
     h = cfg["hpo"]

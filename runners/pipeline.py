@@ -6,12 +6,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from analysis.report import make_report
-from nas.engine.importance import NothingToPermute, permutation_importance
-from nas.engine.train import train_run
-from nas.tasks import TASKS
-from runners.export import export
-from runners.tune_search import run_tune_search
+from trcnas.analysis.report import make_report
+from trcnas.nas.engine.importance import NothingToPermute, permutation_importance
+from trcnas.nas.engine.train import train_run
+from trcnas.nas.tasks import TASKS
+from trcnas.runners.export import export
+from trcnas.runners.tune_search import run_tune_search
 
 
 def run_pipeline(cfg: dict, out: str | Path, address: str | None = None, num_samples: int | None = None,

@@ -11,15 +11,22 @@ from pathlib import Path
 
 import numpy as np
 
-from nas.engine.summary import model_summary
-from nas.models import build_model
-from nas.tasks import DatasetInfo, build_tasks
-from spaces import load_architecture
-from spaces.io import atomic_write_text
+from trcnas.nas.engine.summary import model_summary
+from trcnas.nas.models import build_model
+from trcnas.nas.tasks import DatasetInfo, build_tasks
+from trcnas.spaces import load_architecture
+from trcnas.spaces.io import atomic_write_text
 
-VARIANTS = ("single_task", "multitask", "global", "local", "tlabel", "slabel", "atrc")
-LABELS = {"single_task": "Single-task baseline", "multitask": "Multi-task baseline", "global": "Global context",
-          "local": "Local context", "tlabel": "T-label context", "slabel": "S-label context", "atrc": "ATRC (searched)"}
+BASELINES = {"single_task": "Single-task baseline", "multitask": "Multi-task baseline"}
+
+
+def variant_labels() -> dict[str, str]:
+    """Table 1's rows: the two baselines, one fixed network per registered context type (``none`` is the
+    multi-task baseline) and the searched ATRC architecture, with their row labels."""
+    from trcnas.nas.models.context import context_types
+
+    fixed = {t.name: f"{t.label[:1].upper()}{t.label[1:]} context" for t in context_types() if t.name != "none"}
+    return {**BASELINES, **fixed, "atrc": "ATRC (searched)"}
 
 
 def _resources(cfg: dict, info: DatasetInfo, arch) -> tuple[float, float]:
@@ -34,8 +41,8 @@ def table_spec(cfg_path: Path, seeds: list[int], variants: list[str], architectu
     single-task runs' mean over the same seeds."""
     rows = []
     for v in variants:
-        row = {"name": v, "label": LABELS[v]}
-        if v in ("single_task", "multitask"):
+        row = {"name": v, "label": variant_labels()[v]}
+        if v in BASELINES:
             row["set"] = [f"model.type={v}"]
         elif v == "atrc":
             row["architecture"] = architecture or "search"
@@ -50,14 +57,15 @@ def run_table(cfg: dict, out: str | Path, architecture: str | None = None, varia
     """Trains every variant with ``seeds`` seeds (from ``cfg["seed"]`` on) as a resumable comparison (finished
     runs are kept: run it again to continue), then writes table.csv / .md / .tex / .json (mean ± std of every
     task metric and Δm, params and MAdds) and a figure of Δm per variant with its standard deviation."""
-    from nas.errors import UserError
-    from runners.compare import run_compare
+    from trcnas.nas.errors import UserError
+    from trcnas.runners.compare import run_compare
 
     out = Path(out)
-    variants = list(variants or VARIANTS)
-    unknown = set(variants) - set(VARIANTS)
+    labels = variant_labels()
+    variants = list(variants or labels)
+    unknown = set(variants) - set(labels)
     if unknown:
-        raise UserError(f"unknown table variant(s) {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
+        raise UserError(f"unknown table variant(s) {sorted(unknown)}; choose from {', '.join(labels)}")
     if seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}")
     if "single_task" not in variants:
@@ -67,7 +75,7 @@ def run_table(cfg: dict, out: str | Path, architecture: str | None = None, varia
         architecture = str(Path(architecture).resolve())
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "table-config.yaml"
-    from nas.config import dump
+    from trcnas.nas.config import dump
 
     atomic_write_text(cfg_path, dump(cfg))
     spec = table_spec(cfg_path, [cfg["seed"] + i for i in range(seeds)], variants, architecture)
@@ -78,7 +86,7 @@ def run_table(cfg: dict, out: str | Path, architecture: str | None = None, varia
         v = r["variant"]
         costs = [_resources(_variant_cfg(cfg, v), info, _run_architecture(out, v, s))
                  for s in map(int, str(r["seeds"]).split())]
-        row = {"variant": v, "model": LABELS[v], "n": r["n"], "seeds": r["seeds"],
+        row = {"variant": v, "model": labels[v], "n": r["n"], "seeds": r["seeds"],
                "params_M": round(float(np.mean([c[0] for c in costs])), 4),
                "madds_G": round(float(np.mean([c[1] for c in costs])), 4)}
         for t in cfg["data"]["tasks"]:
@@ -93,15 +101,15 @@ def run_table(cfg: dict, out: str | Path, architecture: str | None = None, varia
 
 def _variant_cfg(cfg: dict, variant: str) -> dict:
     c = copy.deepcopy(cfg)
-    if variant in ("single_task", "multitask"):
+    if variant in BASELINES:
         c["model"]["type"] = variant
     return c
 
 
 def _run_architecture(out: Path, variant: str, seed: int):
     """The architecture a finished run trained (from its metrics.json), or None for the baselines."""
-    from analysis.compare import _final_dir
-    from spaces.architecture import from_dict
+    from trcnas.analysis.compare import _final_dir
+    from trcnas.spaces.architecture import from_dict
 
     m = json.loads((_final_dir(out / variant / f"seed{seed}") / "metrics.json").read_text())
     return from_dict(m["architecture"]) if m.get("architecture") else None
@@ -109,7 +117,7 @@ def _run_architecture(out: Path, variant: str, seed: int):
 
 def _info_for(cfg: dict) -> DatasetInfo:
     """Label-space sizes for counting resources (the runs have built the dataset already)."""
-    from nas.data import build_dataset
+    from trcnas.nas.data import build_dataset
 
     _, info = build_dataset(cfg["data"], "val", train=False, progress=False)
     return info
@@ -118,10 +126,10 @@ def _info_for(cfg: dict) -> DatasetInfo:
 def write_table(out: Path, rows: list[dict], tasks: list[str], directions: dict[str, str]) -> dict:
     import pandas as pd
 
-    from analysis.compare import format_mean_std
-    from analysis.report import json_safe
-    from analysis.resources import delta_m_bars
-    from nas.tasks import TASKS
+    from trcnas.analysis.compare import format_mean_std
+    from trcnas.analysis.report import json_safe
+    from trcnas.analysis.resources import delta_m_bars
+    from trcnas.nas.tasks import TASKS
 
     df = pd.DataFrame(rows)
     csv_path = out / "table.csv"

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from nas.errors import UserError
+from trcnas.nas.errors import UserError
 
 ARTIFACTS = ("architecture.yaml", "metrics.json", "alpha_history.csv", "freeze_events.csv", "train_curve.csv",
              "config.yaml")
@@ -89,12 +89,14 @@ def search_trial(config: dict) -> None:
     import torch
     from ray import tune
 
-    from nas.config import with_defaults
-    from nas.engine.loop import CHECKPOINT, DivergedError
-    from nas.engine.search import search_run
+    from trcnas.nas.config import with_defaults
+    from trcnas.nas.engine.loop import CHECKPOINT, DivergedError
+    from trcnas.nas.engine.search import search_run
+    from trcnas.nas.plugins import load_plugins
 
     cfg = apply_overrides(with_defaults(config["cfg"]), config.get("overrides") or {})
     cfg["seed"] = int(config["seed"])
+    load_plugins(cfg)
     cpus = int(max(1, (config.get("cpus") or 1)))
     torch.set_num_threads(cpus)
     run_dir = Path(tune.get_context().get_trial_dir()) / "run"
@@ -108,16 +110,11 @@ def search_trial(config: dict) -> None:
             _copy_into(Path(d), run_dir, (CHECKPOINT, *ARTIFACTS))
     node = ray.get_runtime_context().get_node_id()
 
-    crash_at = cfg["debug"]["crash_after_checkpoint"]
-
     def report(step, path, final=None):
         with tempfile.TemporaryDirectory() as tmp:
             _copy_into(run_dir, Path(tmp), (CHECKPOINT, *ARTIFACTS))
             metrics = {"step": step, "done": final is not None, "node_id": node, **(final or {})}
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
-        if crash_at is not None and step == crash_at and not (run_dir / "crashed").exists():
-            (run_dir / "crashed").write_text(str(step))
-            raise RuntimeError(f"injected crash after checkpoint {step}")
 
     try:
         if cfg["ray"]["workers"] > 1:
@@ -137,7 +134,7 @@ def _ddp_worker(config: dict) -> None:
     import ray
     import torch
 
-    from nas.engine.search import search_run
+    from trcnas.nas.engine.search import search_run
 
     torch.set_num_threads(max(1, int(config["cpus"])))
     cfg = config["cfg"]
@@ -158,7 +155,7 @@ def ddp_search(cfg: dict, run_dir: Path, cpus: float, gpus: float) -> dict:
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from nas.engine.loop import DivergedError
+    from trcnas.nas.engine.loop import DivergedError
 
     workers = int(cfg["ray"]["workers"])
     per_worker = {"CPU": float(cpus), **({"GPU": float(gpus)} if gpus else {})}
@@ -249,7 +246,7 @@ def run_tune_search(cfg: dict, name: str, address: str | None = None, num_sample
         )
         exp_dir = Path(storage) / name
     tuner.fit()
-    from runners.experiment import write_summary
+    from trcnas.runners.experiment import write_summary
 
     write_summary(exp_dir)
     return exp_dir

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from spaces.errors import SpecError
-from spaces.io import atomic_write_text
-from spaces.space import Decision, SearchSpace, load_space
+from trcnas.spaces.errors import SpecError
+from trcnas.spaces.io import atomic_write_text
+from trcnas.spaces.space import Decision, SearchSpace, load_space
 
 ARCH_FORMAT = "trcnas-architecture/1"
-GENOTYPE_CODES = ("none", "global", "local", "tlabel", "slabel")
 
 
 def _get(tree: dict, path: tuple[str, ...]):
@@ -131,38 +129,13 @@ def load_architecture(path: str | Path) -> Architecture:
     return from_dict(data, str(path))
 
 
-def from_genotype(data: dict | str | Path, tasks: list[str] | None = None, space: str = "atrc") -> Architecture:
-    """Import the reference JSON genotype ``{"data": {target: {source: code}}, "step": N}``
-    (codes 0 none, 1 global, 2 local, 3 tlabel, 4 slabel)."""
-    source = "genotype"
-    if not isinstance(data, dict):
-        source = str(data)
-        try:
-            data = json.loads(Path(data).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise SpecError(f"cannot read genotype JSON {source}: {e}") from None
-    rows = data.get("data") if isinstance(data, dict) else None
-    if not isinstance(rows, dict):
-        raise SpecError(f"{source}: a genotype needs a 'data' mapping {{target: {{source: code}}}}")
-    tasks = list(tasks or rows.keys())
-    choices: dict = {}
-    for t in tasks:
-        for s in tasks:
-            code = (rows.get(t) or {}).get(s)
-            if not isinstance(code, int) or not 0 <= code < len(GENOTYPE_CODES):
-                raise SpecError(f"{source}: data.{t}.{s} must be a code 0..4, got {code!r}")
-            _set(choices, ("atrc", t, s), GENOTYPE_CODES[code])
-    search = {"step": data["step"]} if "step" in data else {}
-    arch = Architecture(space, tasks, choices, search)
-    arch.validate(source=source)
-    return arch
-
-
 def fixed_architecture(space: SearchSpace, tasks: list[str], context: str) -> Architecture:
-    """Every pair gets ``context`` (self pairs fall back to the nearest allowed: slabel -> tlabel)."""
+    """Every decision gets ``context`` where it is a candidate; elsewhere (self pairs for S-label) the space's
+    ``exclude_self`` substitute, else the first candidate."""
     values = {}
     for d in space.decisions(tasks):
-        values[d.path] = context if context in d.candidates else ("tlabel" if context == "slabel" else d.candidates[0])
+        sub = space.exclude_self.get(context)
+        values[d.path] = (context if context in d.candidates else sub if sub in d.candidates else d.candidates[0])
     # choices_from collects subset elements (e.g. mTEB scales: fixed:off -> []) into lists
     return Architecture(space.name, list(tasks), space.choices_from(values), {"fixed": context}, space.embedded())
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from spaces.errors import SpecError
+from trcnas.spaces.errors import SpecError
 
 SPACE_FORMAT = "trcnas-space/1"
 
@@ -41,7 +41,7 @@ class SearchSpace:
     group: str
     per: str
     candidates: list
-    exclude_self: list
+    exclude_self: dict  # candidate -> what a fixed network uses instead on self pairs (None: the first allowed)
     restrict: dict
     decisions_spec: dict
     defaults: dict
@@ -82,7 +82,7 @@ class SearchSpace:
             group=str(data.get("group", data.get("name", "space"))),
             per=per,
             candidates=list(data.get("candidates") or []),
-            exclude_self=list(data.get("exclude_self") or []),
+            exclude_self=_exclude_self(data.get("exclude_self"), source),
             restrict=dict(data.get("restrict") or {}),
             decisions_spec=dict(data.get("decisions") or {}),
             defaults=dict(data.get("defaults") or {}),
@@ -158,6 +158,18 @@ class SearchSpace:
         return {d.path: self.value_of(tree, d) for d in self.decisions([])}
 
 
+def _exclude_self(spec, source: str) -> dict:
+    """``exclude_self: [slabel]`` or ``{slabel: tlabel}`` (with the substitute a fixed all-S-label network uses on
+    self pairs)."""
+    if spec is None:
+        return {}
+    if isinstance(spec, list):
+        return {c: None for c in spec}
+    if isinstance(spec, dict):
+        return dict(spec)
+    raise SpecError(f"{source}: exclude_self must be a list of candidates or {{candidate: substitute}}")
+
+
 def _node(tree: dict, path) -> dict:
     for p in path:
         tree = tree.setdefault(p, {})
@@ -171,7 +183,7 @@ def load_space(name_or_path: str) -> SearchSpace:
             raise SpecError(f"search space file {p} not found")
         text, source = p.read_text(), str(p)
     else:
-        f = resources.files("spaces") / f"{name_or_path}.yaml"
+        f = resources.files("trcnas.spaces") / f"{name_or_path}.yaml"
         if not f.is_file():
             raise SpecError(f"no shipped search space named {name_or_path!r}")
         text, source = f.read_text(), f"space {name_or_path}"

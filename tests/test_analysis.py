@@ -7,11 +7,11 @@ import torch
 import torch.nn as nn
 import yaml
 
-from analysis import context
-from analysis.report import make_report
-from nas.engine.importance import importance_of, summarize
-from nas.tasks import DatasetInfo, build_tasks
-from spaces import from_genotype
+from trcnas.analysis import context
+from trcnas.analysis.report import make_report
+from trcnas.nas.engine.importance import importance_of, summarize
+from trcnas.nas.genotype import from_genotype
+from trcnas.nas.tasks import DatasetInfo, build_tasks
 
 TASKS = ["semseg", "depth", "normals", "edge"]
 
@@ -125,8 +125,8 @@ def test_empty_dir_report_says_no_data(tmp_path):
 
 
 def test_cached_encoder_gives_the_same_importance_as_full_forwards():
-    from nas.config import load_config
-    from nas.models import build_model
+    from trcnas.nas.config import load_config
+    from trcnas.nas.models import build_model
 
     g = torch.Generator().manual_seed(0)
     n = 10
@@ -191,7 +191,7 @@ def test_report_of_named_decision_searches(tmp_path):
 
 def test_a_ray_trial_counts_once(tmp_path):
     """A trial holds its run directory and checkpoint copies of it: one search run, not three."""
-    from analysis.loaders import search_runs
+    from trcnas.analysis.loaders import search_runs
 
     trial = tmp_path / "exp" / "search_trial_0"
     for d in ("run", "checkpoint_000000", "checkpoint_000001"):
@@ -209,7 +209,7 @@ def test_a_ray_trial_counts_once(tmp_path):
 
 
 def test_decision_titles_name_mteb_scales_as_the_paper():
-    from analysis.style import decision_label
+    from trcnas.analysis.style import decision_label
 
     assert decision_label("mteb.scales.1") == "scale 1 (1/2)"
     assert decision_label("mteb.scales.4") == "scale 4 (1/16)"
@@ -250,7 +250,7 @@ def test_report_of_a_folder_with_two_spaces_a_named_single_objective_study_and_t
 
 
 def test_no_data_text_stays_inside_its_panel():
-    from analysis.style import no_data, plt
+    from trcnas.analysis.style import no_data, plt
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4))
     for ax in axes:
@@ -264,7 +264,7 @@ def test_no_data_text_stays_inside_its_panel():
 
 
 def test_heatmap_annotation_keeps_small_values():
-    from analysis.style import annotation, number
+    from trcnas.analysis.style import annotation, number
 
     assert annotation(1e-6) == "1.0e-06" and annotation(0.0) == "0.00" and annotation(2.345) == "2.35"
     assert annotation(float("nan")) == "" and number(4e-4, "%.3f") == "4.0e-04" and number(4e-3, "%.3f") == "0.004"

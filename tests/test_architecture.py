@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import yaml
 
-from runners.cli import main
-from spaces import fixed_architecture, from_genotype, load_architecture, load_space
-from spaces.architecture import from_dict
-from spaces.errors import SpecError
+from trcnas.nas.genotype import from_genotype
+from trcnas.runners.cli import main
+from trcnas.spaces import fixed_architecture, load_architecture, load_space
+from trcnas.spaces.architecture import from_dict
+from trcnas.spaces.errors import SpecError
 
 TASKS = ["semseg", "depth", "normals", "edge"]
 
@@ -93,10 +94,10 @@ def test_fixed_variants_cover_every_pair():
 
 
 def test_fixed_network_builds_only_chosen_blocks_and_needed_aux():
-    from nas.config import load_config
-    from nas.models import build_model
-    from nas.models.context import GlobalContext, LocalContext, SLabelContext, TLabelContext
-    from nas.tasks import DatasetInfo, build_tasks
+    from trcnas.nas.config import load_config
+    from trcnas.nas.models import build_model
+    from trcnas.nas.models.context import GlobalContext, LocalContext, SLabelContext, TLabelContext
+    from trcnas.nas.tasks import DatasetInfo, build_tasks
 
     g = {"data": {"semseg": {"semseg": 3, "depth": 0}, "depth": {"semseg": 2, "depth": 0}}}
     arch = from_genotype(g)

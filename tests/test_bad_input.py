@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runners.cli import main
+from trcnas.runners.cli import main
 
 ARCH = "trcnas-architecture/1"
 
@@ -276,7 +276,7 @@ def test_bad_input_is_one_error_line_and_harms_nothing(good, tmp_path, capsys, c
 
 
 def test_sixty_distinct_bad_inputs_reach_every_command(tmp_path):
-    from runners.cli import COMMANDS
+    from trcnas.runners.cli import COMMANDS
 
     g = {"root": tmp_path / "g", "fast": []}
     (g["root"] / "train").mkdir(parents=True)

@@ -4,9 +4,9 @@ import os
 import pytest
 import torch
 
-from runners.bench import growth_exponent, run_search_step
-from runners.cli import main
-from runners.memory import PeakMemory
+from trcnas.runners.bench import growth_exponent, run_search_step
+from trcnas.runners.cli import main
+from trcnas.runners.memory import PeakMemory
 
 
 def test_peak_memory_measures_tensors_not_rss():

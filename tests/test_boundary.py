@@ -8,8 +8,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from nas import boundary as B
-from nas.metrics import EdgeMeter
+from trcnas.nas import boundary as B
+from trcnas.nas.metrics import EdgeMeter
 
 TH = B.bsds_thresholds(99)
 
@@ -115,7 +115,7 @@ def test_meter_accumulates_over_batches_and_ois_is_per_image():
 def test_synthetic_labels_are_thin_and_8_connected():
     from skimage.morphology import thin
 
-    from nas.data.scenes import SceneGenerator
+    from trcnas.nas.data.scenes import SceneGenerator
 
     edge = SceneGenerator(96, 96).render(0, 3).edge > 0
     assert edge.sum() > 100
@@ -146,7 +146,7 @@ def test_agrees_with_pyedgeeval_bsds_port():
     from pyEdgeEval.common.binary_label.evaluate_boundaries import evaluate_boundaries_threshold
     from pyEdgeEval.preprocess import fast_nms
 
-    from nas.data.scenes import SceneGenerator
+    from trcnas.nas.data.scenes import SceneGenerator
 
     gen = SceneGenerator(128, 128)
     rng = np.random.default_rng(0)

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from runners.cli import main
+from trcnas.runners.cli import main
 
 
 def _spec(tmp_path, **extra):
@@ -61,7 +61,7 @@ def test_bad_comparison_files_are_one_error_line(tmp_path, capsys, bad, msg):
 
 
 def test_inline_architectures_and_shipped_comparisons_load(tmp_path, fast_args):
-    from runners.compare import SHIPPED, load_comparison, variant_config
+    from trcnas.runners.compare import SHIPPED, load_comparison, variant_config
 
     d3 = {"composite": {"embedding_depth": 3, "embedding_width": 32}}
     spec = _spec(tmp_path, config="synthetic-composite", seeds=[0], variants=[{"name": "d3", "architecture": d3}])
@@ -79,7 +79,7 @@ def test_inline_architectures_and_shipped_comparisons_load(tmp_path, fast_args):
 
 
 def test_delta_m_against_a_baseline_variant_is_taken_from_its_mean_by_hand():
-    from analysis.compare import rebase_delta_m, summarise
+    from trcnas.analysis.compare import rebase_delta_m, summarise
 
     runs = pd.DataFrame([
         {"variant": "st", "label": "ST", "seed": 0, "semseg": 80.0, "depth": 0.5, "delta_m": 9.9},

@@ -7,18 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from nas.composite.embedding import SearchTaskEmbedding, TaskEmbedding, task_codes
-from nas.composite.outputs import AnchorOutput, class_anchors
-from nas.composite.palette import build_palette_rule, load_palette_image, save_palette_image
-from nas.config import load_config
-from nas.engine.evaluate import forward_batch, losses_of
-from nas.engine.loop import fit, prepare
-from nas.errors import UserError
-from nas.models import build_model
-from nas.search.mixed import split_parameters
-from nas.tasks import DatasetInfo, build_tasks
-from runners.cli import FAST_DEV, main
-from spaces import load_architecture, load_space
+from trcnas.nas.composite.embedding import SearchTaskEmbedding, TaskEmbedding, task_codes
+from trcnas.nas.composite.outputs import AnchorOutput, class_anchors
+from trcnas.nas.composite.palette import build_palette_rule, load_palette_image, save_palette_image
+from trcnas.nas.config import load_config
+from trcnas.nas.engine.evaluate import forward_batch, losses_of
+from trcnas.nas.engine.loop import fit, prepare
+from trcnas.nas.errors import UserError
+from trcnas.nas.models import build_model
+from trcnas.nas.search.mixed import split_parameters
+from trcnas.nas.tasks import DatasetInfo, build_tasks
+from trcnas.runners.cli import FAST_DEV, main
+from trcnas.spaces import load_architecture, load_space
 
 TASKS = ["semseg", "depth", "normals", "edge"]
 
@@ -136,7 +136,7 @@ def test_every_parameter_is_in_one_adam_group_with_the_papers_lr_and_the_embeddi
                                                                                         pretrained):
     extra = ["train.steps=2"]
     if pretrained:
-        from nas.models.backbones import BACKBONES
+        from trcnas.nas.models.backbones import BACKBONES
 
         torch.save(BACKBONES.build("tiny", None).body.state_dict(), tmp_path / "tiny.pt")
         extra.append(f"model.backbone.weights={tmp_path / 'tiny.pt'}")
@@ -185,7 +185,7 @@ def test_every_parameter_is_in_one_adam_group_with_the_papers_lr_and_the_embeddi
 
 
 def test_plateau_schedule_reduces_after_patience_epochs_and_resumes():
-    from nas.engine.loop import Plateau
+    from trcnas.nas.engine.loop import Plateau
 
     p = Plateau(0.3, 2, epoch_steps=2)
     losses = [1.0, 1.0, 0.5, 0.5] + [0.6] * 6  # epochs: 1.0, 0.5, then three epochs without improvement
@@ -207,7 +207,7 @@ def test_mosaic_quadrants_hold_distinct_tasks():
 
 
 def test_outputs_are_read_inside_the_unit_cube():
-    from nas.composite.outputs import build_outputs
+    from trcnas.nas.composite.outputs import build_outputs
 
     info = DatasetInfo("synthetic", num_classes=9, depth_range=(0.5, 4.0))
     outs = build_outputs(build_tasks(TASKS, info))
@@ -232,7 +232,7 @@ def test_outputs_are_read_inside_the_unit_cube():
 
 
 def test_mosaic_baselines_see_only_their_palette_pixels_labels(cache_dir):
-    from nas.engine.loop import palette_masked
+    from trcnas.nas.engine.loop import palette_masked
 
     cfg = _small_cfg(cache_dir, config="synthetic-mt-mosaic")
     assert cfg["model"]["type"] == "multitask" and cfg["train"]["label_palette"] == {"rule": "mosaic"}

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from nas.config import load_config
-from nas.errors import UserError
-from runners.cli import main
+from trcnas.nas.config import load_config
+from trcnas.nas.errors import UserError
+from trcnas.runners.cli import main
 
 
 def _err(capsys, argv):
@@ -138,18 +138,6 @@ def test_resume_only_with_the_same_config_overwrite_starts_over(tmp_path, capsys
     assert "is a file" in capsys.readouterr().err
     assert main(["export", str(out), "--out", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
-
-
-def test_a_spaces_folder_in_the_working_directory_is_named_not_a_traceback(tmp_path):
-    import subprocess
-    import sys
-
-    (tmp_path / "spaces").mkdir()
-    (tmp_path / "spaces" / "__init__.py").write_text("")
-    (tmp_path / "spaces" / "mine.yaml").write_text("format: trcnas-space/1\n")
-    p = subprocess.run([sys.executable, "-m", "runners.cli", "configs"], cwd=tmp_path, capture_output=True, text=True)
-    err = p.stderr.strip().splitlines()
-    assert p.returncode == 2 and len(err) == 1 and "shadows trcnas's package 'spaces'" in err[0], p.stderr
 
 
 def test_progress_off_a_terminal_is_a_few_whole_lines(tmp_path, capsys, cache_dir):

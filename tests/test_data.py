@@ -5,10 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from nas.data import StepBatchSampler, build_dataset
-from nas.data.scenes import CLASSES, PARTS, SALIENT, SceneGenerator
-from nas.data.transforms import RandomHorizontalFlip
-from nas.errors import UserError
+from trcnas.nas.data import StepBatchSampler, build_dataset
+from trcnas.nas.data.scenes import CLASSES, PARTS, SALIENT, SceneGenerator
+from trcnas.nas.data.transforms import RandomHorizontalFlip
+from trcnas.nas.errors import UserError
 
 
 def test_scene_is_deterministic_and_labels_consistent():
@@ -161,7 +161,7 @@ def test_bounding_box_culling_changes_no_label():
 
 
 def test_centroid_cache_is_keyed_by_root_and_survives_a_truncated_file(tmp_path):
-    from nas.data.real import centroid_cache_path
+    from trcnas.nas.data.real import centroid_cache_path
 
     a, b = tmp_path / "a", tmp_path / "b"
     _nyud_tree(a)
@@ -189,7 +189,7 @@ def test_centroid_cache_is_keyed_by_root_and_survives_a_truncated_file(tmp_path)
 def test_result_files_get_the_umask_mode(tmp_path):
     import os
 
-    from spaces.io import atomic_write_text
+    from trcnas.spaces.io import atomic_write_text
 
     old = os.umask(0o022)
     try:

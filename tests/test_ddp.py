@@ -14,10 +14,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from nas.config import load_config
-from nas.engine.distributed import GlobalBatchNorm
-from nas.engine.search import search_run
-from runners.cli import FAST_DEV
+from trcnas.nas.config import load_config
+from trcnas.nas.engine.distributed import GlobalBatchNorm
+from trcnas.nas.engine.search import search_run
+from trcnas.runners.cli import FAST_DEV
 
 CONFIG = "synthetic-atrc"
 

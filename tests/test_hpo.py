@@ -11,7 +11,7 @@ import urllib.request
 import pandas as pd
 import pytest
 
-from runners.cli import main
+from trcnas.runners.cli import main
 
 
 def _free_port():
@@ -29,7 +29,7 @@ def _get(url):
 def served_dashboard(storage: str):
     """`trcnas dashboard` on a free loopback port; yields (the study summaries it lists, get(path) -> JSON)."""
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "runners.cli", "dashboard", "--storage", storage, "--port",
+    proc = subprocess.Popen([sys.executable, "-m", "trcnas.runners.cli", "dashboard", "--storage", storage, "--port",
                              str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60
@@ -81,7 +81,7 @@ def test_multi_objective_exports_pareto_front(tmp_path, fast_args):
     assert 1 <= len(front) <= 2 and {"val/semseg", "params_M", "search.alpha_lr"} <= set(front.columns)
     for f in front["architecture"]:
         assert (out / "pareto").exists() and f.endswith(".yaml")
-    from analysis.report import make_report
+    from trcnas.analysis.report import make_report
 
     rep = make_report(out)
     assert "optuna.png" in rep["files"] and (out / "figures" / "optuna.pdf").stat().st_size > 0
@@ -94,7 +94,7 @@ def test_bad_storage_is_one_line(tmp_path, capsys, fast_args):
 
 
 def test_mean_agreement_by_hand():
-    from spaces.architecture import mean_agreement
+    from trcnas.spaces.architecture import mean_agreement
 
     a = {"atrc": {"s": {"d": "global", "n": "local"}}, "mteb": {"scales": [1, 2]}}
     b = {"atrc": {"s": {"d": "global", "n": "none"}}, "mteb": {"scales": [1, 2]}}
@@ -105,8 +105,8 @@ def test_mean_agreement_by_hand():
 
 
 def test_a_reliability_objective_runs_several_searches_per_trial(tmp_path, fast_args):
-    from spaces import load_architecture
-    from spaces.architecture import mean_agreement
+    from trcnas.spaces import load_architecture
+    from trcnas.spaces.architecture import mean_agreement
 
     out = tmp_path / "hpo"
     argv = ["hpo", "--storage", f"sqlite:///{tmp_path / 'o.db'}", "--out", str(out), "--n-trials", "1",

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from nas import metrics
+from trcnas.nas import metrics
 
 
 def test_miou_hand_computed_and_ignore():

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from nas.errors import UserError
-from nas.models.backbones import BACKBONES
+from trcnas.nas.errors import UserError
+from trcnas.nas.models.backbones import BACKBONES
 
 
 @pytest.mark.parametrize("name,channels", [("tiny", 192), ("resnet18", 960), ("hrnet18", 270)])

@@ -6,16 +6,16 @@ import pytest
 import torch
 import yaml
 
-from nas.config import load_config
-from nas.models import build_model
-from nas.models.mteb import MTEBNet
-from nas.models.xtam import MTEB, Directional, Fusion, downscale_for
-from nas.search.mixed import mixed_ops
-from nas.tasks import DatasetInfo, build_tasks
-from runners.cli import FAST_DEV, main
-from spaces import load_architecture
-from spaces.architecture import from_dict
-from spaces.errors import SpecError
+from trcnas.nas.config import load_config
+from trcnas.nas.models import build_model
+from trcnas.nas.models.mteb import MTEBNet
+from trcnas.nas.models.xtam import MTEB, Directional, Fusion, downscale_for
+from trcnas.nas.search.mixed import mixed_ops
+from trcnas.nas.tasks import DatasetInfo, build_tasks
+from trcnas.runners.cli import FAST_DEV, main
+from trcnas.spaces import load_architecture
+from trcnas.spaces.architecture import from_dict
+from trcnas.spaces.errors import SpecError
 
 TASKS = ["semseg", "depth", "normals", "edge"]
 
@@ -52,9 +52,9 @@ def test_mteb_fuses_as_the_paper_with_no_gate(fusion):
 
 
 def test_every_mteb_parameter_learns_from_the_first_steps_of_the_shipped_search():
-    from nas.data import build_dataset
-    from nas.engine.evaluate import compute_losses
-    from spaces import load_space
+    from trcnas.nas.data import build_dataset
+    from trcnas.nas.engine.evaluate import compute_losses
+    from trcnas.spaces import load_space
 
     tasks, cfg = _tasks(), _cfg()
     torch.manual_seed(0)
@@ -105,7 +105,7 @@ def test_scales_are_named_by_their_downsamplings_and_default_is_the_finest():
     assert out["pred"]["depth"].shape[-2:] == (48, 80)  # heads read scale 1 (input / 2)
     default = build_model(cfg, tasks)
     assert default.placed_scales() == [1]  # the paper's best: one block at the finest scale, before the heads
-    from nas.errors import UserError
+    from trcnas.nas.errors import UserError
 
     with pytest.raises(UserError, match=r"decodes scales 1\.\.5"):
         MTEBNet(plain.backbone, tasks, 32, [6], "add")
@@ -114,7 +114,7 @@ def test_scales_are_named_by_their_downsamplings_and_default_is_the_finest():
 
 
 def test_intermediate_losses_are_averaged_over_the_placed_scales():
-    from nas.engine.evaluate import compute_losses
+    from trcnas.nas.engine.evaluate import compute_losses
 
     tasks = build_tasks(["depth"], DatasetInfo("synthetic", num_classes=9))
     batch = {"image": torch.zeros(1, 3, 8, 8), "depth": torch.ones(1, 1, 8, 8)}
@@ -147,7 +147,7 @@ def test_downscale_is_derived_from_the_feature_size():
 
 def test_supergraph_decisions_shared_fusion_and_frozen_placement():
     tasks, cfg = _tasks(), _cfg()
-    from spaces import load_space
+    from trcnas.spaces import load_space
 
     torch.manual_seed(0)
     net = build_model(cfg, tasks, kind="mteb_search", space=load_space("mteb"))
@@ -229,7 +229,7 @@ def test_permutation_importance_of_directional_features(tmp_path, fast_args):
 
 
 def test_fixed_off_is_the_plain_decoder_and_fixed_on_places_every_scale():
-    from nas.engine.train import load_run_architecture
+    from trcnas.nas.engine.train import load_run_architecture
 
     tasks, cfg = _tasks(), _cfg()
     off = load_run_architecture(cfg, "fixed:off")

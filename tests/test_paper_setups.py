@@ -11,11 +11,12 @@ import torch
 from PIL import Image
 from test_data import _nyud_tree  # the NYUD fixture layout, here at the paper's crop size
 
-from nas.config import load_config
-from nas.models import build_model
-from nas.tasks import DatasetInfo, build_tasks
-from runners.cli import main
-from spaces import from_genotype, load_space
+from trcnas.nas.config import load_config
+from trcnas.nas.genotype import from_genotype
+from trcnas.nas.models import build_model
+from trcnas.nas.tasks import DatasetInfo, build_tasks
+from trcnas.runners.cli import main
+from trcnas.spaces import load_space
 
 # ATRC Table 1 (NYUD-v2, HRNet18, 425x560): params (M), MAdds (G)
 PAPER_TABLE1 = {"multitask": (4.52, 17.59), "fixed:global": (4.73, 21.43), "fixed:local": (4.73, 22.19),
@@ -72,7 +73,7 @@ def _forward_backward(model, size, batch=1):
 
 @pytest.mark.parametrize("size", [(425, 560), (97, 131), (64, 64)])
 def test_hrnet18_backbone_takes_any_size(size):
-    from nas.models.backbones import BACKBONES
+    from trcnas.nas.models.backbones import BACKBONES
 
     b = BACKBONES.build("hrnet18", None).eval()
     with torch.no_grad():
@@ -86,7 +87,7 @@ def test_hrnet_fusion_equals_timm_where_timm_works():
     import timm
     from torch import nn
 
-    from nas.models.backbones import BACKBONES
+    from trcnas.nas.models.backbones import BACKBONES
 
     ours = BACKBONES.build("hrnet18", None).body.eval()
     ref = timm.create_model("hrnet_w18_small_v2", features_only=True, feature_location="").eval()
@@ -113,8 +114,8 @@ def test_table1_cost_by_command(arch, capsys):
 
 
 def test_local_attention_counts_the_methods_madds():
-    from nas.engine.summary import model_summary
-    from nas.models.context import LocalContext
+    from trcnas.nas.engine.summary import model_summary
+    from trcnas.nas.models.context import LocalContext
 
     class Wrap(torch.nn.Module):
         def __init__(self):
@@ -136,7 +137,7 @@ def test_local_attention_counts_the_methods_madds():
 
 def test_label_context_softmax_ignores_padding():
     """Changing the aux logits or features on padded pixels changes nothing in a label context's message."""
-    from nas.models.atrc import ATRCModule
+    from trcnas.nas.models.atrc import ATRCModule
 
     torch.manual_seed(0)
     tasks = ["semseg", "depth"]
@@ -171,7 +172,7 @@ def test_label_context_softmax_ignores_padding():
 
 
 def test_pad_collate_pads_labels_with_ignore_and_marks_valid():
-    from nas.data.transforms import pad_collate
+    from trcnas.nas.data.transforms import pad_collate
 
     s1 = {"image": torch.ones(3, 4, 5), "semseg": torch.zeros(4, 5, dtype=torch.long),
           "depth": torch.ones(1, 4, 5), "index": torch.tensor(0)}
@@ -186,7 +187,7 @@ def test_pad_collate_pads_labels_with_ignore_and_marks_valid():
 
 def test_edge_meter_uses_each_images_own_extent():
     """A padded image scores exactly as the unpadded one (diagonal, NMS border and counts of its own size)."""
-    from nas.metrics import EdgeMeter
+    from trcnas.nas.metrics import EdgeMeter
 
     gt = np.zeros((40, 60), np.float32)
     gt[20, 10:50] = 1

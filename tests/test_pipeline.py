@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 
 def test_run_pipeline_writes_every_output(tmp_path, cache_dir):
     out = tmp_path / "run"
-    p = subprocess.run([sys.executable, "-m", "runners.cli", "run", "--fast-dev-run", "--no-progress", "--out",
+    p = subprocess.run([sys.executable, "-m", "trcnas.runners.cli", "run", "--fast-dev-run", "--no-progress", "--out",
                         str(out), "--set", f"data.cache_dir={cache_dir}", "--set", "report.importance_repeats=2"],
                        capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]

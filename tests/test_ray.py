@@ -73,10 +73,10 @@ def cluster(tmp_path_factory):
                 os.environ[k] = v
 
 
-def _trcnas(*args, cache, storage, timeout=600, check=True):
-    cmd = [sys.executable, "-m", "runners.cli", *args, *FAST, "--set", f"data.cache_dir={cache}",
+def _trcnas(*args, cache, storage, timeout=600, check=True, **kwargs):
+    cmd = [sys.executable, "-m", "trcnas.runners.cli", *args, *FAST, "--set", f"data.cache_dir={cache}",
            "--set", f"ray.storage_path={storage}"]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
     if check:
         assert p.returncode == 0, p.stderr[-3000:]
     return p
@@ -94,11 +94,28 @@ def test_trials_land_on_both_nodes_and_export_best(cluster, cache_dir, tmp_path)
     assert df["node_id"].nunique() == 2  # one CPU per node, one CPU per trial
     assert sorted(df["seed"]) == [0, 1]
     out = tmp_path / "best.yaml"
-    p = subprocess.run([sys.executable, "-m", "runners.cli", "export", str(tmp_path / "two"), "--metric",
+    p = subprocess.run([sys.executable, "-m", "trcnas.runners.cli", "export", str(tmp_path / "two"), "--metric",
                         "val/semseg", "--out", str(out)], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     best = df.loc[df["val/semseg"].idxmax()]
     assert json.loads(best["architecture"]) == __import__("yaml").safe_load(out.read_text())["choices"]
+
+
+def test_a_decoy_spaces_package_and_folder_reach_no_trial(cluster, cache_dir, tmp_path):
+    """trcnas installs as ``trcnas.*``: an unrelated ``spaces`` package on the path (Hugging Face's is on PyPI)
+    and a ``./spaces/`` folder in the working directory are never imported, by the driver or a Ray trial."""
+    decoy = "raise ImportError('decoy spaces package imported')\n"
+    for root in (tmp_path / "site", tmp_path / "work"):
+        (root / "spaces").mkdir(parents=True)
+        (root / "spaces" / "__init__.py").write_text(decoy)
+    (tmp_path / "work" / "spaces" / "mine.yaml").write_text("format: trcnas-space/1\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path / "site"),
+                                                                        os.environ.get("PYTHONPATH")]))}
+    _trcnas("search", "--address", cluster, "--name", "decoy", cache=cache_dir, storage=tmp_path, env=env,
+            cwd=tmp_path / "work")
+    df = pd.read_csv(tmp_path / "decoy" / "summary.csv")
+    assert list(df["status"]) == ["done"]
+    assert (tmp_path / "decoy").is_dir() and json.loads(df["architecture"].iloc[0])
 
 
 def test_nan_trial_errors_while_sibling_finishes(cluster, cache_dir, tmp_path):
@@ -127,7 +144,8 @@ def test_out_is_where_the_experiment_goes_and_all_errored_exits_nonzero(cluster,
 
 def test_injected_crash_is_retried_from_checkpoint(cluster, cache_dir, tmp_path):
     _trcnas("search", "--address", cluster, "--name", "crash", "--set", "search.steps=6",
-            "--set", "debug.crash_after_checkpoint=2", "--set", "ray.max_failures=2", cache=cache_dir,
+            "--plugin", str(Path(__file__).parent / "plugins" / "crash_after_checkpoint.py"),
+            "--set", "ray.max_failures=2", cache=cache_dir,
             storage=tmp_path)
     df = pd.read_csv(tmp_path / "crash" / "summary.csv")
     assert list(df["status"]) == ["done"]
@@ -137,7 +155,7 @@ def test_injected_crash_is_retried_from_checkpoint(cluster, cache_dir, tmp_path)
 
 
 def test_killed_driver_resumes_without_rerunning_finished_trials(cluster, cache_dir, tmp_path):
-    args = [sys.executable, "-m", "runners.cli", "search", "--address", cluster, "--num-samples", "2",
+    args = [sys.executable, "-m", "trcnas.runners.cli", "search", "--address", cluster, "--num-samples", "2",
             "--name", "kill", *FAST, "--set", f"data.cache_dir={cache_dir}", "--set", f"ray.storage_path={tmp_path}",
             "--set", "ray.max_concurrent_trials=1", "--set", "search.steps=24", "--set", "train.checkpoint_every=4"]
     exp = tmp_path / "kill"
@@ -243,7 +261,7 @@ def test_compare_runs_as_ray_trials_keeps_finished_runs_and_names_failed_ones(cl
                     "  - {name: mt, label: MT}\n"
                     "  - {name: diverges, label: NaN, set: ['loss_weights.depth=1.0e+39']}\n")
     out = tmp_path / "cmp"
-    cmd = [sys.executable, "-m", "runners.cli", "compare", str(spec), "--out", str(out), "--ray", "--address",
+    cmd = [sys.executable, "-m", "trcnas.runners.cli", "compare", str(spec), "--out", str(out), "--ray", "--address",
            cluster, *FAST, "--set", f"data.cache_dir={cache_dir}", "--set", "ray.resources={cpu: 1}",
            "--set", "ray.max_failures=0"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)

@@ -6,10 +6,10 @@ import torch
 import torch.nn as nn
 from scipy import stats
 
-from nas.models.context import GlobalContext, LocalContext
-from nas.models.local_attention import local_attention, local_attention_unfold
-from nas.search.mixed import MixedOp, entropy_loss, gumbel_softmax, update_freezing
-from nas.search.schedules import Schedule
+from trcnas.nas.models.context import GlobalContext, LocalContext
+from trcnas.nas.models.local_attention import local_attention, local_attention_unfold
+from trcnas.nas.search.mixed import MixedOp, entropy_loss, gumbel_softmax
+from trcnas.nas.search.schedules import Schedule
 
 
 def test_gumbel_argmax_frequencies_match_softmax():
@@ -66,8 +66,8 @@ def test_soft_mode_computes_all_live_candidates_and_frozen_only_its_op():
     assert sorted(m.last_computed) == ["a", "b", "c"]  # none is never computed
     with torch.no_grad():
         m.alpha.copy_(torch.tensor([0.0, 0.0, 5.0, 0.0]))
-    frozen = update_freezing(m, threshold=0.3)
-    assert frozen == [m] and m.chosen() == "b"
+    m.freeze()
+    assert m.frozen and m.chosen() == "b"
     out = m(lambda op: op(torch.ones(2)))
     assert m.last_computed == ["b"] and torch.equal(out, torch.full((2,), 2.0))
     m.mode = "soft-all"  # the reference behaviour computes everything, even when frozen
@@ -76,13 +76,21 @@ def test_soft_mode_computes_all_live_candidates_and_frozen_only_its_op():
 
 
 def test_freeze_threshold_margin():
+    """The search's freeze rule (ArchitectureSearch.after_step): top1 - top2 probability >= freeze_threshold."""
+    from trcnas.nas.config import DEFAULTS
+    from trcnas.nas.search.controller import ArchitectureSearch
+
     m = _op()
+    ctl = ArchitectureSearch(torch.nn.ModuleList([m]), {**DEFAULTS["search"], "freeze_threshold": 0.3})
     with torch.no_grad():
         m.alpha.copy_(torch.log(torch.tensor([0.1, 0.5, 0.25, 0.15])))
-    assert update_freezing(m, 0.3) == []  # margin 0.25
+    ctl.after_step(1, 10)
+    assert not m.frozen and ctl.events == []  # margin 0.25
     with torch.no_grad():
         m.alpha.copy_(torch.log(torch.tensor([0.1, 0.55, 0.2, 0.15])))
-    assert update_freezing(m, 0.3) == [m] and m.frozen
+    ctl.after_step(2, 10)
+    assert m.frozen and m.chosen() == "a" and [(e["step"], e["decision"]) for e in ctl.events] == [(2, "d")]
+    assert abs(ctl.events[0]["margin"] - 0.35) < 1e-6
 
 
 def test_entropy_weight_crosses_zero_at_quarter_and_tau_schedule():
@@ -182,11 +190,11 @@ def test_global_block_equals_explicit_formula():
 
 
 def test_weights_and_alphas_partition_every_parameter():
-    from nas.config import load_config
-    from nas.models import build_model
-    from nas.search.mixed import split_parameters
-    from nas.tasks import DatasetInfo, build_tasks
-    from spaces import load_space
+    from trcnas.nas.config import load_config
+    from trcnas.nas.models import build_model
+    from trcnas.nas.search.mixed import split_parameters
+    from trcnas.nas.tasks import DatasetInfo, build_tasks
+    from trcnas.spaces import load_space
 
     cfg = load_config("synthetic-atrc")
     info = DatasetInfo("synthetic", num_classes=9, normal_centroids=np.eye(3, dtype=np.float32))
@@ -200,7 +208,7 @@ def test_weights_and_alphas_partition_every_parameter():
 
 @pytest.mark.parametrize("context", ["global", "local", "tlabel", "slabel"])
 def test_context_blocks_convolutions_are_xavier_uniform_as_the_reference(context):
-    from nas.models.context import build_context
+    from trcnas.nas.models.context import build_context
 
     torch.manual_seed(0)
     block = build_context(context, 64, 32)
@@ -217,7 +225,7 @@ def test_context_blocks_convolutions_are_xavier_uniform_as_the_reference(context
 
 
 def test_a_target_without_messages_still_gets_the_reference_bottleneck():
-    from nas.models.atrc import ATRCModule
+    from trcnas.nas.models.atrc import ATRCModule
 
     tasks = ["semseg", "depth"]
     cands = {"semseg": {"semseg": ["global"], "depth": ["none"]}, "depth": {"semseg": ["none"], "depth": ["none"]}}

@@ -5,11 +5,11 @@ import pytest
 import torch
 import yaml
 
-from nas.config import load_config
-from nas.engine.search import search_run
-from nas.engine.train import train_run
-from runners.cli import FAST_DEV, main
-from spaces import load_architecture
+from trcnas.nas.config import load_config
+from trcnas.nas.engine.search import search_run
+from trcnas.nas.engine.train import train_run
+from trcnas.runners.cli import FAST_DEV, main
+from trcnas.spaces import load_architecture
 
 
 def _cfg(cache_dir, *extra):
@@ -82,8 +82,8 @@ def test_alpha_warmup_trains_weights_only(tmp_path, cache_dir):
 
 
 def test_weight_optimiser_choice():
-    from nas.engine.loop import make_optimizer
-    from nas.errors import UserError
+    from trcnas.nas.engine.loop import make_optimizer
+    from trcnas.nas.errors import UserError
 
     p = [torch.nn.Parameter(torch.zeros(2))]
     tr = {"optimizer": "adam", "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-5}

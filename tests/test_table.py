@@ -1,9 +1,9 @@
 import pandas as pd
 import pytest
 
-from nas.config import load_config
-from runners.cli import FAST_DEV
-from runners.table import run_table
+from trcnas.nas.config import load_config
+from trcnas.runners.cli import FAST_DEV
+from trcnas.runners.table import run_table
 
 
 def test_table_rows_params_and_delta_m(tmp_path, cache_dir):
@@ -33,7 +33,7 @@ def test_table_rows_params_and_delta_m(tmp_path, cache_dir):
 def test_table_with_seeds_is_mean_and_std_of_the_runs_and_continues(tmp_path, cache_dir, capsys):
     import json
 
-    from runners.cli import main
+    from trcnas.runners.cli import main
 
     argv = ["table", "--fast-dev-run", "--no-progress", "--set", f"data.cache_dir={cache_dir}", "--out",
             str(tmp_path), "--variants", "tlabel", "--seeds", "2", "--seed", "3"]

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nas.composite.embedding import SLOPE
+from trcnas.nas.composite.embedding import SLOPE
 
 
 class TaskCompositionBlock(nn.Module):

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nas.search.mixed import MixedOp
+from trcnas.nas.search.mixed import MixedOp
 
 SLOPE = 0.2
 

@@ -15,11 +15,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nas.composite.blocks import TaskCompositionBlock, embedding_map, palette_pyramid
-from nas.composite.outputs import build_outputs
-from nas.composite.palette import PaletteRule
-from nas.models.multitask import upsample_to
-from nas.tasks import Task
+from trcnas.nas.composite.blocks import TaskCompositionBlock, embedding_map, palette_pyramid
+from trcnas.nas.composite.outputs import build_outputs
+from trcnas.nas.composite.palette import PaletteRule
+from trcnas.nas.models.multitask import upsample_to
+from trcnas.nas.tasks import Task
 
 CONDITIONING = ("pixel", "image")  # image: Task Switching Networks (one task per image)
 

@@ -20,9 +20,9 @@ import math
 
 import torch
 
-from nas import losses
-from nas.registry import Registry
-from nas.tasks import Task
+from trcnas.nas import losses
+from trcnas.nas.registry import Registry
+from trcnas.nas.tasks import Task
 
 OUTPUTS = Registry("CompositeTasking output")
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nas.errors import UserError
-from nas.registry import Registry
+from trcnas.nas.errors import UserError
+from trcnas.nas.registry import Registry
 
 PALETTE_RULES = Registry("palette rule")
 
@@ -169,7 +169,7 @@ def save_palette_image(palette: torch.Tensor, path: str | Path) -> Path:
     """Writes one palette (H x W task indices) as the PNG ``load_palette_image`` reads."""
     from PIL import Image
 
-    from spaces.io import atomic_write_bytes
+    from trcnas.spaces.io import atomic_write_bytes
 
     buf = io.BytesIO()
     Image.fromarray(palette.cpu().numpy().astype(np.uint8), mode="L").save(buf, format="PNG")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from nas.data.base import DATASETS, DenseDataset
+from trcnas.nas.data.base import DATASETS, DenseDataset
 
 
 def build_dataset(data_cfg: dict, split: str, train: bool, seed: int = 0, progress: bool = True):
     """-> (dataset, DatasetInfo). Training splits get the configured augmentations."""
-    from nas.data import real, synthetic  # noqa: F401  (registers the datasets)
-    from nas.data.transforms import build_train_transforms
+    from trcnas.nas.data import real, synthetic  # noqa: F401  (registers the datasets)
+    from trcnas.nas.data.transforms import build_train_transforms
 
     transform = None
     if train:

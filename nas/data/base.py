@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
-from nas.data.transforms import Compose, normalize
-from nas.registry import Registry
+from trcnas.nas.data.transforms import Compose, normalize
+from trcnas.nas.registry import Registry
 
 DATASETS = Registry("dataset")
 

@@ -11,11 +11,11 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from scipy import io as sio
 
-from nas.data import partitions
-from nas.data.base import DATASETS, DenseDataset
-from nas.errors import UserError
-from nas.tasks import DatasetInfo
-from spaces.io import atomic_write_text
+from trcnas.nas.data import partitions
+from trcnas.nas.data.base import DATASETS, DenseDataset
+from trcnas.nas.errors import UserError
+from trcnas.nas.tasks import DatasetInfo
+from trcnas.spaces.io import atomic_write_text
 
 NYUD_LAYOUT = ("images/*.jpg|png, segmentation/*.png, depth/*.npy, normals/*.npy|png, edge/*.npy|png, "
                "gt_sets/{train,val}.txt")

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nas.data import partitions
-from nas.data.base import DATASETS, DenseDataset
-from nas.data.scenes import CLASSES, PARTS, SceneGenerator
-from nas.progress import bar
-from nas.tasks import DatasetInfo
-from spaces.io import give_umask_mode
+from trcnas.nas.data import partitions
+from trcnas.nas.data.base import DATASETS, DenseDataset
+from trcnas.nas.data.scenes import CLASSES, PARTS, SceneGenerator
+from trcnas.nas.progress import bar
+from trcnas.nas.tasks import DatasetInfo
+from trcnas.spaces.io import give_umask_mode
 
 FORMAT_VERSION = 2  # 2: thin 8-connected edge labels
 # field -> (dtype on disk, channels-last shape suffix)

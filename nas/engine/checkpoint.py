@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nas.errors import UserError
-from spaces.io import atomic_write_bytes
+from trcnas.nas.errors import UserError
+from trcnas.spaces.io import atomic_write_bytes
 
 
 def rng_state() -> dict:

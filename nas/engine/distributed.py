@@ -90,7 +90,7 @@ class TrainForward(nn.Module):
         self.model = model
 
     def forward(self, batch):
-        from nas.engine.evaluate import forward_batch
+        from trcnas.nas.engine.evaluate import forward_batch
 
         return forward_batch(self.model, batch)
 

@@ -6,10 +6,10 @@ from collections.abc import Mapping
 
 import torch
 
-from nas.metrics import delta_m
-from nas.models.multitask import upsample_to
-from nas.progress import bar
-from nas.tasks import Task
+from trcnas.nas.metrics import delta_m
+from trcnas.nas.models.multitask import upsample_to
+from trcnas.nas.progress import bar
+from trcnas.nas.tasks import Task
 
 
 def to_device(batch: dict, device) -> dict:

@@ -16,18 +16,18 @@ from pathlib import Path
 
 import torch
 
-from nas.config import load_config
-from nas.data import build_dataset
-from nas.engine.checkpoint import load_checkpoint
-from nas.engine.evaluate import primary, to_device
-from nas.engine.loop import CHECKPOINT, RunContext, resolve_device, write_csv, write_json
-from nas.engine.train import load_run_architecture
-from nas.errors import UserError
-from nas.metrics import delta_m
-from nas.models import build_model
-from nas.models.multitask import upsample_to
-from nas.progress import bar
-from nas.tasks import build_tasks
+from trcnas.nas.config import load_config
+from trcnas.nas.data import build_dataset
+from trcnas.nas.engine.checkpoint import load_checkpoint
+from trcnas.nas.engine.evaluate import primary, to_device
+from trcnas.nas.engine.loop import CHECKPOINT, RunContext, resolve_device, write_csv, write_json
+from trcnas.nas.engine.train import load_run_architecture
+from trcnas.nas.errors import UserError
+from trcnas.nas.metrics import delta_m
+from trcnas.nas.models import build_model
+from trcnas.nas.models.multitask import upsample_to
+from trcnas.nas.progress import bar
+from trcnas.nas.tasks import build_tasks
 
 
 class NothingToPermute(UserError):

@@ -22,15 +22,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from nas.config import dump
-from nas.data import StepBatchSampler, build_dataset
-from nas.engine import distributed
-from nas.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from nas.engine.evaluate import delta_m_of, evaluate, forward_batch, losses_of, primary, to_device
-from nas.errors import UserError
-from nas.progress import bar as progress_bar
-from nas.tasks import Task, build_tasks
-from spaces.io import atomic_write_text
+from trcnas.nas.config import dump
+from trcnas.nas.data import StepBatchSampler, build_dataset
+from trcnas.nas.engine import distributed
+from trcnas.nas.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from trcnas.nas.engine.evaluate import delta_m_of, evaluate, forward_batch, losses_of, primary, to_device
+from trcnas.nas.errors import UserError
+from trcnas.nas.progress import bar as progress_bar
+from trcnas.nas.tasks import Task, build_tasks
+from trcnas.spaces.io import atomic_write_text
 
 CHECKPOINT = "checkpoint.pt"
 OPTIMIZERS = ("sgd", "adam")
@@ -79,7 +79,7 @@ class RunContext:
 
     def val_loader(self) -> DataLoader:
         # own generator: building the iterator must not draw from the global RNG of a run in progress
-        from nas.data.transforms import pad_collate
+        from trcnas.nas.data.transforms import pad_collate
 
         return DataLoader(self.val_set, batch_size=self.cfg["train"]["eval_batch_size"], shuffle=False,
                           num_workers=self.cfg["data"]["num_workers"], generator=torch.Generator(),
@@ -87,7 +87,7 @@ class RunContext:
 
 
 # settings that do not change what a run computes: a run may resume under other values of these
-RESUME_FREE = ("name", "device", "ray", "hpo", "debug", "data.num_workers", "data.cache_dir")
+RESUME_FREE = ("name", "device", "ray", "hpo", "plugins", "data.num_workers", "data.cache_dir")
 
 
 def _differences(a, b, prefix="") -> list[str]:
@@ -169,7 +169,7 @@ def weight_groups(model: torch.nn.Module, params: list, encoder_lr_mult: float =
     """Optimiser groups from module registration: the parameters of every backbone module (encoder) and all
     the others (decoders, heads, context blocks, task-embedding networks); every parameter of ``params`` in
     exactly one group. One group when the encoder's multiplier is 1 (the optimiser state stays as before)."""
-    from nas.models.backbones import MultiScaleConcat
+    from trcnas.nas.models.backbones import MultiScaleConcat
 
     if encoder_lr_mult == 1.0:
         return [{"params": list(params), "lr_mult": 1.0, "name": "all"}]
@@ -266,7 +266,7 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
         if tr["schedule"] == "plateau" else None
     label_rule = None
     if tr["label_palette"]:
-        from nas.composite.palette import build_palette_rule
+        from trcnas.nas.composite.palette import build_palette_rule
 
         names = getattr(next(iter(ctx.tasks.values())).info, "class_names", ())
         label_rule = build_palette_rule(tr["label_palette"], list(ctx.tasks), names)

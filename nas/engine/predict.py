@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nas.composite.network import CompositeNet
-from nas.composite.palette import PaletteFile
-from nas.engine.importance import load_trained
-from nas.errors import UserError
-from spaces.io import atomic_write_bytes
+from trcnas.nas.composite.network import CompositeNet
+from trcnas.nas.composite.palette import PaletteFile
+from trcnas.nas.engine.importance import load_trained
+from trcnas.nas.errors import UserError
+from trcnas.spaces.io import atomic_write_bytes
 
 
 @torch.no_grad()

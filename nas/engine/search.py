@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from nas.engine import distributed
-from nas.engine.evaluate import delta_m_of, evaluate, primary
-from nas.engine.loop import finish_run, fit, prepare, write_csv
-from nas.models import build_model
-from nas.search.controller import ArchitectureSearch
-from nas.search.mixed import split_parameters
-from spaces import load_space
-from spaces.architecture import architecture_from_decisions
+from trcnas.nas.engine import distributed
+from trcnas.nas.engine.evaluate import delta_m_of, evaluate, primary
+from trcnas.nas.engine.loop import finish_run, fit, prepare, write_csv
+from trcnas.nas.models import build_model
+from trcnas.nas.plugins import load_plugins
+from trcnas.nas.search.controller import ArchitectureSearch
+from trcnas.nas.search.mixed import split_parameters
+from trcnas.spaces import load_space
+from trcnas.spaces.architecture import architecture_from_decisions
 
 ARCHITECTURE = "architecture.yaml"
 FREEZE_COLUMNS = ["step", "decision", "choice", "probability", "margin"]
@@ -26,6 +27,7 @@ def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bo
 
     ``on_checkpoint(step, path)`` follows every checkpoint; ``on_eval(step, {"primary", "delta_m"})``, if
     given, receives the argmax subgraph's val metrics at every intermediate checkpoint (for pruning)."""
+    load_plugins(cfg)
     out = Path(out_dir)
     space = load_space(cfg["search"]["space"])
     ctx = prepare(cfg, out, progress, resume=resume)

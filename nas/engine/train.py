@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nas.engine.loop import finish_run, fit, prepare
-from nas.models import build_model
-from nas.tasks import TASKS
+from trcnas.nas.engine.loop import finish_run, fit, prepare
+from trcnas.nas.models import build_model
+from trcnas.nas.tasks import TASKS
 
 
 def load_run_architecture(cfg: dict, path: str | None):
     """The architecture file at ``path`` (or model.architecture); ``default``: the defaults declared by the
     config's search space (e.g. CompositeTasking depth 6 / width 128, mTEB at scale 1 with add);
     ``fixed:<context>``: every pair of an ATRC space with that context (Table 1's fixed-context rows)."""
-    from spaces import default_architecture, fixed_architecture, load_architecture, load_space
+    from trcnas.spaces import default_architecture, fixed_architecture, load_architecture, load_space
 
     path = path or cfg["model"]["architecture"]
     if path is None:
@@ -25,7 +25,7 @@ def load_run_architecture(cfg: dict, path: str | None):
         context = str(path).split(":", 1)[1]
         allowed = sorted({c for d in space.decisions(list(cfg["data"]["tasks"])) for c in d.candidates})
         if context not in allowed:
-            from nas.errors import UserError
+            from trcnas.nas.errors import UserError
 
             raise UserError(f"--architecture {path}: {context!r} is not a candidate of space {space.name!r}; "
                             f"use fixed:<one of {', '.join(allowed)}>")
@@ -39,6 +39,9 @@ def train_run(cfg: dict, out_dir: str | Path, architecture: str | None = None, p
               resume: bool = True, stop_after: int | None = None) -> dict:
     """Trains the config's model (with an architecture: the fixed network of the architecture's space) and
     writes config.yaml, checkpoint.pt, train_curve.csv and metrics.json into ``out_dir``."""
+    from trcnas.nas.plugins import load_plugins
+
+    load_plugins(cfg)
     arch = load_run_architecture(cfg, architecture)
     if arch is not None:
         cfg = {**cfg, "model": {**cfg["model"], "type": arch.group, "architecture": str(architecture or

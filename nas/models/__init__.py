@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from nas.registry import Registry
-from nas.tasks import Task
+from trcnas.nas.registry import Registry
+from trcnas.nas.tasks import Task
 
 MODELS = Registry("model type")
 
 
 def _backbone_factory(cfg: dict):
-    from nas.models.backbones import BACKBONES
+    from trcnas.nas.models.backbones import BACKBONES
 
     b = cfg["model"]["backbone"]
     return lambda: BACKBONES.build(b["name"], b.get("weights"), **(b.get("options") or {}))
@@ -20,7 +20,7 @@ def _backbone_factory(cfg: dict):
 
 @MODELS.register("multitask")
 def build_multitask(cfg: dict, tasks: Mapping[str, Task], **_):
-    from nas.models.multitask import MultiTaskNet
+    from trcnas.nas.models.multitask import MultiTaskNet
 
     m = cfg["model"]
     return MultiTaskNet(_backbone_factory(cfg)(), tasks, m["channels"], dropout=m["dropout"])
@@ -28,14 +28,14 @@ def build_multitask(cfg: dict, tasks: Mapping[str, Task], **_):
 
 @MODELS.register("single_task")
 def build_single_task(cfg: dict, tasks: Mapping[str, Task], **_):
-    from nas.models.multitask import SingleTaskNets
+    from trcnas.nas.models.multitask import SingleTaskNets
 
     return SingleTaskNets(_backbone_factory(cfg), tasks, cfg["model"]["channels"], cfg["model"]["dropout"])
 
 
 def _atrc_net(cfg, tasks, candidates, search: bool):
-    from nas.models.atrc import ATRCModule
-    from nas.models.multitask import MultiTaskNet
+    from trcnas.nas.models.atrc import ATRCModule
+    from trcnas.nas.models.multitask import MultiTaskNet
 
     m = cfg["model"]
     backbone = _backbone_factory(cfg)()
@@ -48,7 +48,7 @@ def _atrc_net(cfg, tasks, candidates, search: bool):
 @MODELS.register("atrc")
 def build_atrc(cfg: dict, tasks: Mapping[str, Task], architecture=None, **_):
     """A fixed ATRC network: only the chosen blocks; aux heads only for tasks some label block reads."""
-    from nas.errors import UserError
+    from trcnas.nas.errors import UserError
 
     if architecture is None:
         raise UserError("model.type atrc needs an architecture file (model.architecture or --architecture)")
@@ -70,18 +70,18 @@ def _fixed_choices(cfg: dict, architecture, group: str) -> dict:
     """The architecture's choices of ``group``; without a file, the space's declared defaults."""
     if architecture is not None:
         return architecture.choices[group]
-    from spaces import default_architecture, load_space
+    from trcnas.spaces import default_architecture, load_space
 
     return default_architecture(load_space(group), list(cfg["data"]["tasks"])).choices[group]
 
 
 def _composite_net(cfg, tasks, embedding):
-    from nas.composite.network import CompositeNet
-    from nas.composite.palette import build_palette_rule
+    from trcnas.nas.composite.network import CompositeNet
+    from trcnas.nas.composite.palette import build_palette_rule
 
     m, c = cfg["model"], cfg["model"]["composite"]
     if c["conditioning"] == "image" and c["palette"].get("rule", "mosaic") != "single":
-        from nas.errors import UserError
+        from trcnas.nas.errors import UserError
 
         raise UserError("model.composite.conditioning image (Task Switching) needs one task per image: "
                         f"set model.composite.palette.rule to single, not {c['palette'].get('rule', 'mosaic')!r}")
@@ -95,7 +95,7 @@ def _composite_net(cfg, tasks, embedding):
 def build_composite(cfg: dict, tasks: Mapping[str, Task], architecture=None, **_):
     """CompositeTasking with a fixed task representation block (architecture file, else the space's defaults:
     depth 6, width 128)."""
-    from nas.composite.embedding import TaskEmbedding
+    from trcnas.nas.composite.embedding import TaskEmbedding
 
     c = cfg["model"]["composite"]
     ch = _fixed_choices(cfg, architecture, "composite")
@@ -106,7 +106,7 @@ def build_composite(cfg: dict, tasks: Mapping[str, Task], architecture=None, **_
 @MODELS.register("composite_search")
 def build_composite_search(cfg: dict, tasks: Mapping[str, Task], space=None, **_):
     """The supergraph: Gumbel mixtures over the embedding network's depth exits and width masks."""
-    from nas.composite.embedding import SearchTaskEmbedding
+    from trcnas.nas.composite.embedding import SearchTaskEmbedding
 
     cands = {d.path[-1]: list(d.candidates) for d in space.decisions(list(tasks))}
     emb = SearchTaskEmbedding(len(tasks), cands["embedding_depth"], cands["embedding_width"],
@@ -115,7 +115,7 @@ def build_composite_search(cfg: dict, tasks: Mapping[str, Task], space=None, **_
 
 
 def _mteb_net(cfg, tasks, scales, fusion, search, name="mteb"):
-    from nas.models.mteb import MTEBNet
+    from trcnas.nas.models.mteb import MTEBNet
 
     m, x = cfg["model"], cfg["model"]["mteb"]
     backbone = _backbone_factory(cfg)()
@@ -142,4 +142,7 @@ def build_mteb_search(cfg: dict, tasks: Mapping[str, Task], space=None, **_):
 
 
 def build_model(cfg: dict, tasks: Mapping[str, Task], kind: str | None = None, **kw):
+    from trcnas.nas.plugins import load_plugins
+
+    load_plugins(cfg)
     return MODELS.build(kind or cfg["model"]["type"], cfg, tasks, **kw)

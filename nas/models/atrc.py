@@ -12,8 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nas.models.context import build_context, conv_bn_relu
-from nas.search.mixed import MixedOp
+from trcnas.nas.models.context import CONTEXTS, build_context, conv_bn_relu
+from trcnas.nas.search.mixed import MixedOp
 
 
 class TargetFusion(nn.Module):
@@ -82,10 +82,7 @@ class ATRCModule(nn.Module):
         need = set()
         for t, row in self.choice.items():
             for s, c in row.items():
-                if c == "tlabel":
-                    need.add(t)
-                elif c == "slabel":
-                    need.add(s)
+                need.update({"target": t, "source": s}[side] for side in CONTEXTS.info(c).aux)
         return need
 
     def message(self, target: str, source: str, feats, aux) -> torch.Tensor | None:

@@ -10,8 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nas.errors import UserError
-from nas.registry import Registry
+from trcnas.nas.errors import UserError
+from trcnas.nas.registry import Registry
 
 BACKBONES = Registry("backbone")
 

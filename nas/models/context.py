@@ -3,21 +3,63 @@
 Every block maps (F_T, F_S, aux logits) to a B x C_v x H x W message for target T from source S.
 Constructor arguments are the same for all: ``channels`` (task feature width C), ``attn_channels``
 (query/key/value width, C/2 by default) and ``affine_value`` (False in the search supergraph).
+
+A context type is one registration, ``@register_context(ContextType(...))``, carrying everything the rest of
+trcnas needs to know about it: its figure label and colour, its code in the reference's JSON genotypes, and
+which aux maps it reads. Spaces, tables, bench and figures read the registry; nothing re-types the names. A user
+adds one from their own module (``plugins:`` in a config, ``--plugin``, or a ``trcnas.plugins`` entry point).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nas.models.local_attention import local_attention
-from nas.registry import Registry
+from trcnas.nas.models.local_attention import local_attention
+from trcnas.nas.registry import Registry
 
 CONTEXTS = Registry("context type")
-CONTEXT_CODES = ("none", "global", "local", "tlabel", "slabel")  # reference genotype codes 0..4
+
+
+@dataclass(frozen=True)
+class ContextType:
+    """A context type's metadata. ``aux``: which aux maps its block reads, ``"target"`` and/or ``"source"``
+    (the network then predicts them); ``code``: its number in the reference's JSON genotypes (None: the type
+    has no code there and cannot be exported to one)."""
+
+    name: str
+    label: str
+    colour: str
+    code: int | None = None
+    aux: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        bad = set(self.aux) - {"target", "source"}
+        if bad:
+            raise ValueError(f"context type {self.name!r}: aux may name 'target' and 'source', not {sorted(bad)}")
+
+
+def register_context(info: ContextType):
+    """Class decorator: registers a :class:`ContextBlock` subclass (or, for ``none``, a builder returning None)
+    under ``info.name`` with its metadata."""
+    return CONTEXTS.register(info.name, info)
+
+
+def context_types() -> list[ContextType]:
+    """Every registered context type's metadata, in registration order (``none`` first)."""
+    return [CONTEXTS.info(n) for n in CONTEXTS]
+
+
+def context_for_code(code: int) -> str:
+    """The context type with reference genotype code ``code`` (KeyError if none has it)."""
+    for t in context_types():
+        if t.code == code:
+            return t.name
+    raise KeyError(code)
 
 
 def conv_bn_relu(cin: int, cout: int, relu: bool = True, affine: bool = True, dim: int = 2) -> nn.Sequential:
@@ -30,9 +72,8 @@ def conv_bn_relu(cin: int, cout: int, relu: bool = True, affine: bool = True, di
 
 
 class ContextBlock(nn.Module):
-    """Base: subclasses define ``forward(f_t, f_s, aux_t, aux_s)``. ``uses_aux`` names the aux maps it needs."""
-
-    uses_aux: tuple[str, ...] = ()
+    """Base: subclasses define ``forward(f_t, f_s, aux_t, aux_s) -> B x attn_channels x H x W`` (aux_t / aux_s
+    are the target's / source's aux logits, or None when the type's ``aux`` does not name them)."""
 
     def __init__(self, channels: int, attn_channels: int | None = None, affine_value: bool = True):
         super().__init__()
@@ -41,7 +82,13 @@ class ContextBlock(nn.Module):
         self.affine_value = affine_value
 
 
-@CONTEXTS.register("global")
+@register_context(ContextType("none", "none", "#bdbdbd", code=0))
+def no_context(channels, attn_channels=None, affine_value=True):
+    """The pair sends no message."""
+    return None
+
+
+@register_context(ContextType("global", "global", "#4C72B0", code=1))
 class GlobalContext(ContextBlock):
     """Linear attention with softplus features: out_i = sum_j (q_i.k_j) v_j / max(sum_j q_i.k_j, 1e-12); O(L)."""
 
@@ -66,7 +113,7 @@ class GlobalContext(ContextBlock):
         return (num / den[:, None]).view(b, -1, h, w)
 
 
-@CONTEXTS.register("local")
+@register_context(ContextType("local", "local", "#55A868", code=2))
 class LocalContext(ContextBlock):
     """Softmax attention over a 9x9 neighbourhood (out-of-image neighbours masked out)."""
 
@@ -127,24 +174,22 @@ class _LabelContext(ContextBlock):
         return torch.einsum("blk,bek->bel", attn, v).view(b, -1, h, w)
 
 
-@CONTEXTS.register("tlabel")
+@register_context(ContextType("tlabel", "T-label", "#C44E52", code=3, aux=("target",)))
 class TLabelContext(_LabelContext):
     label_from = "target"
-    uses_aux = ("target",)
 
 
-@CONTEXTS.register("slabel")
+@register_context(ContextType("slabel", "S-label", "#8172B2", code=4, aux=("source",)))
 class SLabelContext(_LabelContext):
     label_from = "source"
-    uses_aux = ("source",)
 
 
 def build_context(name: str, channels: int, attn_channels: int | None = None, affine_value: bool = True):
-    """``none`` builds nothing (the pair contributes no message)."""
-    if name == "none":
-        return None
+    """A registered context type's block (None for ``none``: the pair contributes no message), initialised as
+    the reference does."""
     block = CONTEXTS.build(name, channels, attn_channels, affine_value)
-    xavier_init(block)
+    if block is not None:
+        xavier_init(block)
     return block
 
 

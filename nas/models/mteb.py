@@ -24,11 +24,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nas.errors import UserError
-from nas.models.multitask import prediction_conv
-from nas.models.xtam import MTEB, Fusion, _proj
-from nas.search.mixed import MixedOp
-from nas.tasks import Task
+from trcnas.nas.errors import UserError
+from trcnas.nas.models.multitask import prediction_conv
+from trcnas.nas.models.xtam import MTEB, Fusion, _proj
+from trcnas.nas.search.mixed import MixedOp
+from trcnas.nas.tasks import Task
 
 FINEST_BACKBONE_SCALE = 2  # pyramid level 0 is at stride 4
 

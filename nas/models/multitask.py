@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nas.tasks import Task
+from trcnas.nas.tasks import Task
 
 
 class TaskFeatures(nn.Module):

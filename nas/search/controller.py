@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from nas.engine.loop import LoopPlugin
-from nas.search.mixed import (
+from trcnas.nas.engine.loop import LoopPlugin
+from trcnas.nas.search.mixed import (
     MixedOp,
     entropy_loss,
     mixed_ops,
@@ -15,7 +15,7 @@ from nas.search.mixed import (
     set_tau,
     split_parameters,
 )
-from nas.search.schedules import Schedule
+from trcnas.nas.search.schedules import Schedule
 
 
 class ArchitectureSearch(LoopPlugin):

@@ -198,13 +198,3 @@ def plan_hard_samples(ops: list[MixedOp], tau: float, generator: torch.Generator
     w = gumbel_softmax(logits, tau, hard=True, generator=generator)
     for m, row, i in zip(live, w, w.detach().argmax(-1).tolist()):
         m.plan(row[: len(m.candidates)], i)
-
-
-def update_freezing(model: nn.Module, threshold: float) -> list[MixedOp]:
-    """Freeze every live decision whose top1 - top2 probability margin reached ``threshold``."""
-    newly = []
-    for m in mixed_ops(model):
-        if not m.frozen and m.margin() >= threshold:
-            m.freeze()
-            newly.append(m)
-    return newly

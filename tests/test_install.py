@@ -1,0 +1,56 @@
+"""The four folders install as the ``trcnas`` namespace, editable (this checkout) and as a wheel."""
+
+import configparser
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FOLDERS = ("nas", "spaces", "runners", "analysis")
+
+
+def _packages() -> list[str]:
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    return cfg["options"]["packages"].split()
+
+
+def test_setup_cfg_lists_every_package_folder():
+    found = sorted("trcnas." + str(p.parent.relative_to(ROOT)).replace("/", ".")
+                   for f in FOLDERS for p in (ROOT / f).rglob("__init__.py") if "__pycache__" not in p.parts)
+    assert found == sorted(_packages())
+
+
+def test_the_editable_install_is_this_checkout():
+    import trcnas.nas
+    import trcnas.runners.cli
+
+    assert Path(trcnas.nas.__file__).resolve().parent == ROOT / "nas"
+    assert Path(trcnas.runners.cli.__file__).resolve().parent == ROOT / "runners"
+
+
+def test_a_wheel_holds_every_module_and_shipped_yaml_and_runs_from_elsewhere(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                        str(tmp_path / "whl"), str(ROOT)], capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    (wheel,) = (tmp_path / "whl").glob("trcnas-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    want = {f"trcnas/{f.relative_to(ROOT)}" for d in FOLDERS for f in (ROOT / d).rglob("*")
+            if f.suffix in (".py", ".yaml") and "__pycache__" not in f.parts}
+    assert want and want <= names, sorted(want - names)[:5]
+    assert not any(n.split("/")[0] in FOLDERS for n in names)  # nothing installed under a generic name
+    entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "trcnas = trcnas.runners.cli:main" in entry
+    target = tmp_path / "site"
+    p = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                        str(wheel)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    code = ("import trcnas.nas, trcnas.runners.cli as c; print(trcnas.nas.__file__); "
+            "c.main(['configs'])")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                       env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    lines = p.stdout.splitlines()
+    assert lines[0].startswith(str(target / "trcnas" / "nas"))
+    assert any(ln.startswith("synthetic-atrc ") for ln in lines)  # shipped configs found in the wheel

@@ -1,0 +1,171 @@
+"""Every registry entry, as timm tests every model: each context type builds, runs forward and backward and
+round-trips through the reference genotype; each palette rule draws valid palettes; each space family builds
+its supergraph and fixed network and round-trips its architecture file. And the extension route: a context
+type from a module outside the package (tests/plugins/dilated_context.py) searched end to end."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from trcnas.nas.models.context import CONTEXTS, build_context, context_types
+from trcnas.nas.registry import Registry
+from trcnas.runners.cli import main
+
+PLUGINS = Path(__file__).parent / "plugins"
+
+
+@pytest.mark.parametrize("name", [n for n in CONTEXTS.names() if n != "none"])
+def test_every_context_type_builds_runs_and_gets_gradients(name):
+    torch.manual_seed(0)
+    block = build_context(name, 16, 8)
+    f_t, f_s = torch.randn(2, 16, 12, 10, requires_grad=True), torch.randn(2, 16, 12, 10, requires_grad=True)
+    aux = torch.randn(2, 5, 12, 10)
+    out = block(f_t, f_s, aux, aux)
+    assert out.shape == (2, 8, 12, 10) and torch.isfinite(out).all()
+    out.square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in block.parameters() if p.requires_grad)
+    # a block never reads an aux map its type does not declare
+    reads = set(CONTEXTS.info(name).aux)
+    out2 = block.eval()(f_t, f_s, aux if "target" in reads else None, aux if "source" in reads else None)
+    assert out2.shape == out.shape
+
+
+def test_context_metadata_is_complete_and_consistent():
+    types = context_types()
+    assert [t.name for t in types][:5] == ["none", "global", "local", "tlabel", "slabel"]
+    codes = [t.code for t in types if t.code is not None]
+    assert codes == sorted(set(codes)) == [0, 1, 2, 3, 4]  # the reference's genotype codes, each once
+    for t in types:
+        assert re.fullmatch(r"#[0-9A-Fa-f]{6}", t.colour) and t.label and CONTEXTS.info(t.name) is t
+    assert build_context("none", 16) is None
+    with pytest.raises(ValueError, match="aux"):
+        type(types[0])("x", "x", "#000000", aux=("other",))
+
+
+def test_genotype_round_trips_every_coded_context():
+    from trcnas.nas.genotype import from_genotype, to_genotype
+
+    tasks = ["semseg", "depth", "normals", "edge"]
+    g = {"data": {t: {s: (3 if t == s else (i + j) % 5) for j, s in enumerate(tasks)} for i, t in
+                  enumerate(tasks)}, "step": 7}
+    arch = from_genotype(g)
+    assert {c for row in arch.choices["atrc"].values() for c in row.values()} == {"none", "global", "local",
+                                                                                 "tlabel", "slabel"}
+    assert to_genotype(arch) == g
+
+
+def test_registry_reports_unknown_names_and_duplicates():
+    from trcnas.nas.errors import UserError
+
+    r = Registry("widget")
+    r.register("a", info={"x": 1})(object)
+    assert r.info("a") == {"x": 1} and "a" in r
+    with pytest.raises(KeyError, match="twice"):
+        r.register("a")(object)
+    with pytest.raises(UserError, match="unknown widget 'b'; known: a"):
+        r.info("b")
+
+
+def _tensors(obj):
+    if torch.is_tensor(obj):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _tensors(v)
+
+
+@pytest.mark.parametrize("family", ["atrc", "composite", "mteb"])
+def test_every_space_family_builds_supergraph_and_fixed_network(family, tmp_path):
+    """Supergraph (one MixedOp per decision of the space) and the fixed network of the space's defaults:
+    forward and backward, and the architecture file round-trips."""
+    import numpy as np
+
+    from trcnas.nas.config import load_config
+    from trcnas.nas.models import build_model
+    from trcnas.nas.search.mixed import mixed_ops
+    from trcnas.nas.tasks import DatasetInfo, build_tasks
+    from trcnas.spaces import default_architecture, fixed_architecture, load_architecture, load_space
+
+    cfg = load_config("synthetic-mt", ["data.image_size=[64,64]"])
+    names = cfg["data"]["tasks"]
+    tasks = build_tasks(names, DatasetInfo("synthetic", num_classes=9, normal_centroids=np.eye(3, dtype=np.float32)))
+    space = load_space(family)
+    pairs = space.per == "task_pair"
+    arch = fixed_architecture(space, names, "slabel") if pairs else default_architecture(space, names)
+    if family == "atrc":  # S-label everywhere but on self pairs, which take the space's substitute (T-label)
+        assert {(t == s, c) for t, row in arch.choices["atrc"].items() for s, c in row.items()} == {
+            (True, "tlabel"), (False, "slabel")}
+    arch.save(tmp_path / "a.yaml")
+    again = load_architecture(tmp_path / "a.yaml")
+    assert again.choices == arch.choices and again.space == family
+    torch.manual_seed(0)
+    sup = build_model(cfg, tasks, kind=f"{space.group}_search", space=space)
+    assert {m.name for m in mixed_ops(sup)} == {d.name for d in space.decisions(names)}
+    fixed = build_model(cfg, tasks, kind=space.group, architecture=again)
+    assert not mixed_ops(fixed)
+    x = torch.randn(2, 3, 64, 64)
+    for net in (sup.train(), fixed.train()):
+        out = list(_tensors(getattr(net, "forward_image", net)(x)))
+        assert out and all(torch.isfinite(t).all() for t in out)
+        sum(t.float().mean() for t in out if t.is_floating_point()).backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+
+
+def test_a_context_type_from_outside_the_package_is_searched_end_to_end(tmp_path, fast_args, capsys):
+    plugin, space = PLUGINS / "dilated_context.py", PLUGINS / "atrc_dilated.yaml"
+    out = tmp_path / "search"
+    assert main(["search", "--local", *fast_args, "--plugin", str(plugin), "--set", f"search.space={space}",
+                 "--out", str(out)]) == 0
+    hist = pd.read_csv(out / "alpha_history.csv")
+    assert "atrc.semseg.depth:dilated" in hist.columns and "atrc.semseg.depth:local" not in hist.columns
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["plugins"] == [str(plugin.resolve())]  # the run remembers what it needs
+    arch = yaml.safe_load((out / "architecture.yaml").read_text())
+    assert arch["space_spec"]["candidates"] == ["none", "global", "dilated"]
+    # a fixed all-dilated network retrains from the search's config (which loads the plugin itself)
+    rt = tmp_path / "retrain"
+    fixed = tmp_path / "dilated.yaml"
+    arch["choices"] = {"atrc": {t: dict.fromkeys(arch["tasks"], "dilated") for t in arch["tasks"]}}
+    fixed.write_text(yaml.safe_dump(arch))
+    assert main(["retrain", "--no-progress", "--config", str(out / "config.yaml"), "--architecture", str(fixed),
+                 "--out", str(rt)]) == 0
+    m = json.loads((rt / "metrics.json").read_text())
+    assert set(m["primary"]) == {"semseg", "depth", "normals", "edge"}
+    # the report knows the plugin's label and colour; Table 1 gets a row for it
+    capsys.readouterr()
+    assert main(["report", str(tmp_path), "--plugin", str(plugin)]) == 0
+    assert (tmp_path / "figures" / "context_proportions.png").is_file()
+    from trcnas.analysis.context import proportions
+    from trcnas.analysis.style import context_colour, context_label, context_order
+    from trcnas.runners.table import variant_labels
+
+    assert (context_colour("dilated"), context_label("dilated")) == ("#DD8452", "dilated")
+    assert context_order(["zzz"])[-2:] == ["dilated", "zzz"]  # registered first, unknown names after
+    assert list(proportions([arch]).columns) == ["dilated"]
+
+    assert variant_labels()["dilated"] == "Dilated context"
+    # without the plugin the context type is unknown: one error line naming it
+    p = subprocess.run([sys.executable, "-m", "trcnas.runners.cli", "train", *fast_args, "--architecture",
+                        str(fixed), "--out", str(tmp_path / "noplugin")], capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "dilated" in p.stderr, p.stderr
+
+
+def test_a_plugin_that_cannot_load_is_one_error_line(tmp_path, fast_args, capsys):
+    bad = tmp_path / "bad.py"
+    bad.write_text("raise RuntimeError('boom')\n")
+    assert main(["train", *fast_args, "--plugin", str(bad), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "boom" in err[0] and "bad.py" in err[0]
+    assert main(["train", *fast_args, "--plugin", "no_such_module_xyz", "--out", str(tmp_path / "r")]) == 2
+    assert "no_such_module_xyz" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
