@@ -19,7 +19,9 @@ DEFAULTS: dict[str, Any] = {
     # modules or .py files that register context types, tasks, backbones, ... (trcnas.nas.plugins); --plugin adds
     "plugins": [],
     "model": {
-        "type": "multitask",  # multitask | single_task | atrc | composite | mteb (searches: <space>_search)
+        # multitask | single_task (plain networks) or a space family: atrc | composite | mteb (what `search`
+        # searches; `train` builds the family's fixed network from model.architecture)
+        "type": "multitask",
         "backbone": {"name": "tiny", "weights": None, "options": {}},
         "channels": None,  # task feature width C; default: backbone channels / 4
         "attn_channels": None,  # CP block attention width; default C / 2
@@ -81,7 +83,7 @@ DEFAULTS: dict[str, Any] = {
     "loss_weights": {"semseg": 1.0, "parts": 2.0, "saliency": 5.0, "normals": 10.0, "depth": 1.0, "edge": 50.0},
     "baselines": {},  # single-task metrics per task, for Delta_m
     "search": {
-        "space": "atrc",
+        "space": None,  # another space of model.type's family (a YAML path); default: the family's shipped space
         "steps": 1500,
         "mode": "soft",
         "alpha_lr": 0.0005,
@@ -128,7 +130,7 @@ NULLABLE = {
     "model.backbone.weights": str, "model.channels": int, "model.attn_channels": int, "model.architecture": str,
     "model.mteb.key_channels": int, "model.mteb.dir_channels": int,
     "data.root": str, "data.limit": int, "data.crop": list, "data.augment.scale": list,
-    "ray.max_concurrent_trials": int, "train.label_palette": dict,
+    "ray.max_concurrent_trials": int, "train.label_palette": dict, "search.space": str,
 }
 # mappings whose keys are free (task names) and values numbers
 OPEN = {"loss_weights": (int, float), "baselines": (int, float), "model.backbone.options": None,
@@ -308,11 +310,18 @@ def _check_semantics(cfg: dict, source: str) -> None:
     for t in tasks:
         if t not in TASKS:
             raise UserError(f"{source}: data.tasks: unknown task {t!r}; known: {', '.join(TASKS.names())}")
-    from trcnas.nas.models import MODELS
+    from trcnas.nas.models import model_types
 
-    if cfg["model"]["type"] not in MODELS:
+    if cfg["model"]["type"] not in model_types():
         raise UserError(f"{source}: model.type {cfg['model']['type']!r} unknown; "
-                        f"use one of {', '.join(MODELS.names())}")
+                        f"use one of {', '.join(model_types())}")
+    space = cfg["search"]["space"]
+    # it must be a space of model.type's family; a space file that is gone is only needed (and reported) by a
+    # search: a retrain reads the space its architecture file embeds
+    if space is not None and (Path(space).suffix not in (".yaml", ".yml") or Path(space).is_file()):
+        from trcnas.nas.families import resolve_space
+
+        resolve_space(cfg, source)
     for k in ("steps", "batch_size"):
         if cfg["train"][k] <= 0:
             raise UserError(f"{source}: train.{k} must be positive")

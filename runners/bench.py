@@ -51,10 +51,10 @@ class SupergraphBench(nn.Module):
         from trcnas.nas.models.atrc import ATRCModule
         from trcnas.spaces import load_space
 
-        cands = {t: {} for t in tasks}
+        pairs = {t: {} for t in tasks}
         for d in load_space("atrc").decisions(tasks):
-            cands[d.path[1]][d.path[2]] = list(d.candidates)
-        self.atrc = ATRCModule(tasks, channels, cands, search=True)
+            pairs[d.path[1]][d.path[2]] = d
+        self.atrc = ATRCModule(tasks, channels, pairs, search=True)
         self.heads = nn.ModuleDict({t: nn.Conv2d(channels, 8, 1) for t in tasks})
 
     def forward(self, feats, aux):

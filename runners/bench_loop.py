@@ -77,10 +77,10 @@ def run_loop_step(kind: str, overrides: list[str], warm: int = 3, steps: int = 2
     from trcnas.nas.config import load_config
     from trcnas.nas.engine.loop import fit, prepare
     from trcnas.nas.engine.train import load_run_architecture
-    from trcnas.nas.models import build_model
+    from trcnas.nas.families import resolve_space
+    from trcnas.nas.models import build_model, build_supergraph
     from trcnas.nas.search.controller import ArchitectureSearch
     from trcnas.nas.search.mixed import split_parameters
-    from trcnas.spaces import load_space
 
     total = warm + steps + 1
     cfg = load_config(config, [f"data.cache_dir={cache_dir}", f"train.checkpoint_every={total + 1}",
@@ -92,8 +92,7 @@ def run_loop_step(kind: str, overrides: list[str], warm: int = 3, steps: int = 2
             model = build_model(cfg, ctx.tasks, architecture=arch)
             params, inner = list(model.parameters()), LoopPlugin()
         else:
-            space = load_space(cfg["search"]["space"])
-            model = build_model(cfg, ctx.tasks, kind=f"{space.group}_search", space=space)
+            model = build_supergraph(cfg, ctx.tasks, resolve_space(cfg))
             params, _ = split_parameters(model)
             inner = ArchitectureSearch(model, cfg["search"], seed=cfg["seed"])
         timer = Timed(inner, warm, warm + steps)

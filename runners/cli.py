@@ -339,7 +339,7 @@ def cmd_summary(args):
 
         info.num_classes, info.num_parts = len(CLASSES), len(PARTS)
     tasks = build_tasks(cfg["data"]["tasks"], info)
-    model = build_model(cfg, tasks, kind=arch.group if arch else None, architecture=arch)
+    model = build_model(cfg, tasks, architecture=arch)
     size = tuple(cfg["data"]["crop"] or cfg["data"]["image_size"])
     s = model_summary(model, size)
     if args.json:
@@ -438,9 +438,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _config_for_architecture(path: str) -> str:
-    """retrain without --config: the config saved next to the architecture by its search, else the default."""
+    """retrain without --config: the config saved next to the architecture by its search, else the shipped
+    config of the architecture's space family (synthetic-atrc for a file that cannot be read: its error follows)."""
     cand = Path(path).parent / "config.yaml"
-    return str(cand) if cand.is_file() else "synthetic-atrc"
+    if cand.is_file():
+        return str(cand)
+    from trcnas.nas.families import family, is_family
+    from trcnas.spaces import load_architecture
+    from trcnas.spaces.errors import SpecError
+
+    try:
+        group = load_architecture(path).group
+    except SpecError:
+        return "synthetic-atrc"
+    return family(group).config if is_family(group) else "synthetic-atrc"
 
 
 if __name__ == "__main__":

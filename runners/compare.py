@@ -118,11 +118,15 @@ def _run_variant(cfg: dict, variant: dict, run_dir: Path, progress: bool) -> Pat
 def _inline_architecture(variant: dict, cfg: dict, source):
     """``architecture: {group: {decision: value}}`` in the comparison file, as a validated architecture of the
     config's search space."""
+    from trcnas.nas.families import resolve_space
     from trcnas.nas.tasks import TASKS
     from trcnas.spaces.architecture import ARCH_FORMAT, from_dict
 
-    data = {"format": ARCH_FORMAT, "space": cfg["search"]["space"], "tasks": list(cfg["data"]["tasks"]),
+    space = resolve_space(cfg, f"{source}: variants {variant['name']}")
+    data = {"format": ARCH_FORMAT, "space": space.name, "tasks": list(cfg["data"]["tasks"]),
             "choices": variant["architecture"]}
+    if space.embedded() is not None:
+        data["space_spec"] = space.embedded()
     arch = from_dict(data, source=f"{source}: variants {variant['name']}.architecture")
     arch.validate(tasks=cfg["data"]["tasks"], source=f"{source}: variants {variant['name']}.architecture",
                   known_tasks=TASKS.names())

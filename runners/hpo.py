@@ -155,7 +155,7 @@ def _value(objective: str, summary: dict, cfg: dict, arch_path: Path) -> float:
 
         _, info = build_dataset(cfg["data"], "val", train=False, progress=False)
         arch = load_architecture(arch_path)
-        model = build_model(cfg, build_tasks(cfg["data"]["tasks"], info), kind=arch.group, architecture=arch)
+        model = build_model(cfg, build_tasks(cfg["data"]["tasks"], info), architecture=arch)
         return float(model_summary(model, tuple(cfg["data"]["crop"] or cfg["data"]["image_size"]))[objective])
     raise UserError(f"unknown hpo objective {objective!r}; use delta_m, val/<task>, params_M or madds_G")
 

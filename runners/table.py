@@ -20,31 +20,34 @@ from trcnas.spaces.io import atomic_write_text
 BASELINES = {"single_task": "Single-task baseline", "multitask": "Multi-task baseline"}
 
 
-def variant_labels() -> dict[str, str]:
-    """Table 1's rows: the two baselines, one fixed network per registered context type (``none`` is the
-    multi-task baseline) and the searched ATRC architecture, with their row labels."""
-    from trcnas.nas.models.context import context_types
+def variant_labels(cfg: dict) -> dict[str, str]:
+    """Table 1's rows for the config's space family: the two baselines, the family's fixed variants (ATRC: one
+    per registered context type in the space; ``none`` is the multi-task baseline) and the searched
+    architecture (named as the family), with their row labels."""
+    from trcnas.nas.families import family, resolve_space
 
-    fixed = {t.name: f"{t.label[:1].upper()}{t.label[1:]} context" for t in context_types() if t.name != "none"}
-    return {**BASELINES, **fixed, "atrc": "ATRC (searched)"}
+    space = resolve_space(cfg)
+    fam = family(space.group)
+    return {**BASELINES, **fam.fixed_variants(space, list(cfg["data"]["tasks"])), fam.name: fam.label}
 
 
 def _resources(cfg: dict, info: DatasetInfo, arch) -> tuple[float, float]:
     tasks = build_tasks(cfg["data"]["tasks"], info)
-    model = build_model(cfg, tasks, kind="atrc" if arch else None, architecture=arch)
+    model = build_model(cfg, tasks, architecture=arch)
     s = model_summary(model, tuple(cfg["data"]["crop"] or cfg["data"]["image_size"]))
     return s["params_M"], s["madds_G"]
 
 
-def table_spec(cfg_path: Path, seeds: list[int], variants: list[str], architecture: str | None) -> dict:
+def table_spec(cfg_path: Path, seeds: list[int], variants: list[str], architecture: str | None,
+               labels: dict[str, str], searched: str) -> dict:
     """Table 1 as a ``trcnas compare`` comparison: every variant from the same config, Δm against the
     single-task runs' mean over the same seeds."""
     rows = []
     for v in variants:
-        row = {"name": v, "label": variant_labels()[v]}
+        row = {"name": v, "label": labels[v]}
         if v in BASELINES:
             row["set"] = [f"model.type={v}"]
-        elif v == "atrc":
+        elif v == searched:
             row["architecture"] = architecture or "search"
         else:
             row["architecture"] = f"fixed:{v}"
@@ -61,7 +64,8 @@ def run_table(cfg: dict, out: str | Path, architecture: str | None = None, varia
     from trcnas.runners.compare import run_compare
 
     out = Path(out)
-    labels = variant_labels()
+    labels = variant_labels(cfg)
+    searched = cfg["model"]["type"]
     variants = list(variants or labels)
     unknown = set(variants) - set(labels)
     if unknown:
@@ -78,7 +82,7 @@ def run_table(cfg: dict, out: str | Path, architecture: str | None = None, varia
     from trcnas.nas.config import dump
 
     atomic_write_text(cfg_path, dump(cfg))
-    spec = table_spec(cfg_path, [cfg["seed"] + i for i in range(seeds)], variants, architecture)
+    spec = table_spec(cfg_path, [cfg["seed"] + i for i in range(seeds)], variants, architecture, labels, searched)
     res = run_compare(spec, out, progress=progress, ray=ray, address=address)
     info = _info_for(cfg)
     rows = []

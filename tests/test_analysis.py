@@ -135,7 +135,7 @@ def test_cached_encoder_gives_the_same_importance_as_full_forwards():
     arch = from_genotype({"data": {"semseg": {"semseg": 3, "depth": 1}, "depth": {"semseg": 2, "depth": 0}}})
     cfg = load_config("synthetic-atrc", ["data.tasks=[semseg, depth]"])
     torch.manual_seed(0)
-    model = build_model(cfg, tasks, kind="atrc", architecture=arch).eval()
+    model = build_model(cfg, tasks, architecture=arch).eval()
     for f in model.distill.fusion.values():  # the zero-initialised BN would hide every message: let them count
         nn.init.normal_(f.reduce[1].weight)
     ds = [{"image": torch.randn(3, 32, 32, generator=g), "semseg": torch.randint(0, 9, (32, 32), generator=g),

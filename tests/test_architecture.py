@@ -103,7 +103,7 @@ def test_fixed_network_builds_only_chosen_blocks_and_needed_aux():
     arch = from_genotype(g)
     cfg = load_config("synthetic-atrc", ["data.tasks=[semseg, depth]"])
     tasks = build_tasks(["semseg", "depth"], DatasetInfo("s", num_classes=9, normal_centroids=np.eye(3)))
-    model = build_model(cfg, tasks, kind="atrc", architecture=arch)
+    model = build_model(cfg, tasks, architecture=arch)
     blocks = [type(m) for m in model.modules() if isinstance(m, (GlobalContext, LocalContext, TLabelContext,
                                                                  SLabelContext))]
     assert sorted(b.__name__ for b in blocks) == ["LocalContext", "TLabelContext"]

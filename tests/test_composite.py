@@ -14,7 +14,7 @@ from trcnas.nas.config import load_config
 from trcnas.nas.engine.evaluate import forward_batch, losses_of
 from trcnas.nas.engine.loop import fit, prepare
 from trcnas.nas.errors import UserError
-from trcnas.nas.models import build_model
+from trcnas.nas.models import build_model, build_supergraph
 from trcnas.nas.search.mixed import split_parameters
 from trcnas.nas.tasks import DatasetInfo, build_tasks
 from trcnas.runners.cli import FAST_DEV, main
@@ -112,7 +112,8 @@ def test_anchor_output_decodes_the_nearest_anchor():
 
 def test_search_embedding_exits_and_masks_equal_the_sliced_fixed_network():
     torch.manual_seed(0)
-    sup = SearchTaskEmbedding(4, [3, 6, 9, 12], [32, 64, 128, 256, 512])
+    d = {x.path[-1]: x for x in load_space("composite").decisions(["a", "b", "c", "d"])}
+    sup = SearchTaskEmbedding(4, d["embedding_depth"], d["embedding_width"])
     sup.eval()
     sup.depth.freeze(1)  # depth 6
     sup.width.freeze(2)  # width 128
@@ -178,7 +179,7 @@ def test_every_parameter_is_in_one_adam_group_with_the_papers_lr_and_the_embeddi
     changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
     assert {n for n in before if n.startswith("embedding.")} <= changed  # the reference code's bug: not here
     # in the supergraph, weights and alphas split every parameter exactly once
-    sup = build_model(cfg, ctx.tasks, kind="composite_search", space=load_space("composite"))
+    sup = build_supergraph(cfg, ctx.tasks, load_space("composite"))
     w, a = split_parameters(sup)
     assert len(a) == 2 and {id(p) for p in w + a} == {id(p) for p in sup.parameters()}
     assert any(p is sup.embedding.layers[0].weight for p in w)

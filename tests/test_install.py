@@ -1,6 +1,7 @@
 """The four folders install as the ``trcnas`` namespace, editable (this checkout) and as a wheel."""
 
 import configparser
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -31,8 +32,14 @@ def test_the_editable_install_is_this_checkout():
 
 
 def test_a_wheel_holds_every_module_and_shipped_yaml_and_runs_from_elsewhere(tmp_path):
+    src = tmp_path / "src"  # a copy: building writes build/ and *.egg-info/ into the source tree
+    src.mkdir()
+    for f in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / f, src / f)
+    for d in FOLDERS:
+        shutil.copytree(ROOT / d, src / d, ignore=shutil.ignore_patterns("__pycache__"))
     p = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                        str(tmp_path / "whl"), str(ROOT)], capture_output=True, text=True, cwd=tmp_path)
+                        str(tmp_path / "whl"), str(src)], capture_output=True, text=True, cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-2000:]
     (wheel,) = (tmp_path / "whl").glob("trcnas-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())

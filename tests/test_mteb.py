@@ -7,13 +7,13 @@ import torch
 import yaml
 
 from trcnas.nas.config import load_config
-from trcnas.nas.models import build_model
+from trcnas.nas.models import build_model, build_supergraph
 from trcnas.nas.models.mteb import MTEBNet
 from trcnas.nas.models.xtam import MTEB, Directional, Fusion, downscale_for
 from trcnas.nas.search.mixed import mixed_ops
 from trcnas.nas.tasks import DatasetInfo, build_tasks
 from trcnas.runners.cli import FAST_DEV, main
-from trcnas.spaces import load_architecture
+from trcnas.spaces import load_architecture, load_space
 from trcnas.spaces.architecture import from_dict
 from trcnas.spaces.errors import SpecError
 
@@ -54,11 +54,10 @@ def test_mteb_fuses_as_the_paper_with_no_gate(fusion):
 def test_every_mteb_parameter_learns_from_the_first_steps_of_the_shipped_search():
     from trcnas.nas.data import build_dataset
     from trcnas.nas.engine.evaluate import compute_losses
-    from trcnas.spaces import load_space
 
     tasks, cfg = _tasks(), _cfg()
     torch.manual_seed(0)
-    net = build_model(cfg, tasks, kind="mteb_search", space=load_space(cfg["search"]["space"])).train()
+    net = build_supergraph(cfg, tasks, load_space("mteb")).train()
     ds, _ = build_dataset(cfg["data"], "train", train=False, progress=False)
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2)))
     total, _ = compute_losses(net(batch["image"]), batch, tasks, cfg["loss_weights"])
@@ -147,10 +146,9 @@ def test_downscale_is_derived_from_the_feature_size():
 
 def test_supergraph_decisions_shared_fusion_and_frozen_placement():
     tasks, cfg = _tasks(), _cfg()
-    from trcnas.spaces import load_space
 
     torch.manual_seed(0)
-    net = build_model(cfg, tasks, kind="mteb_search", space=load_space("mteb"))
+    net = build_supergraph(cfg, tasks, load_space("mteb"))
     assert [m.name for m in mixed_ops(net)] == [f"mteb.scales.{k}" for k in (1, 2, 3, 4)] + ["mteb.fusion"]
     image = torch.randn(2, 3, 64, 64)
     for m in mixed_ops(net):

@@ -12,11 +12,11 @@ from PIL import Image
 from test_data import _nyud_tree  # the NYUD fixture layout, here at the paper's crop size
 
 from trcnas.nas.config import load_config
+from trcnas.nas.families import resolve_space
 from trcnas.nas.genotype import from_genotype
-from trcnas.nas.models import build_model
+from trcnas.nas.models import build_model, build_supergraph
 from trcnas.nas.tasks import DatasetInfo, build_tasks
 from trcnas.runners.cli import main
-from trcnas.spaces import load_space
 
 # ATRC Table 1 (NYUD-v2, HRNet18, 425x560): params (M), MAdds (G)
 PAPER_TABLE1 = {"multitask": (4.52, 17.59), "fixed:global": (4.73, 21.43), "fixed:local": (4.73, 22.19),
@@ -53,9 +53,12 @@ def _mixed_genotype(tasks):
 
 
 def _paper_model(config, kind, **kw):
-    cfg = load_config(config)
+    """``kind``: multitask, atrc (a fixed architecture) or search (the supergraph of the config's space)."""
+    cfg = load_config(config, [f"model.type={'multitask' if kind == 'multitask' else 'atrc'}"])
     tasks = build_tasks(cfg["data"]["tasks"], DatasetInfo(cfg["data"]["dataset"]))
-    return build_model(cfg, tasks, kind=kind, **kw)
+    if kind == "search":
+        return build_supergraph(cfg, tasks, resolve_space(cfg))
+    return build_model(cfg, tasks, **kw)
 
 
 def _forward_backward(model, size, batch=1):
@@ -141,7 +144,7 @@ def test_label_context_softmax_ignores_padding():
 
     torch.manual_seed(0)
     tasks = ["semseg", "depth"]
-    cands = {t: {s: ["tlabel" if t == s else "slabel"] for s in tasks} for t in tasks}
+    cands = {t: {s: "tlabel" if t == s else "slabel" for s in tasks} for t in tasks}
     m = ATRCModule(tasks, 8, cands, search=False).eval()
     feats = {t: torch.randn(1, 8, 12, 16) for t in tasks}
     aux = {t: torch.randn(1, 5, 12, 16) for t in tasks}
@@ -207,10 +210,8 @@ def test_paper_crop_forward_backward_every_network(config):
     supergraph all run forward and backward."""
     cfg = load_config(config)
     size = tuple(cfg["data"]["crop"])
-    space = load_space(cfg["search"]["space"])
     tasks_names = list(cfg["data"]["tasks"])
-    for kind, kw in (("multitask", {}), ("atrc", {"architecture": _mixed_genotype(tasks_names)}),
-                     ("atrc_search", {"space": space})):
+    for kind, kw in (("multitask", {}), ("atrc", {"architecture": _mixed_genotype(tasks_names)}), ("search", {})):
         model = _paper_model(config, kind, **kw)
         _forward_backward(model, size)
 

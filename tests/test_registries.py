@@ -91,7 +91,7 @@ def test_every_space_family_builds_supergraph_and_fixed_network(family, tmp_path
     import numpy as np
 
     from trcnas.nas.config import load_config
-    from trcnas.nas.models import build_model
+    from trcnas.nas.models import build_model, build_supergraph
     from trcnas.nas.search.mixed import mixed_ops
     from trcnas.nas.tasks import DatasetInfo, build_tasks
     from trcnas.spaces import default_architecture, fixed_architecture, load_architecture, load_space
@@ -109,9 +109,9 @@ def test_every_space_family_builds_supergraph_and_fixed_network(family, tmp_path
     again = load_architecture(tmp_path / "a.yaml")
     assert again.choices == arch.choices and again.space == family
     torch.manual_seed(0)
-    sup = build_model(cfg, tasks, kind=f"{space.group}_search", space=space)
+    sup = build_supergraph(cfg, tasks, space)
     assert {m.name for m in mixed_ops(sup)} == {d.name for d in space.decisions(names)}
-    fixed = build_model(cfg, tasks, kind=space.group, architecture=again)
+    fixed = build_model({**cfg, "model": {**cfg["model"], "type": family}}, tasks, architecture=again)
     assert not mixed_ops(fixed)
     x = torch.randn(2, 3, 64, 64)
     for net in (sup.train(), fixed.train()):
@@ -153,7 +153,9 @@ def test_a_context_type_from_outside_the_package_is_searched_end_to_end(tmp_path
     assert context_order(["zzz"])[-2:] == ["dilated", "zzz"]  # registered first, unknown names after
     assert list(proportions([arch]).columns) == ["dilated"]
 
-    assert variant_labels()["dilated"] == "Dilated context"
+    labels = variant_labels(yaml.safe_load((out / "config.yaml").read_text()))
+    assert list(labels) == ["single_task", "multitask", "global", "dilated", "atrc"]
+    assert labels["dilated"] == "Dilated context"
     # without the plugin the context type is unknown: one error line naming it
     p = subprocess.run([sys.executable, "-m", "trcnas.runners.cli", "train", *fast_args, "--architecture",
                         str(fixed), "--out", str(tmp_path / "noplugin")], capture_output=True, text=True)
@@ -169,3 +171,53 @@ def test_a_plugin_that_cannot_load_is_one_error_line(tmp_path, fast_args, capsys
     assert main(["train", *fast_args, "--plugin", "no_such_module_xyz", "--out", str(tmp_path / "r")]) == 2
     assert "no_such_module_xyz" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("sets, want", [
+    (["model.type=multitask", "search.space=atrc"], "set model.type: atrc"),  # a config of the old format
+    (["model.type=composite", "search.space=atrc"], "family 'atrc' but model.type is 'composite'"),
+    (["model.type=mteb", "search.space=composite"], "family 'composite' but model.type is 'mteb'"),
+])
+def test_one_key_selects_the_family_and_old_inconsistent_configs_are_one_error(sets, want, fast_args, tmp_path,
+                                                                              capsys):
+    argv = ["search", "--local", *fast_args, "--out", str(tmp_path / "s")]
+    for s in sets:
+        argv += ["--set", s]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and want in err[0], err
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_search_records_its_family_and_retrains_only_within_it(fast_args, tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(["search", "--local", *fast_args, "--config", "synthetic-mteb", "--out", str(out)]) == 0
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["model"]["type"] == "mteb" and cfg["search"]["space"] is None
+    arch = yaml.safe_load((out / "architecture.yaml").read_text())
+    assert arch["space"] == "mteb" and set(arch["choices"]) == {"mteb"}
+    capsys.readouterr()
+    assert main(["retrain", *fast_args, "--config", "synthetic-atrc", "--architecture", str(out / "architecture.yaml"),
+                 "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "space family 'mteb' but model.type is 'atrc'" in err and not (tmp_path / "r").exists()
+    # without --config: the search's own config beside the architecture
+    assert main(["retrain", *fast_args, "--architecture", str(out / "architecture.yaml"),
+                 "--out", str(tmp_path / "r")]) == 0
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["architecture"]["space"] == "mteb"
+
+
+def test_atrc_without_an_architecture_is_its_multitask_baseline():
+    import numpy as np
+
+    from trcnas.nas.config import load_config
+    from trcnas.nas.models import build_model
+    from trcnas.nas.tasks import DatasetInfo, build_tasks
+
+    tasks = build_tasks(["semseg", "depth"], DatasetInfo("s", num_classes=9, normal_centroids=np.eye(3)))
+    torch.manual_seed(0)
+    a = build_model(load_config("synthetic-atrc", ["data.tasks=[semseg, depth]"]), tasks)
+    torch.manual_seed(0)
+    b = build_model(load_config("synthetic-atrc", ["data.tasks=[semseg, depth]", "model.type=multitask"]), tasks)
+    assert type(a) is type(b) and a.distill is None
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

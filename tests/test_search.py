@@ -191,7 +191,7 @@ def test_global_block_equals_explicit_formula():
 
 def test_weights_and_alphas_partition_every_parameter():
     from trcnas.nas.config import load_config
-    from trcnas.nas.models import build_model
+    from trcnas.nas.models import build_supergraph
     from trcnas.nas.search.mixed import split_parameters
     from trcnas.nas.tasks import DatasetInfo, build_tasks
     from trcnas.spaces import load_space
@@ -199,7 +199,7 @@ def test_weights_and_alphas_partition_every_parameter():
     cfg = load_config("synthetic-atrc")
     info = DatasetInfo("synthetic", num_classes=9, normal_centroids=np.eye(3, dtype=np.float32))
     tasks = build_tasks(["semseg", "depth", "normals"], info)
-    model = build_model(cfg, tasks, kind="atrc_search", space=load_space("atrc"))
+    model = build_supergraph(cfg, tasks, load_space("atrc"))
     weights, alphas = split_parameters(model)
     assert len(alphas) == 9
     assert {id(p) for p in weights} | {id(p) for p in alphas} == {id(p) for p in model.parameters()}
@@ -228,7 +228,7 @@ def test_a_target_without_messages_still_gets_the_reference_bottleneck():
     from trcnas.nas.models.atrc import ATRCModule
 
     tasks = ["semseg", "depth"]
-    cands = {"semseg": {"semseg": ["global"], "depth": ["none"]}, "depth": {"semseg": ["none"], "depth": ["none"]}}
+    cands = {"semseg": {"semseg": "global", "depth": "none"}, "depth": {"semseg": "none", "depth": "none"}}
     torch.manual_seed(0)
     m = ATRCModule(tasks, 16, cands, search=False).eval()
     feats = {t: torch.randn(2, 16, 6, 6) for t in tasks}

@@ -12,13 +12,12 @@ width w computes with weights and bias times that scale, and retraining builds t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from trcnas.nas.search.mixed import MixedOp
+from trcnas.spaces.space import Decision
 
 SLOPE = 0.2
 
@@ -67,15 +66,17 @@ class _WidthMask(nn.Module):
 
 
 class SearchTaskEmbedding(nn.Module):
-    def __init__(self, num_tasks: int, depths: Sequence[int], widths: Sequence[int], code_length: int = 20,
-                 name: str = "composite"):
+    """``depth`` / ``width``: the space's Decisions over the network's depth and width."""
+
+    def __init__(self, num_tasks: int, depth: Decision, width: Decision, code_length: int = 20):
         super().__init__()
         self.register_buffer("codes", task_codes(num_tasks, code_length), persistent=False)
+        depths, widths = [int(d) for d in depth.candidates], [int(w) for w in width.candidates]
         wmax, dmax = max(widths), max(depths)
         dims = [code_length * num_tasks] + [wmax] * dmax
         self.layers = nn.ModuleList(_linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
-        self.depth = MixedOp(f"{name}.embedding_depth", list(depths), [_Exit(d) for d in depths])
-        self.width = MixedOp(f"{name}.embedding_width", list(widths), [_WidthMask(w, wmax) for w in widths])
+        self.depth = MixedOp.of(depth, [_Exit(d) for d in depths])
+        self.width = MixedOp.of(width, [_WidthMask(w, wmax) for w in widths])
         self.out_channels = wmax
 
     def forward(self) -> torch.Tensor:

@@ -8,11 +8,11 @@ from pathlib import Path
 from trcnas.nas.engine import distributed
 from trcnas.nas.engine.evaluate import delta_m_of, evaluate, primary
 from trcnas.nas.engine.loop import finish_run, fit, prepare, write_csv
-from trcnas.nas.models import build_model
+from trcnas.nas.families import resolve_space
+from trcnas.nas.models import build_supergraph
 from trcnas.nas.plugins import load_plugins
 from trcnas.nas.search.controller import ArchitectureSearch
 from trcnas.nas.search.mixed import split_parameters
-from trcnas.spaces import load_space
 from trcnas.spaces.architecture import architecture_from_decisions
 
 ARCHITECTURE = "architecture.yaml"
@@ -29,9 +29,9 @@ def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bo
     given, receives the argmax subgraph's val metrics at every intermediate checkpoint (for pruning)."""
     load_plugins(cfg)
     out = Path(out_dir)
-    space = load_space(cfg["search"]["space"])
+    space = resolve_space(cfg)
     ctx = prepare(cfg, out, progress, resume=resume)
-    model = build_model(cfg, ctx.tasks, kind=f"{space.group}_search", space=space)
+    model = build_supergraph(cfg, ctx.tasks, space)
     weights, _ = split_parameters(model)
     controller = ArchitectureSearch(model, cfg["search"], seed=cfg["seed"])
     main = distributed.is_main()

@@ -12,40 +12,44 @@ from trcnas.nas.tasks import TASKS
 def load_run_architecture(cfg: dict, path: str | None):
     """The architecture file at ``path`` (or model.architecture); ``default``: the defaults declared by the
     config's search space (e.g. CompositeTasking depth 6 / width 128, mTEB at scale 1 with add);
-    ``fixed:<context>``: every pair of an ATRC space with that context (Table 1's fixed-context rows)."""
-    from trcnas.spaces import default_architecture, fixed_architecture, load_architecture, load_space
+    ``fixed:<value>``: every decision of the space set to that value where it is a candidate (Table 1's
+    fixed-context rows, ``fixed:off`` for mTEB). It must be of ``model.type``'s family."""
+    from trcnas.nas.errors import UserError
+    from trcnas.nas.families import resolve_space
+    from trcnas.spaces import default_architecture, fixed_architecture, load_architecture
 
     path = path or cfg["model"]["architecture"]
     if path is None:
         return None
     if path == "default":
-        return default_architecture(load_space(cfg["search"]["space"]), list(cfg["data"]["tasks"]))
+        return default_architecture(resolve_space(cfg, f"--architecture {path}"), list(cfg["data"]["tasks"]))
     if str(path).startswith("fixed:"):
-        space = load_space(cfg["search"]["space"])
+        space = resolve_space(cfg, f"--architecture {path}")
         context = str(path).split(":", 1)[1]
         allowed = sorted({c for d in space.decisions(list(cfg["data"]["tasks"])) for c in d.candidates})
         if context not in allowed:
-            from trcnas.nas.errors import UserError
-
             raise UserError(f"--architecture {path}: {context!r} is not a candidate of space {space.name!r}; "
                             f"use fixed:<one of {', '.join(allowed)}>")
         return fixed_architecture(space, list(cfg["data"]["tasks"]), context)
     arch = load_architecture(path)
     arch.validate(tasks=cfg["data"]["tasks"], source=str(path), known_tasks=TASKS.names())
+    if arch.group != cfg["model"]["type"]:
+        raise UserError(f"architecture {path} is of space family {arch.group!r} but model.type is "
+                        f"{cfg['model']['type']!r}; add --set model.type={arch.group} (or retrain with the config "
+                        "its search saved beside it)")
     return arch
 
 
 def train_run(cfg: dict, out_dir: str | Path, architecture: str | None = None, progress: bool = True,
               resume: bool = True, stop_after: int | None = None) -> dict:
-    """Trains the config's model (with an architecture: the fixed network of the architecture's space) and
+    """Trains the config's model (with an architecture: the fixed network of model.type's family) and
     writes config.yaml, checkpoint.pt, train_curve.csv and metrics.json into ``out_dir``."""
     from trcnas.nas.plugins import load_plugins
 
     load_plugins(cfg)
     arch = load_run_architecture(cfg, architecture)
     if arch is not None:
-        cfg = {**cfg, "model": {**cfg["model"], "type": arch.group, "architecture": str(architecture or
-                                                                                       cfg["model"]["architecture"])}}
+        cfg = {**cfg, "model": {**cfg["model"], "architecture": str(architecture or cfg["model"]["architecture"])}}
     ctx = prepare(cfg, out_dir, progress, resume=resume)
     model = build_model(cfg, ctx.tasks, architecture=arch)
     result = fit(ctx, model, list(model.parameters()), cfg["train"]["steps"], progress=progress, resume=resume,

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from trcnas.nas.models.context import CONTEXTS, build_context, conv_bn_relu
 from trcnas.nas.search.mixed import MixedOp
+from trcnas.spaces.space import Decision
 
 
 class TargetFusion(nn.Module):
@@ -38,11 +39,11 @@ def _key(target: str, source: str) -> str:
 
 
 class ATRCModule(nn.Module):
-    """``candidates[target][source]`` lists the context types of each pair. ``search=True`` builds MixedOps
-    (even for one candidate, so freezing/logging stay uniform); otherwise each pair must have exactly one
-    candidate and ``none`` pairs are dropped from the fusion."""
+    """``pairs[target][source]``: with ``search=True`` the pair's ``Decision`` of the space (a MixedOp over its
+    candidates, even for one candidate, so freezing/logging stay uniform); otherwise the pair's context type
+    (``none`` pairs are dropped from the fusion)."""
 
-    def __init__(self, tasks: Sequence[str], channels: int, candidates: Mapping[str, Mapping[str, Sequence[str]]],
+    def __init__(self, tasks: Sequence[str], channels: int, pairs: Mapping[str, Mapping[str, Decision | str]],
                  search: bool, attn_channels: int | None = None):
         super().__init__()
         self.tasks = list(tasks)
@@ -55,17 +56,21 @@ class ATRCModule(nn.Module):
         for t in self.tasks:
             self.sources[t] = []
             for s in self.tasks:
-                cands = list(candidates[t][s])
+                pair = pairs[t][s]
                 if search:
-                    ops = [build_context(c, channels, self.attn_channels, affine_value=False) for c in cands]
-                    self.pairs[_key(t, s)] = MixedOp(f"atrc.{t}.{s}", cands, ops)
+                    if not isinstance(pair, Decision):
+                        raise TypeError(f"search ATRC pair {t} <- {s} needs its space Decision, got {pair!r}")
+                    ops = [build_context(c, channels, self.attn_channels, affine_value=False)
+                           for c in pair.candidates]
+                    self.pairs[_key(t, s)] = MixedOp.of(pair, ops)
                     self.sources[t].append(s)
                 else:
-                    if len(cands) != 1:
-                        raise ValueError(f"fixed ATRC pair {t} <- {s} needs one context, got {cands}")
-                    self.choice.setdefault(t, {})[s] = cands[0]
-                    if cands[0] != "none":
-                        self.pairs[_key(t, s)] = build_context(cands[0], channels, self.attn_channels)
+                    if not isinstance(pair, str):
+                        raise TypeError(f"fixed ATRC pair {t} <- {s} needs one context type, got {pair!r}")
+                    self.choice.setdefault(t, {})[s] = pair
+                    block = build_context(pair, channels, self.attn_channels)
+                    if block is not None:  # a `none` pair sends no message
+                        self.pairs[_key(t, s)] = block
                         self.sources[t].append(s)
         # a target without any message still gets the reference's bottleneck (1x1 Conv-BN-ReLU; dropout follows
         # in the network, as for every target)

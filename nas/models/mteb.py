@@ -29,6 +29,7 @@ from trcnas.nas.models.multitask import prediction_conv
 from trcnas.nas.models.xtam import MTEB, Fusion, _proj
 from trcnas.nas.search.mixed import MixedOp
 from trcnas.nas.tasks import Task
+from trcnas.spaces.space import Decision
 
 FINEST_BACKBONE_SCALE = 2  # pyramid level 0 is at stride 4
 
@@ -39,13 +40,14 @@ def scale_size(image_size: Sequence[int], scale: int) -> tuple[int, int]:
 
 
 class MTEBNet(nn.Module):
-    """``scales``: the scales carrying an mTEB (search: the scales that may), ``fusion``: its op (search: the
-    candidate ops)."""
+    """``scales``: the scales carrying an mTEB, ``fusion``: its op. With ``search=True``: the space's
+    Decisions, one off/on decision per scale that may carry a block (``Decision.element`` is the scale) and the
+    fusion decision over its candidate ops."""
 
-    def __init__(self, backbone: nn.Module, tasks: Mapping[str, Task], channels: int, scales: Sequence[int],
-                 fusion: str | Sequence[str], search: bool = False, key_channels: int | None = None,
-                 dir_channels: int | None = None, max_query_tokens: int = 256, dropout: float = 0.0,
-                 name: str = "mteb", finest_scale: int = 1):
+    def __init__(self, backbone: nn.Module, tasks: Mapping[str, Task], channels: int,
+                 scales: Sequence[int] | Sequence[Decision], fusion: str | Decision, search: bool = False,
+                 key_channels: int | None = None, dir_channels: int | None = None, max_query_tokens: int = 256,
+                 dropout: float = 0.0, finest_scale: int = 1):
         super().__init__()
         self.task_names = list(tasks)
         self.backbone = backbone
@@ -56,7 +58,10 @@ class MTEBNet(nn.Module):
                             f"use 0, 1 or 2 (feature map = input / 2^s)")
         self.finest_scale = int(finest_scale)
         self.scales = list(range(self.coarsest_scale, self.finest_scale - 1, -1))  # decoding order, coarse first
-        bad = [int(k) for k in scales if int(k) not in self.scales]
+        if search and not (isinstance(fusion, Decision) and all(isinstance(d, Decision) for d in scales)):
+            raise TypeError("an mTEB supergraph needs the space's Decisions for its scales and fusion")
+        placed = {int(d.element): d for d in scales} if search else {int(k): None for k in scales}
+        bad = [k for k in placed if k not in self.scales]
         if bad:
             raise UserError(f"mTEB scales {bad} are not decoder scales of this network: it decodes scales "
                             f"{self.finest_scale}..{self.coarsest_scale} (feature map = input / 2^s)")
@@ -70,17 +75,17 @@ class MTEBNet(nn.Module):
         self.heads = nn.ModuleDict({t: prediction_conv(channels, tasks[t].out_channels) for t in tasks})
 
         kc, dc = key_channels or max(1, channels // 2), dir_channels or max(1, channels // 2)
-        fusions = list(fusion) if search else [fusion]
+        fusions = list(fusion.candidates) if search else [fusion]
         self.search = search
         self.blocks = nn.ModuleDict()
         self.inter_heads = nn.ModuleDict()
-        for k in sorted(int(k) for k in scales):
+        for k in sorted(placed):
             block = MTEB(self.task_names, channels, kc, dc, fusions, max_query_tokens)
-            self.blocks[str(k)] = MixedOp(f"{name}.scales.{k}", ["off", "on"], [None, block]) if search else block
+            self.blocks[str(k)] = MixedOp.of(placed[k], [None, block]) if search else block
             self.inter_heads[str(k)] = nn.ModuleDict({t: prediction_conv(channels, tasks[t].out_channels)
                                                       for t in tasks})
         if search:
-            self.fusion = MixedOp(f"{name}.fusion", fusions, [Fusion(f) for f in fusions])
+            self.fusion = MixedOp.of(fusion, [Fusion(f) for f in fusions])
         else:
             self.fusion = Fusion(fusion)
 

@@ -1,0 +1,92 @@
+"""Search-space families: one plugin per family (ATRC, CompositeTasking, mTEB, or a user's), registered by name
+in ``FAMILIES``. A family owns its shipped space (``spaces/<name>.yaml``), the supergraph and fixed-network
+builders (mixed ops built from the space's ``Decision`` objects), its defaults and fixed variants (Table 1's
+fixed rows, ``--architecture fixed:<value>``) and, where the reference has one, its genotype format.
+
+``model.type`` selects the family (``atrc``, ``composite``, ``mteb``; ``multitask`` and ``single_task`` are
+plain networks without a space); ``search.space`` may name another space *of that family* (a YAML of your own
+with ``group: <family>``), and defaults to the family's shipped space.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+
+from trcnas.nas.errors import UserError
+from trcnas.nas.registry import Registry
+
+FAMILIES = Registry("space family")
+
+
+class SpaceFamily(ABC):
+    """The contract of a family. ``name`` is both the ``model.type`` that selects it and the ``group`` of its
+    spaces' decisions; ``space`` the shipped space searched by default; ``config`` the shipped config a bare
+    ``trcnas retrain --architecture`` of this family uses."""
+
+    name: str
+    space: str
+    config: str
+    label: str
+
+    @abstractmethod
+    def supergraph(self, cfg: dict, tasks: Mapping, space):
+        """The search network: one MixedOp per ``space.decisions(tasks)`` (built with ``MixedOp.of``)."""
+
+    @abstractmethod
+    def fixed(self, cfg: dict, tasks: Mapping, architecture):
+        """The network of one architecture of the family (None: the space's declared defaults)."""
+
+    def fixed_variants(self, space, tasks: list[str]) -> dict[str, str]:
+        """``{value: row label}``: the fixed architectures ``fixed:<value>`` builds (every decision set to
+        ``value`` where it is a candidate) and Table 1 compares against the searched one. None by default."""
+        return {}
+
+    def from_genotype(self, data, tasks: list[str] | None = None):
+        raise UserError(f"space family {self.name!r} has no reference genotype format")
+
+    def to_genotype(self, architecture) -> dict:
+        raise UserError(f"space family {self.name!r} has no reference genotype format")
+
+
+def register_family(cls):
+    """Class decorator: registers one instance of a :class:`SpaceFamily` subclass under ``cls.name``."""
+    FAMILIES.add(cls.name, cls(), info=cls.label)
+    return cls
+
+
+def family(name: str) -> SpaceFamily:
+    _builtin()
+    return FAMILIES.get(name)
+
+
+def is_family(model_type: str) -> bool:
+    _builtin()
+    return model_type in FAMILIES
+
+
+def resolve_space(cfg: dict, source: str = "config"):
+    """The search space of a config: ``search.space`` (default: the family's shipped space), which must be a
+    space of the family ``model.type`` selects."""
+    from trcnas.spaces import load_space
+
+    _builtin()
+    mtype, name = cfg["model"]["type"], cfg["search"]["space"]
+    if mtype not in FAMILIES:
+        if name is None:
+            raise UserError(f"{source}: model.type {mtype!r} is a plain network without a search space; set "
+                            f"model.type to a space family ({', '.join(FAMILIES.names())})")
+        space = load_space(name)
+        raise UserError(f"{source}: search.space {name!r} is a space of family {space.group!r} but model.type is "
+                        f"{mtype!r}; model.type selects the family: set model.type: {space.group} (search.space "
+                        "only picks another space of that family and may be left out)")
+    space = load_space(name or FAMILIES.get(mtype).space)
+    if space.group != mtype:
+        raise UserError(f"{source}: search.space {name!r} is a space of family {space.group!r} but model.type is "
+                        f"{mtype!r}; set model.type: {space.group}, or a space with group: {mtype}")
+    return space
+
+
+def _builtin() -> None:
+    """The shipped families register on first use (importing this package stays cheap)."""
+    from trcnas.nas.families import atrc, composite, mteb  # noqa: F401

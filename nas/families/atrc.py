@@ -1,0 +1,60 @@
+"""ATRC: one context type per (target, source) pair (spaces/atrc.yaml); fixed variants = one per context type."""
+
+from __future__ import annotations
+
+from trcnas.nas.families import SpaceFamily, register_family
+
+
+def atrc_net(cfg: dict, tasks, pairs, search: bool):
+    from trcnas.nas.models import backbone_of
+    from trcnas.nas.models.atrc import ATRCModule
+    from trcnas.nas.models.multitask import MultiTaskNet
+
+    m = cfg["model"]
+    backbone = backbone_of(cfg)
+    channels = m["channels"] or max(1, backbone.out_channels // 4)
+    module = ATRCModule(list(tasks), channels, pairs, search=search, attn_channels=m["attn_channels"])
+    return MultiTaskNet(backbone, tasks, channels, distill=module, aux_tasks=sorted(module.aux_tasks()),
+                        dropout=0.0 if search else m["dropout"])
+
+
+@register_family
+class ATRC(SpaceFamily):
+    name = space = "atrc"
+    config = "synthetic-atrc"
+    label = "ATRC (searched)"
+
+    def supergraph(self, cfg, tasks, space):
+        """A MixedOp over the space's candidates for every (target, source) pair."""
+        pairs = {t: {} for t in tasks}
+        for d in space.decisions(list(tasks)):
+            _, t, s = d.path
+            pairs[t][s] = d
+        return atrc_net(cfg, tasks, pairs, search=True)
+
+    def fixed(self, cfg, tasks, architecture):
+        """Only the chosen blocks; aux heads only for tasks some label block reads. Without an architecture:
+        the multi-task baseline (the paper's Table 1 row the context blocks are added to)."""
+        if architecture is None:  # no architecture: the multi-task network the ATRC module refines
+            from trcnas.nas.models import MODELS
+
+            return MODELS.build("multitask", cfg, tasks)
+        rows = architecture.choices["atrc"]
+        return atrc_net(cfg, tasks, {t: {s: rows[t][s] for s in tasks} for t in tasks}, search=False)
+
+    def fixed_variants(self, space, tasks):
+        from trcnas.nas.models.context import context_types
+
+        cands = {c for d in space.decisions(list(tasks)) for c in d.candidates}
+        return {t.name: f"{t.label[:1].upper()}{t.label[1:]} context" for t in context_types()
+                if t.name != "none" and t.name in cands}
+
+    def from_genotype(self, data, tasks=None):
+        from trcnas.nas.genotype import from_genotype
+
+        return from_genotype(data, tasks, space=self.space)
+
+    def to_genotype(self, architecture):
+        from trcnas.nas.genotype import to_genotype
+
+        return to_genotype(architecture)

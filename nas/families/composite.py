@@ -1,0 +1,51 @@
+"""CompositeTasking: the task representation block's depth and width (spaces/composite.yaml)."""
+
+from __future__ import annotations
+
+from trcnas.nas.families import SpaceFamily, register_family
+
+
+def composite_net(cfg: dict, tasks, embedding):
+    from trcnas.nas.composite.network import CompositeNet
+    from trcnas.nas.composite.palette import build_palette_rule
+    from trcnas.nas.errors import UserError
+    from trcnas.nas.models import backbone_of
+
+    m, c = cfg["model"], cfg["model"]["composite"]
+    if c["conditioning"] == "image" and c["palette"].get("rule", "mosaic") != "single":
+        raise UserError("model.composite.conditioning image (Task Switching) needs one task per image: "
+                        f"set model.composite.palette.rule to single, not {c['palette'].get('rule', 'mosaic')!r}")
+    backbone = backbone_of(cfg)
+    rule = build_palette_rule(c["palette"], list(tasks), getattr(next(iter(tasks.values())).info, "class_names", ()))
+    return CompositeNet(backbone, tasks, embedding, m["channels"] or 64, rule, c["conditioning"],
+                        anchor_eps=c["anchor_eps"], focal_gamma=c["focal_gamma"])
+
+
+@register_family
+class CompositeTasking(SpaceFamily):
+    name = space = "composite"
+    config = "synthetic-composite"
+    label = "CompositeTasking (searched embedding)"
+
+    def supergraph(self, cfg, tasks, space):
+        """Gumbel mixtures over the embedding network's depth exits and width masks."""
+        from trcnas.nas.composite.embedding import SearchTaskEmbedding
+
+        d = {x.path[-1]: x for x in space.decisions(list(tasks))}
+        emb = SearchTaskEmbedding(len(tasks), d["embedding_depth"], d["embedding_width"],
+                                  cfg["model"]["composite"]["code_length"])
+        return composite_net(cfg, tasks, emb)
+
+    def fixed(self, cfg, tasks, architecture):
+        """A fixed task representation block (the architecture's, else the space's defaults: depth 6, width
+        128)."""
+        from trcnas.nas.composite.embedding import TaskEmbedding
+        from trcnas.nas.families import resolve_space
+        from trcnas.spaces import default_architecture
+
+        if architecture is None:
+            architecture = default_architecture(resolve_space(cfg), list(cfg["data"]["tasks"]))
+        ch = architecture.choices["composite"]
+        emb = TaskEmbedding(len(tasks), int(ch["embedding_depth"]), int(ch["embedding_width"]),
+                            cfg["model"]["composite"]["code_length"])
+        return composite_net(cfg, tasks, emb)

@@ -1,0 +1,43 @@
+"""xTAM / mTEB: which decoder scales carry a multi-task exchange block and how it fuses (spaces/mteb.yaml)."""
+
+from __future__ import annotations
+
+from trcnas.nas.families import SpaceFamily, register_family
+
+
+def mteb_net(cfg: dict, tasks, scales, fusion, search: bool):
+    from trcnas.nas.models import backbone_of
+    from trcnas.nas.models.mteb import MTEBNet
+
+    m, x = cfg["model"], cfg["model"]["mteb"]
+    return MTEBNet(backbone_of(cfg), tasks, m["channels"] or 32, scales, fusion, search=search,
+                   key_channels=x["key_channels"], dir_channels=x["dir_channels"],
+                   max_query_tokens=x["max_query_tokens"], dropout=0.0 if search else m["dropout"],
+                   finest_scale=x["finest_scale"])
+
+
+@register_family
+class MTEB(SpaceFamily):
+    name = space = "mteb"
+    config = "synthetic-mteb"
+    label = "mTEB (searched placement)"
+
+    def supergraph(self, cfg, tasks, space):
+        """An off/on MixedOp per decoder scale and one shared fusion MixedOp."""
+        decisions = space.decisions(list(tasks))
+        scales = [d for d in decisions if d.element is not None]
+        fusion = next(d for d in decisions if d.path[-1] == "fusion")
+        return mteb_net(cfg, tasks, scales, fusion, search=True)
+
+    def fixed(self, cfg, tasks, architecture):
+        """The multi-scale decoder with mTEBs at the architecture's scales (default: the space's, scale 1, add)."""
+        from trcnas.nas.families import resolve_space
+        from trcnas.spaces import default_architecture
+
+        if architecture is None:
+            architecture = default_architecture(resolve_space(cfg), list(cfg["data"]["tasks"]))
+        ch = architecture.choices["mteb"]
+        return mteb_net(cfg, tasks, ch["scales"], ch["fusion"], search=False)
+
+    def fixed_variants(self, space, tasks):
+        return {"off": "Plain decoder (no mTEB)"}
