@@ -51,13 +51,22 @@ def apply_overrides(cfg: dict, overrides: dict) -> dict:
 
 
 def param_space(cfg: dict, num_samples: int) -> dict:
+    """The Tune param space of ``ray.param_space``; every grid / choice value and both ends of every range are
+    checked against the config schema first (a trial never starts with a value the config refuses)."""
     from ray import tune
+
+    from trcnas.nas.config import validate
 
     space = {}
     for key, spec in (cfg["ray"]["param_space"] or {}).items():
         if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SAMPLERS:
             raise UserError(f"ray.param_space.{key}: expected one of {{{', '.join(SAMPLERS)}: ...}}, got {spec!r}")
         kind, arg = next(iter(spec.items()))
+        if not isinstance(arg, list) or not arg or (kind not in ("grid", "choice") and len(arg) != 2):
+            raise UserError(f"ray.param_space.{key}: {kind} needs a list of values"
+                            f"{'' if kind in ('grid', 'choice') else ' [low, high]'}, got {arg!r}")
+        for v in arg:
+            validate(apply_overrides(cfg, {key: v}), f"ray.param_space.{key} (value {v!r})")
         if kind == "grid":
             space[key] = tune.grid_search(list(arg))
         elif kind == "choice":
@@ -89,7 +98,7 @@ def search_trial(config: dict) -> None:
     import torch
     from ray import tune
 
-    from trcnas.nas.config import with_defaults
+    from trcnas.nas.config import validate, with_defaults
     from trcnas.nas.engine.loop import CHECKPOINT, DivergedError
     from trcnas.nas.engine.search import search_run
     from trcnas.nas.plugins import load_plugins
@@ -97,6 +106,7 @@ def search_trial(config: dict) -> None:
     cfg = apply_overrides(with_defaults(config["cfg"]), config.get("overrides") or {})
     cfg["seed"] = int(config["seed"])
     load_plugins(cfg)
+    cfg = validate(cfg, "ray.param_space")  # the values this trial drew, checked like every other config
     cpus = int(max(1, (config.get("cpus") or 1)))
     torch.set_num_threads(cpus)
     run_dir = Path(tune.get_context().get_trial_dir()) / "run"
@@ -198,6 +208,8 @@ def run_tune_search(cfg: dict, name: str, address: str | None = None, num_sample
     import ray
     from ray import tune
 
+    if not resume:
+        param_space(cfg, num_samples)  # refuses a bad ray.param_space before a cluster is started
     init_ray(address)
     r = cfg["ray"]
     n_trials = max(1, num_samples) * _grid_size(r["param_space"])

@@ -137,6 +137,11 @@ CASES = [
     _set("ray.mode", "ray.mode=up", "ray.mode", "search"),
     _set("ray.num_samples", "ray.num_samples=0", "ray.num_samples", "search"),
     _set("ray.max_failures", "ray.max_failures=-5", "ray.max_failures", "search"),
+    _set("ray.param_space-value", "ray.param_space={train.lr: {grid: [0.1, -1]}}", "ray.param_space.train.lr",
+         "search"),
+    _set("ray.param_space-combination", "ray.param_space={train.batch_size: {choice: [8, 900]}}",
+         "data.train_samples", "search"),
+    _set("plugin-section-without-plugin", "model.dilated.dilation=2", "model.dilated"),
     # ---- directories, runs and checkpoints ----
     ("out-is-a-file", lambda g, t: ["train", *g["fast"], "--out", str(_w(t / "f", "x"))], lambda g, t: str(t / "f")),
     ("out-holds-another-config", lambda g, t: ["train", *g["fast"], "--out", str(g["root"] / "train"), "--set",

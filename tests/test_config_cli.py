@@ -15,7 +15,7 @@ def _err(capsys, argv):
 
 @pytest.mark.parametrize("text,match", [
     ("model:\n  colour: red\n", "unknown config key 'model.colour'"),
-    ("train:\n  steps: many\n", "train.steps must be int"),
+    ("train:\n  steps: many\n", "train.steps must be an integer, got 'many'"),
     ("data:\n  tasks: [semseg, telepathy]\n", "unknown task 'telepathy'"),
     ("train: [1, 2\n", "malformed YAML"),
 ])

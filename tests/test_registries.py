@@ -221,3 +221,46 @@ def test_atrc_without_an_architecture_is_its_multitask_baseline():
     b = build_model(load_config("synthetic-atrc", ["data.tasks=[semseg, depth]", "model.type=multitask"]), tasks)
     assert type(a) is type(b) and a.distill is None
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_a_plugin_section_is_part_of_the_schema(tmp_path):
+    """``register_section``: a plugin's own config keys are validated like every other (type, range, unknown
+    keys), with defaults, after every merge."""
+    from pydantic import Field
+
+    from trcnas.nas import schema
+    from trcnas.nas.config import defaults, load_config
+    from trcnas.nas.errors import UserError
+
+    class Toy(schema.Section):
+        width: int = Field(4, gt=0)
+
+    schema.register_section("model.toy", Toy)
+    try:
+        assert defaults()["model"]["toy"] == {"width": 4}
+        assert load_config("synthetic-mt", ["model.toy.width=8"])["model"]["toy"]["width"] == 8
+        with pytest.raises(UserError, match=r"--set model.toy.width=0: model.toy.width must be greater than 0"):
+            load_config("synthetic-mt", ["model.toy.width=0"])
+        with pytest.raises(UserError, match="unknown config key 'model.toy.height'"):
+            load_config("synthetic-mt", ["model.toy.height=1"])
+        with pytest.raises(ValueError, match="model.<name> or <name>"):
+            schema.register_section("train.toy.deep", Toy)
+    finally:
+        schema._SECTIONS.pop("model.toy")
+        schema.schema.cache_clear()
+    with pytest.raises(UserError, match="unknown config key 'model.toy.width'"):
+        load_config("synthetic-mt", ["model.toy.width=8"])
+
+
+@pytest.mark.parametrize("name", ["synthetic-mt", "synthetic-st", "synthetic-atrc", "synthetic-atrc-reliability",
+                                  "synthetic-composite", "synthetic-mt-mosaic", "synthetic-st-mosaic",
+                                  "synthetic-taskswitching", "synthetic-mteb", "nyud-hrnet18", "nyud-hrnet48",
+                                  "pascal-hrnet18"])
+def test_every_shipped_config_validates_and_its_dump_loads_again(name, tmp_path):
+    from trcnas.nas.config import dump, list_configs, load_config
+
+    assert name in list_configs()
+    cfg = load_config(name)
+    p = tmp_path / "c.yaml"
+    p.write_text(dump(cfg))
+    assert load_config(str(p)) == cfg

@@ -29,12 +29,11 @@ from trcnas.nas.engine.checkpoint import load_checkpoint, rng_state, save_checkp
 from trcnas.nas.engine.evaluate import delta_m_of, evaluate, forward_batch, losses_of, primary, to_device
 from trcnas.nas.errors import UserError
 from trcnas.nas.progress import bar as progress_bar
+from trcnas.nas.schema import OPTIMIZERS  # the config schema owns the choices
 from trcnas.nas.tasks import Task, build_tasks
 from trcnas.spaces.io import atomic_write_text
 
 CHECKPOINT = "checkpoint.pt"
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("poly", "plateau")
 
 
 class DivergedError(RuntimeError):

@@ -2,7 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
+from pydantic import Field
+
 from trcnas.nas.families import SpaceFamily, register_family
+from trcnas.nas.schema import Section, register_section
+
+
+class CompositeSection(Section):
+    """``model.composite``: CompositeTasking (nas/composite)."""
+
+    code_length: int = Field(20, gt=0)  # ones per task in its task code
+    conditioning: Literal["pixel", "image"] = "pixel"  # pixel: CompositeTasking; image: Task Switching
+    # training palettes: rule single | mosaic | semantic (classes: {class: task}, default) | random |
+    # file (path: PNG of task indices)
+    palette: dict[str, Any] = {"rule": "mosaic"}
+    anchor_eps: float = Field(1.0e-8, gt=0)  # seg logits 1 / (distance of the sigmoid output to an anchor + eps)
+    focal_gamma: float = Field(2.0, ge=0)
+
+
+register_section("model.composite", CompositeSection)
 
 
 def composite_net(cfg: dict, tasks, embedding):

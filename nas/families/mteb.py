@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from trcnas.nas.families import SpaceFamily, register_family
+from trcnas.nas.schema import Section, register_section
+
+
+class MtebSection(Section):
+    """``model.mteb``: the xTAM / mTEB multi-scale decoder (nas/models/mteb.py)."""
+
+    max_query_tokens: int = Field(256, gt=0)  # derives each scale's attention downscale s from its feature size
+    key_channels: int | None = Field(None, gt=0)  # d of the correlation attention (default C / 2)
+    dir_channels: int | None = Field(None, gt=0)  # channels of each half of a directional feature (default C / 2)
+    finest_scale: int = Field(1, ge=0, le=2)  # the decoder goes down to input / 2^finest_scale (paper: 1)
+
+
+register_section("model.mteb", MtebSection)
 
 
 def mteb_net(cfg: dict, tasks, scales, fusion, search: bool):

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn as nn
 
-MODES = ("soft", "soft-all", "hard")
+from trcnas.nas.schema import MODES  # the config schema owns the choices
 
 
 def sample_gumbel(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-SHAPES = ("linear", "cosine", "exp")
+from trcnas.nas.schema import SHAPES
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,325 @@
+"""The typed run configuration (pydantic v2): every key, its type, default, choices and range, and the checks that
+span several keys. Unknown keys are refused (``extra="forbid"``); values are strict (``1`` for a float is
+accepted, ``true`` for an integer is not). ``trcnas.nas.config`` merges YAML files and ``--set`` overrides and
+validates the result here after every merge; a violation becomes one ``error:`` line naming the key path.
+
+Sections a family or plugin owns are contributed with :func:`register_section` (CompositeTasking's
+``model.composite`` and mTEB's ``model.mteb`` are, by their families); the schema is rebuilt from them.
+
+Checks that need the registries (known tasks, model types, devices, the search space) run after this, with the
+config's plugins loaded (``trcnas.nas.config``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("poly", "plateau")  # poly (ATRC, xTAM) | plateau (CompositeTasking)
+MODES = ("soft", "soft-all", "hard")  # search modes of the mixed ops
+SHAPES = ("linear", "cosine", "exp")  # schedule shapes
+MIN_SIZE = 32  # smallest input side: the coarsest backbone level is 1/32 of the input
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=False)
+
+
+class Backbone(Section):
+    name: str = "tiny"
+    weights: str | None = None  # a local checkpoint file; nothing is downloaded
+    options: dict[str, Any] = {}
+
+
+class ModelSection(Section):
+    # multitask | single_task (plain networks) or a space family: atrc | composite | mteb (what `search`
+    # searches; `train` builds the family's fixed network from model.architecture)
+    type: str = "multitask"
+    backbone: Backbone = Backbone()
+    channels: int | None = Field(None, gt=0)  # task feature width C; default: backbone channels / 4
+    attn_channels: int | None = Field(None, gt=0)  # CP block attention width; default C / 2
+    architecture: str | None = None  # architecture file for a fixed network (ATRC, CompositeTasking, mTEB)
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+def _size(v, key: str):
+    if v is None:
+        return v
+    if not isinstance(v, list) or len(v) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+        raise ValueError(f"must be [height, width] in pixels (two integers), got {v!r}")
+    if min(v) < MIN_SIZE:
+        raise ValueError(f"{v} is too small: every backbone downsamples by 32, so height and width must be at "
+                         f"least {MIN_SIZE} (any size from {MIN_SIZE} up works, e.g. the paper's 425x560)")
+    return v
+
+
+class Augment(Section):
+    scale: list[float] | None = None  # [low, high] random rescaling
+    flip: bool = True
+    photometric: bool = True
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, v):
+        if v is not None and (len(v) != 2 or not 0 < v[0] <= v[1]):
+            raise ValueError(f"must be [low, high] with 0 < low <= high, got {v!r}")
+        return v
+
+
+class DataSection(Section):
+    dataset: str = "synthetic"
+    root: str | None = None
+    tasks: list[str] = ["semseg", "depth", "normals", "edge"]
+    image_size: list[int] = [128, 128]
+    seed: int = 0
+    train_samples: int = Field(800, gt=0)
+    val_samples: int = Field(200, gt=0)
+    cache_dir: str = "results/cache"
+    limit: int | None = Field(None, gt=0)
+    crop: list[int] | None = None
+    augment: Augment = Augment()
+    num_workers: int = Field(0, ge=0)
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, v):
+        if not v:
+            raise ValueError("is empty")
+        dup = sorted({t for t in v if v.count(t) > 1})
+        if dup:
+            raise ValueError(f"lists {', '.join(dup)} more than once")
+        return v
+
+    @field_validator("image_size", "crop", mode="before")
+    @classmethod
+    def _sizes(cls, v, info):
+        return _size(v, info.field_name)
+
+
+class Plateau(Section):
+    factor: float = Field(0.3, gt=0, lt=1)
+    patience: int = Field(12, ge=0)
+
+
+class TrainSection(Section):
+    steps: int = Field(1500, gt=0)
+    batch_size: int = Field(8, gt=0)
+    eval_batch_size: int = Field(16, gt=0)
+    optimizer: Literal[OPTIMIZERS] = "sgd"
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0005, ge=0)
+    poly_power: float = Field(0.9, ge=0)
+    # poly (ATRC, xTAM) | plateau (CompositeTasking: lr x factor after patience epochs without improvement of the
+    # epoch's mean training loss)
+    schedule: Literal[SCHEDULES] = "poly"
+    plateau: Plateau = Plateau()
+    # lr multiplier of a *pretrained* encoder (model.backbone.weights given; CompositeTasking: 0.01); an encoder
+    # trained from scratch always gets the full lr
+    pretrained_encoder_lr_mult: float = Field(1.0, gt=0)
+    # sparse labels for baselines (CompositeTasking Table 1): each image's losses only on the pixels a palette
+    # rule gives each task, e.g. {rule: mosaic}; null = every label
+    label_palette: dict[str, Any] | None = None
+    grad_clip: float = Field(10.0, ge=0)  # 0 = no clipping
+    log_every: int = Field(10, gt=0)
+    checkpoint_every: int = Field(500, gt=0)
+    bf16: bool = False
+
+
+class ScheduleSection(Section):
+    start: float
+    end: float
+    shape: Literal[SHAPES] = "linear"
+
+    @model_validator(mode="after")
+    def _exp(self):
+        if self.shape == "exp" and self.start * self.end <= 0:
+            raise ValueError("an exp schedule needs a non-zero start and end of the same sign")
+        return self
+
+
+class TauSection(ScheduleSection):
+    start: float = Field(1.0, gt=0)
+    end: float = Field(0.05, gt=0)  # a positive temperature (0 divides by zero)
+
+
+class EntropySection(ScheduleSection):
+    start: float = -0.02
+    end: float = 0.06
+
+
+class SearchSection(Section):
+    space: str | None = None  # another space of model.type's family (a YAML path); default: the family's space
+    steps: int = Field(1500, gt=0)
+    mode: Literal[MODES] = "soft"
+    alpha_lr: float = Field(0.0005, gt=0)
+    alpha_weight_decay: float = Field(0.0, ge=0)
+    tau: TauSection = TauSection()
+    entropy: EntropySection = EntropySection()
+    freeze_threshold: float = Field(0.3, ge=0, le=1)  # a probability margin
+    alpha_warmup: int = Field(0, ge=0)  # first steps train only the weights (no alpha update, no freezing)
+
+
+class RaySection(Section):
+    """Searches as Ray Tune trials (runners/tune_search.py)."""
+
+    num_samples: int = Field(1, gt=0)  # seeds per point of the param space
+    max_concurrent_trials: int | None = Field(None, gt=0)
+    # per trial ({"cpu": N, "gpu": G}, fractional GPUs allowed); no cpu: the cluster's CPUs shared among the
+    # trials that run at once
+    resources: dict[str, float] = {"gpu": 0}
+    max_failures: int = Field(1, ge=-1)  # retries of a crashed trial from its last checkpoint (-1: forever)
+    # data-parallel workers per trial (Ray Train TorchTrainer + DDP: gloo on CPUs, NCCL on GPUs); each worker
+    # gets ray.resources and train.batch_size / workers images of every step
+    workers: int = Field(1, gt=0)
+    storage_path: str = "results/ray"  # must be shared storage for multi-node clusters
+    metric: str = "delta_m"
+    mode: Literal["max", "min"] = "max"
+    # {"search.alpha_lr": {"grid": [...]}} or {"choice": [...]}, {"uniform": [lo, hi]}, {"loguniform": [lo, hi]}
+    param_space: dict[str, Any] = {}
+
+    @field_validator("resources")
+    @classmethod
+    def _resources(cls, v):
+        bad = [k for k, x in v.items() if x < 0]
+        if bad:
+            raise ValueError(f".{bad[0]} must be a non-negative number, got {v[bad[0]]!r}")
+        return v
+
+
+class HpoSection(Section):
+    """Optuna studies over hyperparameters (runners/hpo.py)."""
+
+    study_name: str = "trcnas"
+    storage: str = "sqlite:///results/optuna.db"  # one process; use postgresql://... or journal:FILE for many
+    n_trials: int = Field(20, gt=0)
+    objectives: list[str] = ["delta_m"]  # any of delta_m, val/<task>, params_M, madds_G, agreement
+    directions: list[str] = ["maximize"]
+    pruner: str = "median"  # median | hyperband | none (multi-objective studies cannot prune)
+    retrain: bool = False  # evaluate each trial's architecture after retraining instead of the search's argmax
+    seeds: int = Field(1, gt=0)  # searches per trial: objectives are their mean; `agreement` needs 2+
+    # {"search.alpha_lr": {"type": "float", "low": 1e-3, "high": 0.1, "log": true}, ...}
+    params: dict[str, Any] = {}
+
+
+class ReportSection(Section):
+    importance_repeats: int = Field(2, gt=0)  # permutations per block that `trcnas run` computes after retraining
+
+
+class ConfigBase(Section):
+    name: str = "run"
+    seed: int = 0
+    device: str = "cpu"
+    # modules or .py files that register context types, tasks, backbones, ... (trcnas.nas.plugins); --plugin adds
+    plugins: list[str] = []
+    model: ModelSection = ModelSection()
+    data: DataSection = DataSection()
+    train: TrainSection = TrainSection()
+    # per-task loss weights (the paper's); aux heads use the same weights
+    loss_weights: dict[str, float] = {"semseg": 1.0, "parts": 2.0, "saliency": 5.0, "normals": 10.0, "depth": 1.0,
+                                      "edge": 50.0}
+    baselines: dict[str, float] = {}  # single-task metrics per task, for Delta_m
+    search: SearchSection = SearchSection()
+    ray: RaySection = RaySection()
+    hpo: HpoSection = HpoSection()
+    report: ReportSection = ReportSection()
+
+    @field_validator("loss_weights")
+    @classmethod
+    def _weights(cls, v):
+        bad = [k for k, x in v.items() if x < 0]
+        if bad:
+            raise ValueError(f".{bad[0]} must be non-negative, got {v[bad[0]]}")
+        return v
+
+    @model_validator(mode="after")
+    def _batch(self):
+        if self.data.dataset == "synthetic" and self.data.train_samples < self.train.batch_size:
+            raise ValueError(f"data.train_samples {self.data.train_samples} is fewer than one batch (train.batch_size "
+                             f"{self.train.batch_size}); raise it or lower the batch size")
+        return self
+
+
+_SECTIONS: dict[str, type[Section]] = {}
+
+
+def register_section(path: str, model: type[Section]) -> None:
+    """A family's or plugin's own config section, at ``model.<name>`` or top level ``<name>`` (its defaults
+    become the config's)."""
+    parts = path.split(".")
+    if len(parts) > 2 or (len(parts) == 2 and parts[0] != "model") or not all(parts):
+        raise ValueError(f"a config section goes at model.<name> or <name>, not {path!r}")
+    if _SECTIONS.get(path) not in (None, model):
+        raise KeyError(f"config section {path!r} registered twice")
+    _SECTIONS[path] = model
+    schema.cache_clear()
+
+
+@lru_cache(maxsize=1)
+def schema() -> type[ConfigBase]:
+    """The config model with every registered section (the shipped families' included)."""
+    from trcnas.nas.families import _builtin
+
+    _builtin()
+    model_extra = {p.split(".")[1]: (m, m()) for p, m in _SECTIONS.items() if p.startswith("model.")}
+    top = {p: (m, m()) for p, m in _SECTIONS.items() if "." not in p}
+    model = create_model("Model", __base__=ModelSection, **model_extra) if model_extra else ModelSection
+    return create_model("Config", __base__=ConfigBase, model=(model, model()), **top)
+
+
+def defaults() -> dict:
+    return schema()().model_dump()
+
+
+def open_mappings() -> set[str]:
+    """Dotted keys of the mappings whose keys are free (task names, options, param spaces): a config replaces
+    them whole instead of merging into them."""
+    out: set[str] = set()
+
+    def walk(cls, prefix):
+        for name, f in cls.model_fields.items():
+            ann = f.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, f"{prefix}{name}.")
+            elif "dict" in str(ann):
+                out.add(f"{prefix}{name}")
+
+    walk(schema(), "")
+    return out
+
+
+_TYPES = {"int_type": "an integer", "float_type": "a number", "string_type": "text", "bool_type": "true or false",
+          "list_type": "a list", "dict_type": "a mapping", "model_type": "a mapping", "int_from_float": "an integer"}
+
+
+def message(e: ValidationError, source: str) -> str:
+    """The first violation as one line: ``<source>: <key.path> <what is wrong>``."""
+    err = e.errors(include_url=False)[0]
+    path = ".".join(str(p) for p in err["loc"])
+    v, kind = err.get("input"), err["type"]
+    if kind == "extra_forbidden":
+        return f"{source}: unknown config key {path!r}"
+    if v is None and kind in _TYPES:
+        return f"{source}: {path} may not be empty"
+    if kind in _TYPES:
+        return f"{source}: {path} must be {_TYPES[kind]}, got {v!r}"
+    if kind == "literal_error":
+        choices = err["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
+        return f"{source}: {path} must be one of {choices}, got {v!r}"
+    if kind == "value_error":  # our validators' messages; ".key ..." continues the path into a mapping
+        text = str(err["ctx"]["error"])
+        return f"{source}: {path}{text}" if text.startswith(".") else f"{source}: {path + ' ' if path else ''}{text}"
+    msg = err["msg"].replace("Input should be", "must be")
+    return f"{source}: {path} {msg}, got {v!r}"
+
+
+def check(cfg: dict, source: str) -> dict:
+    """``cfg`` validated against the schema (as plain dicts, floats where floats are due); a violation is a
+    ``ValueError`` with the one-line message."""
+    try:
+        return schema().model_validate(cfg).model_dump()
+    except ValidationError as e:
+        raise ValueError(message(e, source)) from None
