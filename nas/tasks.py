@@ -29,6 +29,48 @@ class DatasetInfo:
     class_names: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class LabelLayout:
+    """How a task's label is stored in a sample: ``channels`` None for an H x W map of class indices (``long``),
+    else a C x H x W ``float32`` tensor; ``pad``: the value where a label is not to be learned (also what a crop or
+    a batch of unequal images pads with); ``flip``: how a horizontal flip changes the values (``"negate_x"``:
+    channel 0 changes sign, as a surface normal's x component does)."""
+
+    channels: int | None
+    pad: float
+    flip: str | None = None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.long if self.channels is None else torch.float32
+
+    def to_tensor(self, arr: np.ndarray) -> torch.Tensor:
+        """An H x W (class map, or one channel) or H x W x C numpy label as this layout's tensor."""
+        if self.channels is None:
+            return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.int64))
+        t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+        return t[None] if t.dim() == 2 else t.permute(2, 0, 1).contiguous()
+
+    def flipped(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` mirrored left-right, values changed as the flip rule says."""
+        x = x.flip(-1)
+        if self.flip == "negate_x":
+            x = x.clone()
+            x[0] = -x[0]
+        elif self.flip is not None:
+            raise ValueError(f"unknown flip rule {self.flip!r}")
+        return x
+
+
+# the non-task entries of a sample: the image (3 x H x W in [0, 1]) and the valid mask (False on padding)
+SAMPLE_LAYOUTS = {"image": LabelLayout(3, 0.0), "valid": LabelLayout(1, False)}
+
+
+def label_layout(key: str) -> LabelLayout:
+    """The layout of a sample entry: ``image``, ``valid`` or a registered task's label."""
+    return SAMPLE_LAYOUTS[key] if key in SAMPLE_LAYOUTS else TASKS.get(key).label
+
+
 class Task:
     name: str = ""
     metric: str = ""  # the primary metric key in the meter's output
@@ -40,7 +82,12 @@ class Task:
 
     out_channels: int = 1
     aux_regions: int = 2
-    ignore_value: float = 255  # what a label holds where it is not to be learned
+    label: LabelLayout = LabelLayout(1, 255)  # one channel, 255 where not to be learned
+
+    @property
+    def ignore_value(self) -> float:
+        """What a label holds where it is not to be learned."""
+        return self.label.pad
 
     def mask_target(self, target: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """``target`` with the pixels outside ``keep`` (B x H x W bool) set to ``ignore_value``."""
@@ -62,6 +109,7 @@ class Task:
 
 
 class _Segmentation(Task):
+    label = LabelLayout(None, 255)  # class indices, 255 unlabelled
     higher_is_better = True
     metric = "mIoU"
     unit = "%"
@@ -106,7 +154,7 @@ class HumanParts(_Segmentation):
 class Depth(Task):
     name, metric, higher_is_better, unit = "depth", "rmse", False, "m"
     out_channels = 1
-    ignore_value = 0.0  # invalid depth
+    label = LabelLayout(1, 0.0)  # metres, 0 = invalid depth
     aux_regions = 40
 
     def loss(self, pred, target):
@@ -129,7 +177,7 @@ class Depth(Task):
 class Normals(Task):
     name, metric, higher_is_better, unit = "normals", "mean", False, "deg"
     out_channels = 3
-    ignore_value = 0.0  # zero vector: invalid normal
+    label = LabelLayout(3, 0.0, flip="negate_x")  # unit vectors, zero vector = invalid; a flip negates x
 
     @property
     def aux_regions(self):

@@ -264,3 +264,71 @@ def test_every_shipped_config_validates_and_its_dump_loads_again(name, tmp_path)
     p = tmp_path / "c.yaml"
     p.write_text(dump(cfg))
     assert load_config(str(p)) == cfg
+
+
+@pytest.mark.parametrize("name", __import__("trcnas.nas.tasks", fromlist=["TASKS"]).TASKS.names())
+def test_every_task_has_one_label_layout_that_pads_flips_and_trains(name):
+    """Each task's LabelLayout is the one place for its label's dtype, channels, pad (= ignore) value and flip
+    rule: a padded crop and a flip follow it, and the task's loss and aux loss run on such a label."""
+    import numpy as np
+
+    from trcnas.nas.data.transforms import RandomCrop, RandomHorizontalFlip, pad_collate
+    from trcnas.nas.tasks import TASKS, DatasetInfo
+
+    info = DatasetInfo("s", num_classes=5, num_parts=3, normal_centroids=np.eye(3, dtype=np.float32))
+    task = TASKS.build(name, info)
+    lay = task.label
+    rng = np.random.default_rng(0)
+    if lay.channels is None:
+        arr = rng.integers(0, 3, (6, 8))
+    elif lay.channels == 3:
+        v = rng.normal(size=(6, 8, 3))
+        arr = v / np.linalg.norm(v, axis=-1, keepdims=True)
+    else:
+        arr = rng.uniform(0.5, 1.0, (6, 8)) if name == "depth" else (rng.uniform(size=(6, 8)) > 0.5) * 1.0
+    y = lay.to_tensor(arr)
+    assert y.dtype == lay.dtype and y.shape == ((6, 8) if lay.channels is None else (lay.channels, 6, 8))
+    assert task.ignore_value == lay.pad
+    sample = {"image": torch.rand(3, 6, 8), name: y}
+    crop = RandomCrop((10, 12))(sample, torch.Generator().manual_seed(0))
+    assert crop[name].shape[-2:] == (10, 12) and (crop[name][..., 6:, :] == lay.pad).all()
+    assert crop["valid"][..., :6, :8].all() and not crop["valid"][..., 6:, :].any()
+    flipped = RandomHorizontalFlip(p=1.0)(sample, torch.Generator())[name]
+    want = y.flip(-1)
+    if lay.flip == "negate_x":
+        want = want.clone()
+        want[0] = -want[0]
+    assert torch.equal(flipped, want)
+    batch = pad_collate([crop, {k: v[..., :8, :10] for k, v in crop.items()}])
+    assert batch[name].shape[-2:] == (10, 12)
+    pred = torch.randn(2, task.out_channels, 10, 12, requires_grad=True)
+    loss = task.loss(pred, batch[name]) + task.aux_loss(torch.randn(2, task.aux_regions, 10, 12), batch[name])
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert pred.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("rule", __import__("trcnas.nas.composite.palette", fromlist=["P"]).PALETTE_RULES.names())
+def test_every_palette_rule_draws_valid_palettes(rule, tmp_path):
+    """Every palette rule gives each pixel one task index of the network's tasks."""
+    import numpy as np
+    from PIL import Image
+
+    from trcnas.nas.composite.palette import build_palette_rule
+
+    tasks = ["semseg", "depth", "normals", "edge"]
+    spec = {"rule": rule}
+    if rule == "single":
+        spec["task"] = "depth"
+    if rule == "semantic":
+        spec.update(classes={"floor": "depth"}, default="semseg")
+    if rule == "file":
+        Image.fromarray(np.indices((16, 16))[1].astype(np.uint8) % 4).save(tmp_path / "p.png")
+        spec["path"] = str(tmp_path / "p.png")
+    r = build_palette_rule(spec, tasks, class_names=["wall", "floor"])
+    torch.manual_seed(0)
+    pal = r({"image": torch.rand(2, 3, 16, 16), "semseg": torch.randint(0, 2, (2, 16, 16))})
+    assert pal.shape == (2, 16, 16) and pal.dtype == torch.long
+    assert pal.min() >= 0 and pal.max() < len(tasks)
+    if rule == "single":
+        assert (pal == 1).all()

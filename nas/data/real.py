@@ -14,7 +14,7 @@ from scipy import io as sio
 from trcnas.nas.data import partitions
 from trcnas.nas.data.base import DATASETS, DenseDataset
 from trcnas.nas.errors import UserError
-from trcnas.nas.tasks import DatasetInfo
+from trcnas.nas.tasks import DatasetInfo, label_layout
 from trcnas.spaces.io import atomic_write_text
 
 NYUD_LAYOUT = ("images/*.jpg|png, segmentation/*.png, depth/*.npy, normals/*.npy|png, edge/*.npy|png, "
@@ -79,12 +79,7 @@ def _normals_from(arr: np.ndarray) -> np.ndarray:
 def _to_sample(image: np.ndarray, labels: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     out = {"image": torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255}
     for k, v in labels.items():
-        if k in ("semseg", "parts"):
-            out[k] = torch.from_numpy(v.astype(np.int64))
-        elif k == "normals":
-            out[k] = torch.from_numpy(v).permute(2, 0, 1).contiguous()
-        else:
-            out[k] = torch.from_numpy(v.astype(np.float32))[None]
+        out[k] = label_layout(k).to_tensor(v)
     return out
 
 

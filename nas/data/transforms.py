@@ -1,8 +1,7 @@
 """Joint augmentations of an image and its dense labels (a dict of tensors).
 
-Layout of a sample: ``image`` 3 x H x W float in [0, 1]; ``semseg``/``parts`` H x W long (255 ignore);
-``depth`` 1 x H x W (0 invalid); ``normals`` 3 x H x W (0 invalid); ``edge``/``saliency`` 1 x H x W float
-(255 ignore).
+Layout of a sample: ``image`` 3 x H x W float in [0, 1], ``valid`` 1 x H x W bool where padded, and each task's
+label as its ``LabelLayout`` says (``trcnas.nas.tasks``: channels, dtype, pad / ignore value, flip rule).
 """
 
 from __future__ import annotations
@@ -10,12 +9,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from trcnas.nas.tasks import label_layout
+
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-# value used where a crop (or a batch of unequal images) pads beyond the image: labels are ignored there, and
-# ``valid`` (1 x H x W bool, added by RandomCrop and pad_collate) tells the network which pixels are the image
-PAD_VALUE = {"image": 0.0, "semseg": 255, "parts": 255, "depth": 0.0, "normals": 0.0, "edge": 255, "saliency": 255,
-             "valid": False}
+
+
+def _pad(key: str) -> float:
+    """Where a crop (or a batch of unequal images) pads beyond the image: each label's ignore value (from its
+    task's ``LabelLayout``); ``valid`` (1 x H x W bool, added by RandomCrop and pad_collate) is False there."""
+    return label_layout(key).pad
 
 
 def _resize(key: str, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -62,14 +65,14 @@ class RandomCrop:
         sample = {**sample, "valid": sample.get("valid", torch.ones(1, h, w, dtype=torch.bool))}
         for k, v in sample.items():
             if ph or pw:
-                v = F.pad(v, (0, pw, 0, ph), value=PAD_VALUE.get(k, 0))
+                v = F.pad(v, (0, pw, 0, ph), value=_pad(k))
             out[k] = v[..., y0 : y0 + th, x0 : x0 + tw]
         return out
 
 
 def pad_collate(batch: list[dict]) -> dict:
     """Collate samples of unequal sizes (full-image evaluation of PASCAL, or NYUD at any size): each is padded
-    at the bottom and right to the batch's largest height and width with ``PAD_VALUE`` (labels ignored), and a
+    at the bottom and right to the batch's largest height and width with each entry's pad value (labels ignored), and a
     ``valid`` mask is added. Samples of equal size are stacked as they are (no mask)."""
     from torch.utils.data import default_collate
 
@@ -81,13 +84,13 @@ def pad_collate(batch: list[dict]) -> dict:
     for s in batch:
         h, w = s["image"].shape[-2:]
         s = {**s, "valid": s.get("valid", torch.ones(1, h, w, dtype=torch.bool))}
-        padded.append({k: v if v.dim() < 2 else F.pad(v, (0, ww - w, 0, hh - h), value=PAD_VALUE.get(k, 0))
+        padded.append({k: v if v.dim() < 2 else F.pad(v, (0, ww - w, 0, hh - h), value=_pad(k))
                        for k, v in s.items()})
     return default_collate(padded)
 
 
 class RandomHorizontalFlip:
-    """Flips everything; the normals' x component changes sign."""
+    """Flips everything, each entry by its layout's flip rule (the normals' x component changes sign)."""
 
     def __init__(self, p: float = 0.5):
         self.p = p
@@ -95,11 +98,7 @@ class RandomHorizontalFlip:
     def __call__(self, sample, rng):
         if float(torch.rand((), generator=rng)) >= self.p:
             return sample
-        out = {k: v.flip(-1) for k, v in sample.items()}
-        if "normals" in out:
-            out["normals"] = out["normals"].clone()
-            out["normals"][0] = -out["normals"][0]
-        return out
+        return {k: label_layout(k).flipped(v) for k, v in sample.items()}
 
 
 class Photometric:
