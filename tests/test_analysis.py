@@ -11,12 +11,13 @@ from trcnas.analysis import context
 from trcnas.analysis.report import make_report
 from trcnas.nas.engine.importance import importance_of, summarize
 from trcnas.nas.genotype import from_genotype
+from trcnas.nas.models.contract import DenseNetwork, PermutableUnit
 from trcnas.nas.tasks import DatasetInfo, build_tasks
 
 TASKS = ["semseg", "depth", "normals", "edge"]
 
 
-class Planted(nn.Module):
+class Planted(DenseNetwork):
     """depth <- normals carries the depth signal (encoded in image channel 0); depth <- depth is pure noise."""
 
     def __init__(self):
@@ -24,7 +25,8 @@ class Planted(nn.Module):
         self.scale = nn.Parameter(torch.ones(()))
 
     def permutable(self):
-        return [(("depth", "normals"), "depth", "normals", "global"), (("depth", "depth"), "depth", "depth", "local")]
+        return [PermutableUnit(("depth", "normals"), "depth", "normals", "global"),
+                PermutableUnit(("depth", "depth"), "depth", "depth", "local")]
 
     def forward(self, image, hooks=None):
         hooks = hooks or {}
@@ -146,7 +148,7 @@ def test_cached_encoder_gives_the_same_importance_as_full_forwards():
 
     fast, _ = importance_of(model, loader, tasks, {}, repeats=2, seed=1, device="cpu")
 
-    class NoSplit(nn.Module):  # same network, seen without encode/decode
+    class NoSplit(DenseNetwork):  # same network, seen without encode/decode
         def __init__(self, m):
             super().__init__()
             self.m = m
@@ -161,7 +163,7 @@ def test_cached_encoder_gives_the_same_importance_as_full_forwards():
     assert len(fast) == 3 * 2  # three blocks (depth <- depth is none), two repeats
     # the cached path also re-evaluates only each block's target (the network declares its units feed only
     # their target); the full forward re-evaluates every task: identical rows, and the permutations do matter
-    assert model.units_affect_only_their_target and not hasattr(NoSplit(model), "units_affect_only_their_target")
+    assert model.units_affect_only_their_target and not NoSplit(model).units_affect_only_their_target
     for a, b in zip(fast, slow):
         assert a["source"] == b["source"] and a["drop_delta_m"] == pytest.approx(b["drop_delta_m"], abs=1e-9)
         assert all(a[f"drop_{t}"] == pytest.approx(b[f"drop_{t}"], abs=1e-9) for t in ("semseg", "depth"))

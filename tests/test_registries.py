@@ -332,3 +332,34 @@ def test_every_palette_rule_draws_valid_palettes(rule, tmp_path):
     assert pal.min() >= 0 and pal.max() < len(tasks)
     if rule == "single":
         assert (pal == 1).all()
+
+
+@pytest.mark.parametrize("family", ["atrc", "composite", "mteb"])
+def test_every_network_keeps_the_contract(family):
+    """Every network a config builds is a DenseNetwork whose outputs are a NetOutput and whose permutable units
+    are PermutableUnits; the multi-scale / ATRC networks are SplitNetworks (importance reuses their encoder)."""
+    import numpy as np
+
+    from trcnas.nas.config import load_config
+    from trcnas.nas.models import build_model, build_supergraph
+    from trcnas.nas.models.contract import DenseNetwork, PermutableUnit, SplitNetwork
+    from trcnas.nas.tasks import DatasetInfo, build_tasks
+    from trcnas.spaces import default_architecture, fixed_architecture, load_space
+
+    cfg = load_config("synthetic-mt", ["data.image_size=[64,64]", f"model.type={family}"])
+    names = cfg["data"]["tasks"]
+    tasks = build_tasks(names, DatasetInfo("synthetic", num_classes=9, normal_centroids=np.eye(3, dtype=np.float32)))
+    space = load_space(family)
+    arch = fixed_architecture(space, names, "global") if family == "atrc" else default_architecture(space, names)
+    batch = {"image": torch.randn(2, 3, 64, 64), **{t: None for t in names}}
+    for net in (build_model(cfg, tasks, architecture=arch), build_supergraph(cfg, tasks, space),
+                build_model({**cfg, "model": {**cfg["model"], "type": "multitask"}}, tasks)):
+        assert isinstance(net, DenseNetwork)
+        out = net.eval().predict(batch)
+        assert set(out) <= {"pred", "aux", "inter"} and set(out["pred"]) == set(names)
+        units = net.permutable()
+        assert all(isinstance(u, PermutableUnit) and u.target in names and u.source in names for u in units)
+    fixed = build_model(cfg, tasks, architecture=arch)
+    assert isinstance(fixed, SplitNetwork) == (family != "composite")
+    want = {"atrc": 16, "mteb": 12, "composite": 0}[family]  # ATRC: every pair global; mTEB: 4x3 at scale 1
+    assert len(fixed.permutable()) == want

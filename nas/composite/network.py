@@ -18,13 +18,14 @@ import torch.nn.functional as F
 from trcnas.nas.composite.blocks import TaskCompositionBlock, embedding_map, palette_pyramid
 from trcnas.nas.composite.outputs import build_outputs
 from trcnas.nas.composite.palette import PaletteRule
+from trcnas.nas.models.contract import DenseNetwork
 from trcnas.nas.models.multitask import upsample_to
 from trcnas.nas.tasks import Task
 
 CONDITIONING = ("pixel", "image")  # image: Task Switching Networks (one task per image)
 
 
-class CompositeNet(nn.Module):
+class CompositeNet(DenseNetwork):
     def __init__(self, backbone: nn.Module, tasks: Mapping[str, Task], embedding: nn.Module, channels: int,
                  rule: PaletteRule, conditioning: str = "pixel", **output_options):
         super().__init__()

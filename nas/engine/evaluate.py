@@ -19,19 +19,16 @@ def to_device(batch: dict, device) -> dict:
 def forward_batch(model, batch: dict):
     """The training forward: ``model.forward_batch(batch)`` for networks that need more than the image
     (CompositeTasking draws its palette there), else ``model(image)``."""
-    fn = getattr(model, "forward_batch", None)
-    return fn(batch) if fn is not None else model(batch["image"])
+    return model.forward_batch(batch)
 
 
 def losses_of(model, out, batch: dict, tasks: Mapping[str, Task], weights: Mapping[str, float]):
-    fn = getattr(model, "compute_losses", None)
-    return (fn or compute_losses)(out, batch, tasks, weights)
+    return model.compute_losses(out, batch, tasks, weights)
 
 
 def predict(model, batch: dict) -> dict:
     """``{"pred": {task: prediction}}`` in each task's meter format (``model.predict`` when it has one)."""
-    fn = getattr(model, "predict", None)
-    return fn(batch) if fn is not None else model(batch["image"])
+    return model.predict(batch)
 
 
 def compute_losses(out: dict, batch: dict, tasks: Mapping[str, Task], weights: Mapping[str, float]):

@@ -25,6 +25,7 @@ from trcnas.nas.engine.train import load_run_architecture
 from trcnas.nas.errors import UserError
 from trcnas.nas.metrics import delta_m
 from trcnas.nas.models import build_model
+from trcnas.nas.models.contract import SplitNetwork
 from trcnas.nas.models.multitask import upsample_to
 from trcnas.nas.progress import bar
 from trcnas.nas.tasks import build_tasks
@@ -54,7 +55,7 @@ def permutation_importance(run_dir: str | Path, repeats: int = 5, seed: int = 0,
     """Importance of every CP block (ATRC) or directional feature (mTEB) of the trained run in ``run_dir``;
     with ``out``, writes importance.csv (mean and std per block), importance_repeats.csv and importance.json."""
     cfg, model, tasks, val = load_trained(Path(run_dir), device)
-    if not getattr(model, "permutable", lambda: [])():
+    if not model.permutable():
         raise NothingToPermute(f"{run_dir}: the network has no context block or directional feature to permute "
                         "(retrain an ATRC or mTEB architecture)")
     dev = resolve_device(cfg["device"])
@@ -69,18 +70,18 @@ def permutation_importance(run_dir: str | Path, repeats: int = 5, seed: int = 0,
 
 
 def importance_of(model, make_loader, tasks, baselines, repeats: int, seed: int, device, progress: bool = False):
-    """Core of the permutation test for any model with ``permutable()`` (hook key, target, source, context)
-    and a ``forward(image, hooks=...)`` whose ``hooks[key](feature)`` may replace a feature;
-    ``make_loader()`` yields batches with ``index``. A model that also has ``encode``/``decode`` runs its
-    backbone once: every permuted evaluation reuses the cached features and only reruns the rest."""
+    """Core of the permutation test for any ``DenseNetwork`` with ``permutable()`` units whose
+    ``forward(image, hooks=...)`` passes each unit's feature through ``hooks[unit.key]``; ``make_loader()``
+    yields batches with ``index``. A ``SplitNetwork`` runs its backbone once: every permuted evaluation reuses
+    the cached features and only reruns the rest."""
     units = model.permutable()
-    pairs = [u[0] for u in units]
-    context = {u[0]: u[3] for u in units}
-    names = {u[0]: (u[1], u[2]) for u in units}
+    pairs = [u.key for u in units]
+    context = {u.key: u.context for u in units}
+    names = {u.key: (u.target, u.source) for u in units}
     store: dict[tuple, torch.Tensor] = {}
     n = len(make_loader().dataset)
     model.eval()
-    split = hasattr(model, "encode") and hasattr(model, "decode")
+    split = isinstance(model, SplitNetwork)
     cached = []  # (labels, encoded features) per batch
 
     def record_hooks(idx):
@@ -98,7 +99,7 @@ def importance_of(model, make_loader, tasks, baselines, repeats: int, seed: int,
 
     # a unit that only feeds its own target (ATRC's CP blocks) leaves the other tasks' predictions unchanged:
     # their metrics are the unpermuted ones, so only the target is re-evaluated (edge evaluation is costly)
-    target_only = bool(getattr(model, "units_affect_only_their_target", False))
+    target_only = model.units_affect_only_their_target
 
     def run(hooks_for, only: str | None = None) -> dict[str, float]:
         meters = {t: task.meter() for t, task in tasks.items() if only is None or t == only}

@@ -52,7 +52,7 @@ def model_summary(model: torch.nn.Module, image_size: tuple[int, int], depth: in
     deltas, handles = _analytic_hooks(model, counter)
     try:
         with counter:
-            getattr(model, "forward_image", model)(x)
+            model.forward_image(x)
     finally:
         for h in handles:
             h.remove()

@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from trcnas.nas.errors import UserError
+from trcnas.nas.models.contract import PermutableUnit, SplitNetwork
 from trcnas.nas.models.multitask import prediction_conv
 from trcnas.nas.models.xtam import MTEB, Fusion, _proj
 from trcnas.nas.search.mixed import MixedOp
@@ -39,7 +40,7 @@ def scale_size(image_size: Sequence[int], scale: int) -> tuple[int, int]:
     return tuple(math.ceil(int(n) / 2 ** scale) for n in image_size)
 
 
-class MTEBNet(nn.Module):
+class MTEBNet(SplitNetwork):
     """``scales``: the scales carrying an mTEB, ``fusion``: its op. With ``search=True``: the space's
     Decisions, one off/on decision per scale that may carry a block (``Decision.element`` is the scale) and the
     fusion decision over its candidate ops."""
@@ -105,11 +106,11 @@ class MTEBNet(nn.Module):
         ``hooks[(scale, target, source)]`` may replace a directional feature."""
         return self.decode(*self.encode(image), hooks=hooks)
 
-    def permutable(self) -> list[tuple]:
-        """(hook key, target, source, context) of every directional feature of the placed mTEBs."""
+    def permutable(self) -> list[PermutableUnit]:
+        """Every directional feature of the placed mTEBs."""
         if self.search:
             return []
-        return [((k, t, s), t, s, f"mTEB scale {k}") for k in self.placed_scales()
+        return [PermutableUnit((k, t, s), t, s, f"mTEB scale {k}") for k in self.placed_scales()
                 for t in self.task_names for s in self.blocks[str(k)].sources(t)]
 
     def _stage(self, i: int, k: int, feats: dict, pyr: list, image_size) -> dict:

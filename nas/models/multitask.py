@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from trcnas.nas.models.contract import DenseNetwork, PermutableUnit, SplitNetwork
 from trcnas.nas.tasks import Task
 
 
@@ -43,7 +44,7 @@ def prediction_conv(channels: int, out: int) -> nn.Conv2d:
     return conv
 
 
-class MultiTaskNet(nn.Module):
+class MultiTaskNet(SplitNetwork):
     """Outputs ``{"pred": {task: logits}, "aux": {task: logits}}`` at feature resolution (1/4 input)."""
 
     def __init__(self, backbone: nn.Module, tasks: Mapping[str, Task], channels: int | None = None,
@@ -83,15 +84,15 @@ class MultiTaskNet(nn.Module):
     # a context block's message reaches only its target's fusion: permuting it changes no other task's output
     units_affect_only_their_target = True
 
-    def permutable(self) -> list[tuple]:
-        """(hook key, target, source, context) of every context block (what permutation importance permutes)."""
+    def permutable(self) -> list[PermutableUnit]:
+        """Every context block of a fixed ATRC module (what permutation importance permutes)."""
         d = self.distill
-        if d is None or not hasattr(d, "choice"):
+        if d is None or d.search:
             return []
-        return [((t, s), t, s, d.choice[t][s]) for t in d.tasks for s in d.sources[t]]
+        return [PermutableUnit((t, s), t, s, d.choice[t][s]) for t in d.tasks for s in d.sources[t]]
 
 
-class SingleTaskNets(nn.Module):
+class SingleTaskNets(DenseNetwork):
     """The single-task baseline: an independent network (own backbone) per task, same head design."""
 
     def __init__(self, build_backbone, tasks: Mapping[str, Task], channels: int | None = None, dropout: float = 0.0):
