@@ -363,3 +363,31 @@ def test_every_network_keeps_the_contract(family):
     assert isinstance(fixed, SplitNetwork) == (family != "composite")
     want = {"atrc": 16, "mteb": 12, "composite": 0}[family]  # ATRC: every pair global; mTEB: 4x3 at scale 1
     assert len(fixed.permutable()) == want
+
+
+def test_a_task_from_outside_the_package_trains_and_is_searched(tmp_path, fast_args):
+    """tests/plugins/gray_task.py: a task (and the dataset giving its labels) registered from one user file; a
+    multi-task network trains on it and an ATRC search uses it as target and source."""
+    plugin = str(PLUGINS / "gray_task.py")
+    sets = ["--plugin", plugin, "--set", "data.dataset=synthetic_gray", "--set", "data.tasks=[semseg, gray]",
+            "--set", "loss_weights.gray=2.0"]
+    assert main(["train", *fast_args, *sets, "--out", str(tmp_path / "t")]) == 0
+    m = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    assert set(m["primary"]) == {"semseg", "gray"} and 0 < m["primary"]["gray"] < 2
+    assert main(["search", "--local", *fast_args, *sets, "--out", str(tmp_path / "s")]) == 0
+    hist = pd.read_csv(tmp_path / "s" / "alpha_history.csv")
+    assert {"atrc.gray.semseg:slabel", "atrc.semseg.gray:tlabel"} <= set(hist.columns)
+
+
+def test_a_space_family_from_outside_the_package_searches_and_retrains(tmp_path, fast_args):
+    """tests/plugins/head_kernel.py + headk.yaml: a whole space family from one module and one YAML."""
+    sets = ["--plugin", str(PLUGINS / "head_kernel.py"), "--config", "synthetic-mt", "--set", "model.type=headk"]
+    assert main(["search", "--local", *fast_args, *sets, "--out", str(tmp_path / "s")]) == 0
+    arch = yaml.safe_load((tmp_path / "s" / "architecture.yaml").read_text())
+    assert set(arch["choices"]["headk"]) == {"semseg", "depth", "normals", "edge"}
+    assert set(arch["choices"]["headk"].values()) <= {1, 3}
+    assert main(["retrain", *fast_args, "--architecture", str(tmp_path / "s" / "architecture.yaml"),
+                 "--out", str(tmp_path / "r")]) == 0  # the search's config (with its plugin) beside the file
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert m["architecture"]["choices"] == arch["choices"]
+    assert main(["train", *fast_args, *sets, "--architecture", "default", "--out", str(tmp_path / "d")]) == 0

@@ -10,8 +10,6 @@ from trcnas.nas.registry import Registry
 
 DATASETS = Registry("dataset")
 
-LABEL_KEYS = ("semseg", "parts", "depth", "normals", "edge", "saliency")
-
 
 class DenseDataset(Dataset):
     """Yields ``{"image": normalised 3xHxW, <task>: label, "index": i}`` for the requested tasks.

@@ -16,7 +16,7 @@ from trcnas.nas.data import partitions
 from trcnas.nas.data.base import DATASETS, DenseDataset
 from trcnas.nas.data.scenes import CLASSES, PARTS, SceneGenerator
 from trcnas.nas.progress import bar
-from trcnas.nas.tasks import DatasetInfo
+from trcnas.nas.tasks import DatasetInfo, label_layout
 from trcnas.spaces.io import give_umask_mode
 
 FORMAT_VERSION = 2  # 2: thin 8-connected edge labels
@@ -108,13 +108,7 @@ class SyntheticDataset(DenseDataset):
         a = self._arrays
         out = {"image": torch.from_numpy(np.array(a["image"][index])).permute(2, 0, 1).float() / 255}
         for k in self.tasks:
-            v = np.asarray(a[k][index])
-            if k in ("semseg", "parts"):
-                out[k] = torch.from_numpy(v.astype(np.int64))
-            elif k == "normals":
-                out[k] = torch.from_numpy(v.astype(np.float32)).permute(2, 0, 1)
-            else:
-                out[k] = torch.from_numpy(v.astype(np.float32))[None]
+            out[k] = label_layout(k).to_tensor(np.asarray(a[k][index]))
         return out
 
 
