@@ -50,50 +50,11 @@ PRUNERS = ("median", "hyperband", "none")
 DIRECTIONS = ("maximize", "minimize")
 
 
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _distribution(key: str, spec):
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    where = f"hpo.params.{key}"
-    if not isinstance(spec, dict):
-        raise UserError(f"{where} must be a mapping such as {{type: float, low: 0.001, high: 0.1}}, got {spec!r}")
-    kind = spec.get("type")
-    allowed = {"float": {"type", "low", "high", "log"}, "int": {"type", "low", "high", "log"},
-               "categorical": {"type", "choices"}}
-    if kind not in allowed:
-        raise UserError(f"{where}.type must be float, int or categorical, got {kind!r}")
-    extra = sorted(set(spec) - allowed[kind])
-    if extra:
-        raise UserError(f"{where}: unknown field {extra[0]!r} for type {kind}; use {', '.join(sorted(allowed[kind]))}")
-    if kind == "categorical":
-        choices = spec.get("choices")
-        if not isinstance(choices, list) or not choices:
-            raise UserError(f"{where}.choices must be a non-empty list, got {choices!r}")
-        return CategoricalDistribution(choices), choices
-    low, high, log = spec.get("low"), spec.get("high"), spec.get("log", False)
-    for field, v in (("low", low), ("high", high)):
-        if not _number(v) or (kind == "int" and not isinstance(v, int)):
-            raise UserError(f"{where}.{field} must be {'an integer' if kind == 'int' else 'a number'}, got {v!r}")
-    if not isinstance(log, bool):
-        raise UserError(f"{where}.log must be true or false, got {log!r}")
-    if low > high:
-        raise UserError(f"{where}: low {low} is above high {high}")
-    if log and low <= 0:
-        raise UserError(f"{where}: log: true needs low > 0, got {low}")
-    dist = (FloatDistribution(float(low), float(high), log=log) if kind == "float"
-            else IntDistribution(int(low), int(high), log=log))
-    return dist, [low, high]
-
-
 def check_study(cfg: dict) -> dict:
     """Check the study definition before any study is created or loaded: objectives and directions, the
     pruner, and every ``hpo.params`` entry (a config key, a well-formed range, and a range whose ends are
     values the config accepts). Returns the params as Optuna distributions."""
-    from trcnas.nas.config import has_key, validate
-    from trcnas.runners.tune_search import apply_overrides
+    from trcnas.runners.params import parse_params
 
     h = cfg["hpo"]
     objectives, directions = list(h["objectives"]), list(h["directions"])
@@ -119,17 +80,7 @@ def check_study(cfg: dict) -> dict:
         raise UserError(f"hpo.pruner must be one of {', '.join(PRUNERS)}, got {h['pruner']!r}")
     if not h["params"]:
         raise UserError("hpo.params is empty: declare the hyperparameters to tune")
-    out = {}
-    for key, spec in h["params"].items():
-        if not has_key(key):
-            raise UserError(f"hpo.params.{key}: unknown config key {key!r}")
-        out[key], ends = _distribution(key, spec)
-        for v in ends:
-            try:
-                validate(apply_overrides(cfg, {key: v}), f"hpo.params.{key}")
-            except UserError as e:
-                raise UserError(f"{e} (value {v!r} of the search range)") from None
-    return out
+    return {k: p.to_optuna("hpo.params") for k, p in parse_params(cfg, "hpo.params").items()}
 
 
 def _pruner(name: str):

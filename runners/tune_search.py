@@ -19,7 +19,6 @@ from trcnas.nas.errors import UserError
 ARTIFACTS = ("architecture.yaml", "metrics.json", "alpha_history.csv", "freeze_events.csv", "train_curve.csv",
              "config.yaml")
 DIVERGED = "diverged.json"
-SAMPLERS = ("grid", "choice", "uniform", "loguniform", "randint")
 
 
 def absolute_paths(cfg: dict) -> dict:
@@ -51,38 +50,16 @@ def apply_overrides(cfg: dict, overrides: dict) -> dict:
 
 
 def param_space(cfg: dict, num_samples: int) -> dict:
-    """The Tune param space of ``ray.param_space``; every grid / choice value and both ends of every range are
-    checked against the config schema first (a trial never starts with a value the config refuses)."""
+    """The Tune param space of ``ray.param_space`` (the one format of ``runners/params.py``); every grid /
+    choice value and both ends of every range are checked against the config first (a trial never starts with
+    a value the config refuses)."""
     from ray import tune
 
-    from trcnas.nas.config import validate
+    from trcnas.runners.params import parse_params
 
-    space = {}
-    for key, spec in (cfg["ray"]["param_space"] or {}).items():
-        if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SAMPLERS:
-            raise UserError(f"ray.param_space.{key}: expected one of {{{', '.join(SAMPLERS)}: ...}}, got {spec!r}")
-        kind, arg = next(iter(spec.items()))
-        if not isinstance(arg, list) or not arg or (kind not in ("grid", "choice") and len(arg) != 2):
-            raise UserError(f"ray.param_space.{key}: {kind} needs a list of values"
-                            f"{'' if kind in ('grid', 'choice') else ' [low, high]'}, got {arg!r}")
-        for v in arg:
-            validate(apply_overrides(cfg, {key: v}), f"ray.param_space.{key} (value {v!r})")
-        if kind == "grid":
-            space[key] = tune.grid_search(list(arg))
-        elif kind == "choice":
-            space[key] = tune.choice(list(arg))
-        else:
-            space[key] = getattr(tune, kind)(*arg)
+    space = {k: p.to_tune() for k, p in parse_params(cfg, "ray.param_space").items()}
     seeds = list(range(cfg["seed"], cfg["seed"] + num_samples))
     return {"seed": tune.grid_search(seeds) if len(seeds) > 1 else seeds[0], "overrides": space}
-
-
-def _grid_size(space: dict) -> int:
-    n = 1
-    for spec in (space or {}).values():
-        if isinstance(spec, dict) and "grid" in spec:
-            n *= max(1, len(spec["grid"]))
-    return n
 
 
 def _copy_into(src: Path, dst: Path, names) -> None:
@@ -208,11 +185,13 @@ def run_tune_search(cfg: dict, name: str, address: str | None = None, num_sample
     import ray
     from ray import tune
 
+    from trcnas.runners.params import grid_size, parse_params
+
     if not resume:
         param_space(cfg, num_samples)  # refuses a bad ray.param_space before a cluster is started
     init_ray(address)
     r = cfg["ray"]
-    n_trials = max(1, num_samples) * _grid_size(r["param_space"])
+    n_trials = max(1, num_samples) * grid_size(parse_params(cfg, "ray.param_space"))
     cpu = r["resources"].get("cpu")
     if not cpu:  # share the cluster's CPUs among the trials that run at once, at most one node's worth
         at_once = min(n_trials, r["max_concurrent_trials"] or n_trials)

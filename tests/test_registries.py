@@ -391,3 +391,33 @@ def test_a_space_family_from_outside_the_package_searches_and_retrains(tmp_path,
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert m["architecture"]["choices"] == arch["choices"]
     assert main(["train", *fast_args, *sets, "--architecture", "default", "--out", str(tmp_path / "d")]) == 0
+
+
+def test_ray_and_optuna_read_one_hyperparameter_format():
+    """ray.param_space and hpo.params: the same entries give the same ranges to Ray Tune and Optuna; Ray's
+    shorthands are the same ranges; grid is Ray's only."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from ray import tune
+
+    from trcnas.nas.config import load_config
+    from trcnas.nas.errors import UserError
+    from trcnas.runners.params import parse_params
+
+    space = ("{search.alpha_lr: {type: float, low: 0.001, high: 0.1, log: true}, "
+             "search.alpha_warmup: {type: int, low: 0, high: 400}, "
+             "search.mode: {type: categorical, choices: [soft, hard]}}")
+    cfg = load_config("synthetic-atrc", [f"ray.param_space={space}", f"hpo.params={space}"])
+    ray_p, hpo_p = parse_params(cfg, "ray.param_space"), parse_params(cfg, "hpo.params")
+    assert ray_p == hpo_p
+    assert hpo_p["search.alpha_lr"].to_optuna("hpo.params") == FloatDistribution(0.001, 0.1, log=True)
+    assert hpo_p["search.alpha_warmup"].to_optuna("hpo.params") == IntDistribution(0, 400)
+    assert hpo_p["search.mode"].to_optuna("hpo.params") == CategoricalDistribution(["soft", "hard"])
+    t = ray_p["search.alpha_warmup"].to_tune()
+    assert isinstance(t, tune.search.sample.Integer) and (t.lower, t.upper) == (0, 401)  # Ray's upper excluded
+    short = load_config("synthetic-atrc", ["ray.param_space={search.alpha_lr: {loguniform: [0.001, 0.1]}, "
+                                           "search.alpha_warmup: {randint: [0, 401]}, "
+                                           "search.mode: {choice: [soft, hard]}}"])
+    assert parse_params(short, "ray.param_space") == ray_p
+    grid = load_config("synthetic-atrc", ["hpo.params={search.freeze_threshold: {grid: [0.2, 0.3]}}"])
+    with pytest.raises(UserError, match="use type categorical"):
+        parse_params(grid, "hpo.params")["search.freeze_threshold"].to_optuna("hpo.params")

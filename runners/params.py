@@ -1,0 +1,143 @@
+"""One hyperparameter-space format for Ray Tune (``ray.param_space``) and Optuna (``hpo.params``).
+
+Each entry maps a config key to a range::
+
+    search.alpha_lr: {type: float, low: 0.001, high: 0.1, log: true}
+    search.alpha_warmup: {type: int, low: 0, high: 400}          # both ends included
+    search.mode: {type: categorical, choices: [soft, hard]}
+    search.freeze_threshold: {type: grid, values: [0.2, 0.3]}    # Ray only: every value is run
+
+Ray's own names are accepted as shorthands: ``{grid: [...]}``, ``{choice: [...]}``, ``{uniform: [lo, hi]}``,
+``{loguniform: [lo, hi]}``, ``{randint: [lo, hi]}`` (hi excluded, as in Ray). Both runners parse with
+:func:`parse_params`; every value a trial could get at the ends of a range is checked against the config schema
+before anything runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trcnas.nas.errors import UserError
+
+TYPES = ("float", "int", "categorical", "grid")
+SHORTHANDS = ("grid", "choice", "uniform", "loguniform", "randint")
+FIELDS = {"float": {"type", "low", "high", "log"}, "int": {"type", "low", "high", "log"},
+          "categorical": {"type", "choices"}, "grid": {"type", "values"}}
+
+
+@dataclass(frozen=True)
+class Param:
+    key: str
+    type: str
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    values: tuple = ()  # categorical choices / grid values
+
+    def ends(self) -> list:
+        """The values to check against the config: every choice, or both ends of the range."""
+        return list(self.values) if self.type in ("categorical", "grid") else [self.low, self.high]
+
+    def to_tune(self):
+        from ray import tune
+
+        if self.type == "grid":
+            return tune.grid_search(list(self.values))
+        if self.type == "categorical":
+            return tune.choice(list(self.values))
+        if self.type == "int":
+            return (tune.lograndint if self.log else tune.randint)(int(self.low), int(self.high) + 1)
+        return (tune.loguniform if self.log else tune.uniform)(float(self.low), float(self.high))
+
+    def to_optuna(self, where: str):
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if self.type == "grid":
+            raise UserError(f"{where}.{self.key}: type grid runs every value as Ray Tune trials (ray.param_space); "
+                            "an Optuna study samples: use type categorical")
+        if self.type == "categorical":
+            return CategoricalDistribution(list(self.values))
+        if self.type == "int":
+            return IntDistribution(int(self.low), int(self.high), log=self.log)
+        return FloatDistribution(float(self.low), float(self.high), log=self.log)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _canonical(spec: dict, where: str) -> dict:
+    """A Ray shorthand as the one format."""
+    (name, arg), = spec.items()
+    if not isinstance(arg, list) or not arg or (name not in ("grid", "choice") and len(arg) != 2):
+        raise UserError(f"{where}: {name} needs a list of values{'' if name in ('grid', 'choice') else ' [low, high]'}"
+                        f", got {arg!r}")
+    if name == "grid":
+        return {"type": "grid", "values": arg}
+    if name == "choice":
+        return {"type": "categorical", "choices": arg}
+    if name == "randint":
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in arg):
+            raise UserError(f"{where}: randint needs integers [low, high), got {arg!r}")
+        return {"type": "int", "low": arg[0], "high": arg[1] - 1}
+    return {"type": "float", "low": arg[0], "high": arg[1], "log": name == "loguniform"}
+
+
+def parse_param(key: str, spec, where: str) -> Param:
+    w = f"{where}.{key}"
+    if isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in SHORTHANDS:
+        spec = _canonical(spec, w)
+    if not isinstance(spec, dict):
+        raise UserError(f"{w} must be a mapping such as {{type: float, low: 0.001, high: 0.1}}, got {spec!r}")
+    kind = spec.get("type")
+    if kind not in TYPES:
+        raise UserError(f"{w}.type must be one of {', '.join(TYPES)} (or a shorthand {', '.join(SHORTHANDS)}), "
+                        f"got {kind!r}")
+    extra = sorted(set(spec) - FIELDS[kind])
+    if extra:
+        raise UserError(f"{w}: unknown field {extra[0]!r} for type {kind}; use {', '.join(sorted(FIELDS[kind]))}")
+    if kind in ("categorical", "grid"):
+        field = "choices" if kind == "categorical" else "values"
+        values = spec.get(field)
+        if not isinstance(values, list) or not values:
+            raise UserError(f"{w}.{field} must be a non-empty list, got {values!r}")
+        return Param(key, kind, values=tuple(values))
+    low, high, log = spec.get("low"), spec.get("high"), spec.get("log", False)
+    for field, v in (("low", low), ("high", high)):
+        if not _number(v) or (kind == "int" and not isinstance(v, int)):
+            raise UserError(f"{w}.{field} must be {'an integer' if kind == 'int' else 'a number'}, got {v!r}")
+    if not isinstance(log, bool):
+        raise UserError(f"{w}.log must be true or false, got {log!r}")
+    if low > high:
+        raise UserError(f"{w}: low {low} is above high {high}")
+    if log and low <= 0:
+        raise UserError(f"{w}: log: true needs low > 0, got {low}")
+    return Param(key, kind, low, high, log)
+
+
+def parse_params(cfg: dict, where: str) -> dict[str, Param]:
+    """``where`` (``ray.param_space`` or ``hpo.params``) of ``cfg`` parsed, every key a config key and every end
+    of every range a value the config accepts (one error line otherwise)."""
+    from trcnas.nas.config import has_key, validate
+    from trcnas.runners.tune_search import apply_overrides
+
+    section, name = where.split(".")
+    out = {}
+    for key, spec in (cfg[section][name] or {}).items():
+        if not has_key(key):
+            raise UserError(f"{where}.{key}: unknown config key {key!r}")
+        p = out[key] = parse_param(key, spec, where)
+        for v in p.ends():
+            try:
+                validate(apply_overrides(cfg, {key: v}), f"{where}.{key}")
+            except UserError as e:
+                raise UserError(f"{e} (value {v!r} of the range)") from None
+    return out
+
+
+def grid_size(params: dict[str, Param]) -> int:
+    n = 1
+    for p in params.values():
+        if p.type == "grid":
+            n *= len(p.values)
+    return n
