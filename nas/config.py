@@ -87,6 +87,21 @@ def with_defaults(cfg: dict) -> dict:
     return _merge(defaults(), {k: v for k, v in cfg.items() if k not in RETIRED})
 
 
+def stored_as_today(cfg: dict) -> dict:
+    """A run's stored ``config.yaml`` as this version writes the same settings (for the resume check): retired
+    keys dropped; ``search.space`` written out as the family's own space (or set for a plain network, where it
+    meant nothing) is the default, null."""
+    from trcnas.nas.families import family, is_family
+
+    cfg = {k: v for k, v in cfg.items() if k not in RETIRED}
+    model, search = cfg.get("model"), cfg.get("search")
+    if isinstance(model, dict) and isinstance(search, dict) and search.get("space") is not None:
+        mtype = model.get("type")
+        if not is_family(str(mtype)) or search["space"] == family(mtype).space:
+            cfg["search"] = {**search, "space": None}
+    return cfg
+
+
 def _load_chain(name_or_path: str, seen: tuple = ()) -> dict:
     path = find_config(name_or_path)
     if str(path) in seen:

@@ -15,6 +15,9 @@ import pytest
 
 FAST = ["--fast-dev-run", "--no-progress"]
 pytestmark = pytest.mark.slow
+# Ray's CLI under this interpreter (not whichever `ray` script is first on PATH): the nodes' workers then import
+# the trcnas this test runs against
+RAY = [sys.executable, "-m", "ray.scripts.scripts"]
 
 
 def _free_port():
@@ -28,7 +31,7 @@ def _wait_nodes(address: str, n: int, proc: subprocess.Popen, timeout: float = 1
     while time.time() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"ray start exited with {proc.returncode}")
-        r = subprocess.run(["ray", "status", f"--address={address}"], capture_output=True, text=True)
+        r = subprocess.run([*RAY, "status", f"--address={address}"], capture_output=True, text=True)
         if r.returncode == 0 and r.stdout.count(" node_") >= n:
             return
         time.sleep(1)
@@ -48,11 +51,11 @@ def cluster(tmp_path_factory):
     os.environ.update(env)  # for the CLI subprocesses and the nodes alike
     common = ["--num-cpus=1", "--disable-usage-stats", "--node-ip-address=127.0.0.1", "--block"]
     address = f"127.0.0.1:{port}"
-    nodes = [subprocess.Popen(["ray", "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
+    nodes = [subprocess.Popen([*RAY, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
     try:
         _wait_nodes(address, 1, nodes[0])
-        nodes.append(subprocess.Popen(["ray", "start", f"--address={address}", *common],
+        nodes.append(subprocess.Popen([*RAY, "start", f"--address={address}", *common],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
         _wait_nodes(address, 2, nodes[1])
         yield address
@@ -120,7 +123,7 @@ def test_a_decoy_spaces_package_and_folder_reach_no_trial(cluster, cache_dir, tm
 
 def test_nan_trial_errors_while_sibling_finishes(cluster, cache_dir, tmp_path):
     _trcnas("search", "--address", cluster, "--name", "nan", "--set", "ray.max_failures=1",
-            "--set", "ray.param_space={loss_weights.depth: {grid: [1.0, 1.0e39]}}", cache=cache_dir, storage=tmp_path)
+            "--set", "ray.param_space={loss_weights.depth: {grid: [1.0, 1.0e+39]}}", cache=cache_dir, storage=tmp_path)
     df = pd.read_csv(tmp_path / "nan" / "summary.csv").sort_values("loss_weights.depth")
     assert list(df["status"]) == ["done", "error"]
     assert "loss became" in df.iloc[1]["error"]

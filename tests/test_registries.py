@@ -421,3 +421,19 @@ def test_ray_and_optuna_read_one_hyperparameter_format():
     grid = load_config("synthetic-atrc", ["hpo.params={search.freeze_threshold: {grid: [0.2, 0.3]}}"])
     with pytest.raises(UserError, match="use type categorical"):
         parse_params(grid, "hpo.params")["search.freeze_threshold"].to_optuna("hpo.params")
+
+
+def test_a_run_stored_by_the_previous_version_resumes(tmp_path, fast_args):
+    """A config.yaml written before model.type selected the family (search.space spelled out, a retired debug
+    section) is the same run: resuming it is allowed; a real difference is still refused."""
+    out = tmp_path / "r"
+    argv = ["train", *fast_args, "--config", "synthetic-atrc", "--architecture", "fixed:global", "--out", str(out),
+            "--set", "train.steps=2"]
+    assert main(argv) == 0
+    stored = yaml.safe_load((out / "config.yaml").read_text())
+    stored["search"]["space"] = "atrc"
+    stored["debug"] = {"crash_after_checkpoint": None}
+    (out / "config.yaml").write_text(yaml.safe_dump(stored))
+    assert main([*argv[:-2], "--set", "train.steps=3"]) == 2  # steps differ: refused
+    argv[-1] = "train.steps=2"
+    assert main(argv) == 0  # the same run: resumed (already finished)

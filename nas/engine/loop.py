@@ -112,6 +112,10 @@ def check_resumable(cfg: dict, out: Path) -> None:
         old = yaml.safe_load(stored.read_text())
     except yaml.YAMLError:
         old = None
+    if isinstance(old, dict):
+        from trcnas.nas.config import stored_as_today
+
+        old = stored_as_today(old)
     diff = _differences(old, yaml.safe_load(dump(cfg))) if isinstance(old, dict) else ["config.yaml (unreadable)"]
     if diff:
         shown = ", ".join(diff[:4]) + (f" and {len(diff) - 4} more" if len(diff) > 4 else "")
