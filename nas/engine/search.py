@@ -54,9 +54,12 @@ def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bo
     if result.step < steps:
         return {"step": result.step, "finished": False}
     decisions = controller.decisions()
-    values = {}
-    for d in space.decisions(list(ctx.tasks)):
-        values[d.path] = decisions[d.name]["choice"]
+    values = {m.decision.path: m.chosen() for m in controller.ops if m.decision is not None}
+    unbuilt = [m.name for m in controller.ops if m.decision is None]
+    missing = [d.name for d in space.decisions(list(ctx.tasks)) if d.path not in values]
+    if unbuilt or missing:  # a family's supergraph must build one MixedOp.of(decision) per decision
+        raise ValueError(f"the {space.group} supergraph does not match space {space.name}: mixed ops not built from "
+                         f"a decision {unbuilt[:3]}, decisions without a mixed op {missing[:3]}")
     arch = architecture_from_decisions(space, list(ctx.tasks), values, {
         "seed": cfg["seed"], "step": result.step,
         "probabilities": {k: v["probabilities"] for k, v in decisions.items()},

@@ -56,12 +56,15 @@ class MixedOp(nn.Module):
         self.tau = 1.0
         self.generator: torch.Generator | None = None  # set by the search controller; None: global RNG
         self.last_computed: list[str] = []  # names of the candidates the last forward computed (for tests)
+        self.decision = None  # the space's Decision it was built from (MixedOp.of)
 
     @classmethod
     def of(cls, decision, ops: Sequence[nn.Module | None]) -> MixedOp:
         """The mixed op of a space's ``Decision`` (its name and candidates, in the space's order): how every
         model builds its searchable ops, so a mixed op and its decision can never disagree."""
-        return cls(decision.name, list(decision.candidates), ops)
+        op = cls(decision.name, list(decision.candidates), ops)
+        op.decision = decision
+        return op
 
     # -- state ---------------------------------------------------------------------------------------
     @property
