@@ -391,6 +391,10 @@ def test_a_space_family_from_outside_the_package_searches_and_retrains(tmp_path,
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert m["architecture"]["choices"] == arch["choices"]
     assert main(["train", *fast_args, *sets, "--architecture", "default", "--out", str(tmp_path / "d")]) == 0
+    # the report needs no hook from the family: its decisions are figures and tables like any single space's
+    assert main(["report", str(tmp_path)]) == 0
+    chosen = pd.read_csv(tmp_path / "figures" / "chosen_decisions.csv")
+    assert chosen.astype(str).apply(lambda col: col.str.contains("headk.semseg")).any().any()
 
 
 def test_ray_and_optuna_read_one_hyperparameter_format():
