@@ -13,7 +13,6 @@ import yaml
 from trcnas.nas import schema
 from trcnas.nas.errors import UserError
 
-MIN_SIZE = schema.MIN_SIZE
 RETIRED = ("debug",)  # keys of older configs that no longer mean anything (dropped when such a config is read)
 
 

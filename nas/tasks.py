@@ -12,8 +12,6 @@ from trcnas.nas.registry import Registry
 
 TASKS = Registry("task")
 
-DEFAULT_LOSS_WEIGHTS = {"semseg": 1.0, "parts": 2.0, "saliency": 5.0, "normals": 10.0, "depth": 1.0, "edge": 50.0}
-
 
 @dataclass
 class DatasetInfo:

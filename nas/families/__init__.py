@@ -60,6 +60,12 @@ def family(name: str) -> SpaceFamily:
     return FAMILIES.get(name)
 
 
+def family_names() -> list[str]:
+    """Every registered family (the shipped ones and those of loaded plugins)."""
+    _builtin()
+    return FAMILIES.names()
+
+
 def is_family(model_type: str) -> bool:
     _builtin()
     return model_type in FAMILIES

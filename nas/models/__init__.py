@@ -37,10 +37,9 @@ def build_single_task(cfg: dict, tasks: Mapping[str, Task]):
 
 def model_types() -> list[str]:
     """Every valid ``model.type``: the plain networks, then the space families."""
-    from trcnas.nas.families import FAMILIES, is_family
+    from trcnas.nas.families import family_names
 
-    is_family("")  # the shipped families are registered
-    return MODELS.names() + FAMILIES.names()
+    return MODELS.names() + family_names()
 
 
 def build_model(cfg: dict, tasks: Mapping[str, Task], architecture=None):
