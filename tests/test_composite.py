@@ -368,3 +368,22 @@ def test_summary_counts_a_composite_forward(capsys, fast_args):
     assert mods["backbone"]["madds_G"] > 0 and mods["fuse.1"]["madds_G"] > 0
     listed = sum(m["madds_G"] for m in s["modules"])  # the palette-embedding einsums run outside the modules
     assert 0.99 * s["madds_G"] <= listed <= s["madds_G"]
+
+
+@pytest.mark.parametrize("decoder", ["full", "quarter"])
+def test_the_reference_decoder_reaches_full_resolution_through_an_image_skip(decoder, cache_dir):
+    """decoder full (the reference's): the 3-channel output is at input resolution and the image skip and both
+    extra decoder stages learn; quarter: the output is at 1/4 and there are no such modules."""
+    cfg = _small_cfg(cache_dir, f"model.composite.decoder={decoder}")
+    tasks = build_tasks(TASKS, DatasetInfo("synthetic", num_classes=9))
+    torch.manual_seed(0)
+    model = build_model(cfg, tasks).train()
+    image = torch.rand(2, 3, 64, 64)
+    palette = torch.randint(0, len(TASKS), (2, 64, 64))
+    out = model(image, palette)
+    assert out.shape == ((2, 3, 64, 64) if decoder == "full" else (2, 3, 16, 16))
+    assert hasattr(model, "image_skip") == (decoder == "full")
+    out.square().mean().backward()
+    if decoder == "full":
+        for m in (*model.image_skip, model.up_half, model.up_full):
+            assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())

@@ -25,9 +25,17 @@ from trcnas.nas.tasks import Task
 CONDITIONING = ("pixel", "image")  # image: Task Switching Networks (one task per image)
 
 
+DECODERS = ("full", "quarter")
+
+
 class CompositeNet(DenseNetwork):
+    """``decoder``: ``full`` (the reference's): after the finest backbone level (1/4) the decoder goes on at 1/2
+    and at full resolution, where it is joined by an image skip (two composition blocks on the input image);
+    the 3-channel output is at input resolution. ``quarter``: the decoder stops at 1/4 and the 3-channel output
+    is upsampled (cheaper: no full-resolution convolutions)."""
+
     def __init__(self, backbone: nn.Module, tasks: Mapping[str, Task], embedding: nn.Module, channels: int,
-                 rule: PaletteRule, conditioning: str = "pixel", **output_options):
+                 rule: PaletteRule, conditioning: str = "pixel", decoder: str = "full", **output_options):
         super().__init__()
         if conditioning not in CONDITIONING:
             raise ValueError(f"conditioning must be one of {CONDITIONING}, got {conditioning!r}")
@@ -39,7 +47,17 @@ class CompositeNet(DenseNetwork):
         self.top = TaskCompositionBlock(cs[-1], channels, e)
         self.skips = nn.ModuleList(TaskCompositionBlock(c, channels, e, kernel_size=1) for c in reversed(cs[:-1]))
         self.fuse = nn.ModuleList(TaskCompositionBlock(2 * channels, channels, e) for _ in cs[:-1])
-        self.head = nn.Conv2d(channels, 3, 1)
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+        self.decoder = decoder
+        if decoder == "full":
+            half = max(1, channels // 2)
+            self.image_skip = nn.ModuleList([TaskCompositionBlock(3, half, e), TaskCompositionBlock(half, half, e)])
+            self.up_half = TaskCompositionBlock(channels, channels, e)  # at 1/2 (no backbone level there)
+            self.up_full = TaskCompositionBlock(channels + half, half, e)  # at 1/1, with the image skip
+            self.head = nn.Conv2d(half, 3, 1)
+        else:
+            self.head = nn.Conv2d(channels, 3, 1)
         self.outputs = build_outputs(dict(tasks), **output_options)
         self.rule = rule
         self.conditioning = conditioning
@@ -49,20 +67,33 @@ class CompositeNet(DenseNetwork):
             palette = palette[:, :1, :1]
         return F.one_hot(palette, len(self.task_names)).permute(0, 3, 1, 2).float()
 
-    def decode(self, feats: list[torch.Tensor], palette: torch.Tensor) -> torch.Tensor:
+    def decode(self, feats: list[torch.Tensor], palette: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         emb = self.embedding()
-        pyramid = palette_pyramid(self._onehot(palette), [tuple(f.shape[-2:]) for f in feats])
+        h, w = image.shape[-2:]
+        sizes = [tuple(f.shape[-2:]) for f in feats]
+        if self.decoder == "full":
+            sizes += [((h + 1) // 2, (w + 1) // 2), (h, w)]
+        pyramid = palette_pyramid(self._onehot(palette), sizes)
         x = self.top(feats[-1], embedding_map(pyramid[tuple(feats[-1].shape[-2:])], emb))
         for skip, fuse, f in zip(self.skips, self.fuse, reversed(feats[:-1])):
             e = embedding_map(pyramid[tuple(f.shape[-2:])], emb)
             x = F.interpolate(x, size=f.shape[-2:], mode="bilinear", align_corners=False)
             x = fuse(torch.cat([x, skip(f, e)], 1), e)
+        if self.decoder == "full":
+            e_half, e_full = (embedding_map(pyramid[s], emb) for s in sizes[-2:])
+            x = self.up_half(F.interpolate(x, size=sizes[-2], mode="bilinear", align_corners=False), e_half)
+            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+            s = image
+            for block in self.image_skip:
+                s = block(s, e_full)
+            x = self.up_full(torch.cat([x, s], 1), e_full)
         return self.head(x)
 
     def forward(self, image: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
-        """B x 3 x H/4 x W/4 output before the sigmoid for ``palette`` (B x H x W task indices); every task
-        reads it through ``torch.sigmoid`` (see ``nas.composite.outputs``)."""
-        return self.decode(self.backbone.pyramid(image), palette)
+        """The 3-channel output before the sigmoid for ``palette`` (B x H x W task indices): B x 3 x H x W with
+        the full decoder, B x 3 x H/4 x W/4 with the quarter one; every task reads it through ``torch.sigmoid``
+        (see ``nas.composite.outputs``)."""
+        return self.decode(self.backbone.pyramid(image), palette, image)
 
     def forward_image(self, image: torch.Tensor) -> torch.Tensor:
         """The output for a palette asking every pixel for the first task (for counting MAdds)."""
@@ -93,5 +124,5 @@ class CompositeNet(DenseNetwork):
         pred = {}
         for k, t in enumerate(self.task_names):
             palette = torch.full((b, h, w), k, dtype=torch.long, device=image.device)
-            pred[t] = self.outputs[t].decode(upsample_to(self.decode(feats, palette).float(), (h, w)))
+            pred[t] = self.outputs[t].decode(upsample_to(self.decode(feats, palette, image).float(), (h, w)))
         return {"pred": pred, "aux": {}}

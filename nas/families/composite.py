@@ -15,6 +15,9 @@ class CompositeSection(Section):
 
     code_length: int = Field(20, gt=0)  # ones per task in its task code
     conditioning: Literal["pixel", "image"] = "pixel"  # pixel: CompositeTasking; image: Task Switching
+    # full: the reference's decoder (on to full resolution, with an image skip); quarter: stops at 1/4 and
+    # upsamples the 3-channel output (cheaper)
+    decoder: Literal["full", "quarter"] = "full"
     # training palettes: rule single | mosaic | semantic (classes: {class: task}, default) | random |
     # file (path: PNG of task indices)
     palette: dict[str, Any] = {"rule": "mosaic"}
@@ -38,7 +41,7 @@ def composite_net(cfg: dict, tasks, embedding):
     backbone = backbone_of(cfg)
     rule = build_palette_rule(c["palette"], list(tasks), getattr(next(iter(tasks.values())).info, "class_names", ()))
     return CompositeNet(backbone, tasks, embedding, m["channels"] or 64, rule, c["conditioning"],
-                        anchor_eps=c["anchor_eps"], focal_gamma=c["focal_gamma"])
+                        decoder=c["decoder"], anchor_eps=c["anchor_eps"], focal_gamma=c["focal_gamma"])
 
 
 @register_family
