@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -51,3 +53,19 @@ def test_table_with_seeds_is_mean_and_std_of_the_runs_and_continues(tmp_path, ca
     assert main(argv) == 0
     assert (tmp_path / "tlabel" / "seed3" / "metrics.json").stat().st_mtime_ns == kept
     assert (tmp_path / "tlabel" / "seed4" / "metrics.json").is_file()
+
+
+def test_table_rows_come_from_the_config_family():
+    """Table 1's fixed rows are the family's fixed variants: one per context type for ATRC, the plain decoder for
+    mTEB; the searched row is named after the family."""
+    from trcnas.nas.config import load_config
+    from trcnas.runners.table import table_spec, variant_labels
+
+    atrc = variant_labels(load_config("synthetic-atrc"))
+    assert list(atrc) == ["single_task", "multitask", "global", "local", "tlabel", "slabel", "atrc"]
+    assert atrc["tlabel"] == "T-label context"
+    mteb = variant_labels(load_config("synthetic-mteb"))
+    assert list(mteb) == ["single_task", "multitask", "off", "mteb"]
+    spec = table_spec(Path("c.yaml"), [0, 1], list(mteb), None, mteb, "mteb")
+    arch = {v["name"]: v.get("architecture") for v in spec["variants"]}
+    assert arch == {"single_task": None, "multitask": None, "off": "fixed:off", "mteb": "search"}
