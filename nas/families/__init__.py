@@ -83,9 +83,10 @@ def resolve_space(cfg: dict, source: str = "config"):
             raise UserError(f"{source}: model.type {mtype!r} is a plain network without a search space; set "
                             f"model.type to a space family ({', '.join(FAMILIES.names())})")
         space = load_space(name)
-        raise UserError(f"{source}: search.space {name!r} is a space of family {space.group!r} but model.type is "
-                        f"{mtype!r}; model.type selects the family: set model.type: {space.group} (search.space "
-                        "only picks another space of that family and may be left out)")
+        raise UserError(f"{source}: search.space {name!r} is a space of family {space.group!r} but model.type "
+                        f"{mtype!r} is a plain network that searches nothing; model.type selects the family: to "
+                        f"search it set model.type: {space.group} (search.space may then be left out), to train "
+                        f"the {mtype} network remove search.space")
     space = load_space(name or FAMILIES.get(mtype).space)
     if space.group != mtype:
         raise UserError(f"{source}: search.space {name!r} is a space of family {space.group!r} but model.type is "
