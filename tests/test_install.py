@@ -1,6 +1,7 @@
 """The four folders install as the ``trcnas`` namespace, editable (this checkout) and as a wheel."""
 
 import configparser
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,38 @@ def test_setup_cfg_lists_every_package_folder():
     found = sorted("trcnas." + str(p.parent.relative_to(ROOT)).replace("/", ".")
                    for f in FOLDERS for p in (ROOT / f).rglob("__init__.py") if "__pycache__" not in p.parts)
     assert found == sorted(_packages())
+
+
+def _requirement_names(text: str) -> set[str]:
+    return {re.split(r"[\s\[<>=!~;]", line.strip(), maxsplit=1)[0].lower().replace("_", "-")
+            for line in text.splitlines() if line.strip()}
+
+
+def test_every_third_party_import_is_a_declared_dependency():
+    """A fresh machine gets every package the code imports: each third-party module imported by the four folders
+    belongs to a distribution named in install_requires (or, for optional commands, an extra)."""
+    import ast
+    from importlib.metadata import packages_distributions
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    declared = _requirement_names(cfg["options"]["install_requires"])
+    extras = set().union(*(_requirement_names(v) for v in cfg["options.extras_require"].values()))
+    mods = set()
+    for d in FOLDERS:
+        for f in (ROOT / d).rglob("*.py"):
+            for node in ast.walk(ast.parse(f.read_text())):
+                if isinstance(node, ast.Import):
+                    mods |= {a.name.split(".")[0] for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    mods.add(node.module.split(".")[0])
+    dists = packages_distributions()
+    third = {m for m in mods if m not in sys.stdlib_module_names and m not in ("trcnas", "__future__")}
+    missing = {m: dists.get(m) for m in third
+               if not {d.lower().replace("_", "-") for d in dists.get(m, [m])} & (declared | extras)}
+    assert not missing, f"imported but not declared in setup.cfg: {missing}"
+    optional = {m for m in third if not {d.lower() for d in dists.get(m, [m])} & declared}
+    assert optional <= {"optuna_dashboard"}, optional  # only `trcnas dashboard` may need an extra
 
 
 def test_the_editable_install_is_this_checkout():
