@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import zlib
 from pathlib import Path
 
 from trcnas.nas.errors import UserError
@@ -37,7 +38,7 @@ def load_plugin(name: str, source: str = "plugins") -> object:
             path = Path(key)
             if not path.is_file():
                 raise UserError(f"{source}: plugin file {name} not found")
-            mod_name = f"trcnas_plugin_{path.stem}_{abs(hash(key)) % 10**8}"
+            mod_name = f"trcnas_plugin_{path.stem}_{zlib.crc32(key.encode()):08x}"  # one name per file path
             spec = importlib.util.spec_from_file_location(mod_name, path)
             mod = importlib.util.module_from_spec(spec)
             sys.modules[mod_name] = mod
