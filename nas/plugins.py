@@ -22,6 +22,7 @@ from trcnas.nas.errors import UserError
 
 ENTRY_POINT_GROUP = "trcnas.plugins"
 _loaded: dict[str, object] = {}
+_ENTRY_POINTS_DONE = "entry points scanned"
 
 
 def is_file_plugin(name: str) -> bool:
@@ -64,6 +65,8 @@ def load_entry_points() -> None:
     """Every installed ``trcnas.plugins`` entry point (module or callable), once per process."""
     from importlib.metadata import entry_points
 
+    if _ENTRY_POINTS_DONE in _loaded:  # the installed metadata is scanned once, not at every load_plugins call
+        return
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         key = f"entry point {ep.name}"
         if key in _loaded:
@@ -76,6 +79,7 @@ def load_entry_points() -> None:
             raise UserError(f"trcnas plugin entry point {ep.name!r} ({ep.value}) failed to load: "
                             f"{type(e).__name__}: {e}") from None
         _loaded[key] = obj
+    _loaded[_ENTRY_POINTS_DONE] = True
 
 
 def load_plugins(cfg: dict | None = None, source: str = "plugins") -> None:

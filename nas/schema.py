@@ -13,7 +13,7 @@ config's plugins loaded (``trcnas.nas.config``).
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
@@ -22,6 +22,7 @@ SCHEDULES = ("poly", "plateau")  # poly (ATRC, xTAM) | plateau (CompositeTasking
 MODES = ("soft", "soft-all", "hard")  # search modes of the mixed ops
 SHAPES = ("linear", "cosine", "exp")  # schedule shapes
 MIN_SIZE = 32  # smallest input side: the coarsest backbone level is 1/32 of the input
+NonNegative = Annotated[float, Field(ge=0)]  # values of mappings such as loss_weights and ray.resources
 
 
 class Section(BaseModel):
@@ -170,7 +171,7 @@ class RaySection(Section):
     max_concurrent_trials: int | None = Field(None, gt=0)
     # per trial ({"cpu": N, "gpu": G}, fractional GPUs allowed); no cpu: the cluster's CPUs shared among the
     # trials that run at once
-    resources: dict[str, float] = {"gpu": 0}
+    resources: dict[str, NonNegative] = {"gpu": 0}
     max_failures: int = Field(1, ge=-1)  # retries of a crashed trial from its last checkpoint (-1: forever)
     # data-parallel workers per trial (Ray Train TorchTrainer + DDP: gloo on CPUs, NCCL on GPUs); each worker
     # gets ray.resources and train.batch_size / workers images of every step
@@ -178,16 +179,7 @@ class RaySection(Section):
     storage_path: str = "results/ray"  # must be shared storage for multi-node clusters
     metric: str = "delta_m"
     mode: Literal["max", "min"] = "max"
-    # {"search.alpha_lr": {"grid": [...]}} or {"choice": [...]}, {"uniform": [lo, hi]}, {"loguniform": [lo, hi]}
-    param_space: dict[str, Any] = {}
-
-    @field_validator("resources")
-    @classmethod
-    def _resources(cls, v):
-        bad = [k for k, x in v.items() if x < 0]
-        if bad:
-            raise ValueError(f".{bad[0]} must be a non-negative number, got {v[bad[0]]!r}")
-        return v
+    param_space: dict[str, Any] = {}  # the format of runners/params.py (shared with hpo.params)
 
 
 class HpoSection(Section):
@@ -201,8 +193,7 @@ class HpoSection(Section):
     pruner: str = "median"  # median | hyperband | none (multi-objective studies cannot prune)
     retrain: bool = False  # evaluate each trial's architecture after retraining instead of the search's argmax
     seeds: int = Field(1, gt=0)  # searches per trial: objectives are their mean; `agreement` needs 2+
-    # {"search.alpha_lr": {"type": "float", "low": 1e-3, "high": 0.1, "log": true}, ...}
-    params: dict[str, Any] = {}
+    params: dict[str, Any] = {}  # the format of runners/params.py (shared with ray.param_space)
 
 
 class ReportSection(Section):
@@ -219,21 +210,13 @@ class ConfigBase(Section):
     data: DataSection = DataSection()
     train: TrainSection = TrainSection()
     # per-task loss weights (the paper's); aux heads use the same weights
-    loss_weights: dict[str, float] = {"semseg": 1.0, "parts": 2.0, "saliency": 5.0, "normals": 10.0, "depth": 1.0,
+    loss_weights: dict[str, NonNegative] = {"semseg": 1.0, "parts": 2.0, "saliency": 5.0, "normals": 10.0, "depth": 1.0,
                                       "edge": 50.0}
     baselines: dict[str, float] = {}  # single-task metrics per task, for Delta_m
     search: SearchSection = SearchSection()
     ray: RaySection = RaySection()
     hpo: HpoSection = HpoSection()
     report: ReportSection = ReportSection()
-
-    @field_validator("loss_weights")
-    @classmethod
-    def _weights(cls, v):
-        bad = [k for k, x in v.items() if x < 0]
-        if bad:
-            raise ValueError(f".{bad[0]} must be non-negative, got {v[bad[0]]}")
-        return v
 
     @model_validator(mode="after")
     def _batch(self):
@@ -309,9 +292,8 @@ def message(e: ValidationError, source: str) -> str:
     if kind == "literal_error":
         choices = err["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
         return f"{source}: {path} must be one of {choices}, got {v!r}"
-    if kind == "value_error":  # our validators' messages; ".key ..." continues the path into a mapping
-        text = str(err["ctx"]["error"])
-        return f"{source}: {path}{text}" if text.startswith(".") else f"{source}: {path + ' ' if path else ''}{text}"
+    if kind == "value_error":  # our validators' messages
+        return f"{source}: {path + ' ' if path else ''}{err['ctx']['error']}"
     msg = err["msg"].replace("Input should be", "must be")
     return f"{source}: {path} {msg}, got {v!r}"
 

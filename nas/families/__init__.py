@@ -37,6 +37,14 @@ class SpaceFamily(ABC):
     def fixed(self, cfg: dict, tasks: Mapping, architecture):
         """The network of one architecture of the family (None: the space's declared defaults)."""
 
+    def choices(self, cfg: dict, architecture) -> dict:
+        """This family's choices of ``architecture``; without one, the defaults its space declares."""
+        if architecture is None:
+            from trcnas.spaces import default_architecture
+
+            architecture = default_architecture(resolve_space(cfg), list(cfg["data"]["tasks"]))
+        return architecture.choices[self.name]
+
     def fixed_variants(self, space, tasks: list[str]) -> dict[str, str]:
         """``{value: row label}``: the fixed architectures ``fixed:<value>`` builds (every decision set to
         ``value`` where it is a candidate) and Table 1 compares against the searched one. None by default."""

@@ -63,12 +63,8 @@ class CompositeTasking(SpaceFamily):
         """A fixed task representation block (the architecture's, else the space's defaults: depth 6, width
         128)."""
         from trcnas.nas.composite.embedding import TaskEmbedding
-        from trcnas.nas.families import resolve_space
-        from trcnas.spaces import default_architecture
 
-        if architecture is None:
-            architecture = default_architecture(resolve_space(cfg), list(cfg["data"]["tasks"]))
-        ch = architecture.choices["composite"]
+        ch = self.choices(cfg, architecture)
         emb = TaskEmbedding(len(tasks), int(ch["embedding_depth"]), int(ch["embedding_width"]),
                             cfg["model"]["composite"]["code_length"])
         return composite_net(cfg, tasks, emb)

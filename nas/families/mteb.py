@@ -46,12 +46,7 @@ class MTEB(SpaceFamily):
 
     def fixed(self, cfg, tasks, architecture):
         """The multi-scale decoder with mTEBs at the architecture's scales (default: the space's, scale 1, add)."""
-        from trcnas.nas.families import resolve_space
-        from trcnas.spaces import default_architecture
-
-        if architecture is None:
-            architecture = default_architecture(resolve_space(cfg), list(cfg["data"]["tasks"]))
-        ch = architecture.choices["mteb"]
+        ch = self.choices(cfg, architecture)
         return mteb_net(cfg, tasks, ch["scales"], ch["fusion"], search=False)
 
     def fixed_variants(self, space, tasks):

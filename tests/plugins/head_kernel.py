@@ -43,11 +43,7 @@ class HeadKernel(SpaceFamily):
         return net
 
     def fixed(self, cfg, tasks, architecture):
-        from trcnas.nas.families import resolve_space
-        from trcnas.spaces import default_architecture
-
-        arch = architecture or default_architecture(resolve_space(cfg), list(tasks))
         net = self._net(cfg, tasks)
-        for t, k in arch.choices["headk"].items():
+        for t, k in self.choices(cfg, architecture).items():
             net.heads[t] = _head(net.channels, tasks[t].out_channels, k)
         return net
