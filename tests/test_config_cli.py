@@ -140,6 +140,23 @@ def test_resume_only_with_the_same_config_overwrite_starts_over(tmp_path, capsys
     assert "is a directory" in capsys.readouterr().err
 
 
+def test_another_familys_section_does_not_block_a_resume(tmp_path, capsys, fast_args):
+    """model.composite is read by CompositeTasking networks only: a multi-task run resumes after that section
+    changed (or gained a key in a later version); a change of a section the run reads is refused."""
+    out = tmp_path / "run"
+    assert main(["train", *fast_args, "--out", str(out)]) == 0
+    assert main(["train", *fast_args, "--out", str(out), "--set", "model.composite.decoder=quarter"]) == 0
+    capsys.readouterr()
+    assert main(["train", *fast_args, "--out", str(out), "--set", "model.channels=24"]) == 2
+    assert "model.channels" in capsys.readouterr().err
+    cout = tmp_path / "composite"
+    args = [*fast_args, "--config", "synthetic-composite", "--out", str(cout)]
+    assert main(["train", *args]) == 0
+    capsys.readouterr()
+    assert main(["train", *args, "--set", "model.composite.decoder=full"]) == 2
+    assert "model.composite.decoder" in capsys.readouterr().err
+
+
 def test_progress_off_a_terminal_is_a_few_whole_lines(tmp_path, capsys, cache_dir):
     """stderr is captured (not a terminal): bars become rate-limited lines, no carriage-return redraws."""
     out = tmp_path / "run"

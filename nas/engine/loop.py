@@ -89,14 +89,14 @@ class RunContext:
 RESUME_FREE = ("name", "device", "ray", "hpo", "plugins", "data.num_workers", "data.cache_dir")
 
 
-def _differences(a, b, prefix="") -> list[str]:
+def _differences(a, b, prefix="", free=RESUME_FREE) -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for k in sorted(set(a) | set(b), key=str):
             key = f"{prefix}{k}"
-            if key in RESUME_FREE:
+            if key in free:
                 continue
-            out += _differences(a.get(k), b.get(k), f"{key}.")
+            out += _differences(a.get(k), b.get(k), f"{key}.", free)
         return out
     return [] if a == b else [prefix.rstrip(".")]
 
@@ -116,7 +116,11 @@ def check_resumable(cfg: dict, out: Path) -> None:
         from trcnas.nas.config import stored_as_today
 
         old = stored_as_today(old)
-    diff = _differences(old, yaml.safe_load(dump(cfg))) if isinstance(old, dict) else ["config.yaml (unreadable)"]
+    from trcnas.nas.families import foreign_sections
+
+    free = RESUME_FREE + foreign_sections(str(cfg["model"]["type"]))  # other families' sections
+    diff = _differences(old, yaml.safe_load(dump(cfg)), free=free) if isinstance(old, dict) else \
+        ["config.yaml (unreadable)"]
     if diff:
         shown = ", ".join(diff[:4]) + (f" and {len(diff) - 4} more" if len(diff) > 4 else "")
         raise UserError(f"--out {out} holds a run started with another config (differs in {shown}); give a new "

@@ -28,6 +28,7 @@ class SpaceFamily(ABC):
     space: str
     config: str
     label: str
+    section: str | None = None  # the config section only this family's networks read (e.g. model.composite)
 
     @abstractmethod
     def supergraph(self, cfg: dict, tasks: Mapping, space):
@@ -72,6 +73,14 @@ def family_names() -> list[str]:
     """Every registered family (the shipped ones and those of loaded plugins)."""
     _builtin()
     return FAMILIES.names()
+
+
+def foreign_sections(model_type: str) -> tuple[str, ...]:
+    """The config sections of the families other than ``model_type``'s: they do not change what its run
+    computes (a run may resume after such a section gained a key)."""
+    _builtin()
+    return tuple(FAMILIES.get(n).section for n in FAMILIES.names()
+                 if n != model_type and FAMILIES.get(n).section)
 
 
 def is_family(model_type: str) -> bool:

@@ -49,6 +49,7 @@ class CompositeTasking(SpaceFamily):
     name = space = "composite"
     config = "synthetic-composite"
     label = "CompositeTasking (searched embedding)"
+    section = "model.composite"
 
     def supergraph(self, cfg, tasks, space):
         """Gumbel mixtures over the embedding network's depth exits and width masks."""

@@ -36,6 +36,7 @@ class MTEB(SpaceFamily):
     name = space = "mteb"
     config = "synthetic-mteb"
     label = "mTEB (searched placement)"
+    section = "model.mteb"
 
     def supergraph(self, cfg, tasks, space):
         """An off/on MixedOp per decoder scale and one shared fusion MixedOp."""
