@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from trcnas.nas.tensorops import channel_norm, cosine, masked_mean, unit
+
 IGNORE = 255
 
 
@@ -19,15 +21,15 @@ def masked_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     valid = target > 0
     if not valid.any():
         return pred.sum() * 0.0
-    return (pred - target).abs()[valid].mean()
+    return masked_mean((pred - target).abs(), valid)
 
 
 def normals_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """L1 between the L2-normalised prediction and the unit target, on pixels with a non-zero target."""
-    valid = (target.norm(dim=1, keepdim=True) > 0.5).expand_as(target)
+    valid = channel_norm(target, keepdim=True) > 0.5
     if not valid.any():
         return pred.sum() * 0.0
-    return (F.normalize(pred, dim=1) - target).abs()[valid].mean()
+    return masked_mean((unit(pred) - target).abs(), valid)
 
 
 def balanced_bce(logits: torch.Tensor, target: torch.Tensor, pos_weight: float | None = None) -> torch.Tensor:
@@ -48,10 +50,10 @@ def balanced_bce(logits: torch.Tensor, target: torch.Tensor, pos_weight: float |
 
 def normals_cosine(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """1 - cos(pred, target) on pixels with a non-zero target (CompositeTasking's normals loss)."""
-    valid = target.norm(dim=1) > 0.5
+    valid = channel_norm(target) > 0.5
     if not valid.any():
         return pred.sum() * 0.0
-    return (1 - F.cosine_similarity(pred, target, dim=1, eps=1e-6))[valid].mean()
+    return masked_mean(1 - cosine(pred, target, eps=1e-6), valid)
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
@@ -61,4 +63,4 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -
         return logits.sum() * 0.0
     t = torch.where(valid, target.long(), torch.zeros_like(target.long()))
     logp = torch.log_softmax(logits.float(), dim=1).gather(1, t[:, None])[:, 0]
-    return (-(1 - logp.exp()) ** gamma * logp)[valid].mean()
+    return masked_mean(-(1 - logp.exp()) ** gamma * logp, valid)

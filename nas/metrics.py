@@ -12,6 +12,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from trcnas.nas.tensorops import channel_norm, unit
+
 IGNORE = 255
 
 
@@ -88,7 +90,7 @@ class DepthMeter(Meter):
 
 def angular_error_deg(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Angle between unit vectors along dim 1 as 2*atan2(|p - t|, |p + t|), in degrees (stable near 0 and 180)."""
-    return torch.rad2deg(2 * torch.atan2((pred - target).norm(dim=1), (pred + target).norm(dim=1)))
+    return torch.rad2deg(2 * torch.atan2(channel_norm(pred - target), channel_norm(pred + target)))
 
 
 class NormalsMeter(Meter):
@@ -108,10 +110,10 @@ class NormalsMeter(Meter):
         self.hist = np.zeros(1801, dtype=np.int64)  # 0.1 degree bins for the median
 
     def update(self, pred, target):
-        p = torch.nn.functional.normalize(pred.double(), dim=1)
+        p = unit(pred.double())
         t = target.double()
-        valid = t.norm(dim=1) > 0.5
-        t = torch.nn.functional.normalize(t, dim=1)
+        valid = channel_norm(t) > 0.5
+        t = unit(t)
         ang = angular_error_deg(p, t)[valid]
         self.sum += float(ang.sum())
         self.sq += float((ang**2).sum())

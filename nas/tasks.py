@@ -9,6 +9,7 @@ import torch
 
 from trcnas.nas import losses, metrics
 from trcnas.nas.registry import Registry
+from trcnas.nas.tensorops import channel_norm
 
 TASKS = Registry("task")
 
@@ -191,7 +192,7 @@ class Normals(Task):
             raise ValueError("normals aux labels need dataset normal centroids (DatasetInfo.normal_centroids)")
         c = torch.as_tensor(self.info.normal_centroids, dtype=target.dtype, device=target.device)
         idx = torch.einsum("bchw,kc->bkhw", target, c).argmax(1)
-        valid = target.norm(dim=1) > 0.5
+        valid = channel_norm(target) > 0.5
         return torch.where(valid, idx, torch.full_like(idx, 255))
 
     def meter(self):

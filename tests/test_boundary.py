@@ -163,3 +163,28 @@ def test_agrees_with_pyedgeeval_bsds_port():
         assert math.isclose(a["odsF"], b["odsF"], abs_tol=0.2), (name, a["odsF"], b["odsF"])
         assert math.isclose(a["oisF"], b["oisF"], abs_tol=0.2), (name, a["oisF"], b["oisF"])
         assert math.isclose(a["AP"], b["AP"], abs_tol=0.5), (name, a["AP"], b["AP"])
+
+
+@pytest.mark.parametrize("kind", ["noise", "blobs", "blocks", "solid", "thresholded_nms"])
+def test_border_thinning_equals_scikit_image_thin(kind):
+    """``boundary._thin`` (border pixels only) gives scikit-image's ``thin`` (``bwmorph thin inf``) bit for bit."""
+    from scipy import ndimage
+    from skimage.morphology import thin
+
+    rng = np.random.default_rng(len(kind))
+    for i in range(40):
+        h, w = (int(v) for v in rng.integers(3, 70, 2))
+        if kind == "noise":
+            b = rng.random((h, w)) < rng.uniform(0.1, 0.9)
+        elif kind == "blobs":
+            b = ndimage.gaussian_filter(rng.random((h, w)), 1 + i % 3) > 0.5
+        elif kind == "blocks":
+            b = np.zeros((h, w), bool)
+            b[rng.integers(0, h):, rng.integers(0, w):] = True
+            b[0, :] = rng.random(w) < 0.5
+        elif kind == "solid":
+            b = np.ones((h, w), bool)
+        else:
+            p = B.edge_nms(ndimage.gaussian_filter(rng.random((max(h, 12), max(w, 12))), 2))
+            b = p >= np.quantile(p, rng.uniform(0.2, 0.9))
+        np.testing.assert_array_equal(B._thin(b), thin(b), err_msg=f"{kind} {i}")

@@ -96,3 +96,38 @@ def test_delta_m_signs():
 def test_delta_m_with_a_zero_baseline_is_nan_not_an_error():
     hib = {"semseg": True, "edge": True}
     assert math.isnan(metrics.delta_m({"semseg": 44, "edge": 3.0}, {"semseg": 40, "edge": 0.0}, hib))
+
+
+def test_channel_ops_equal_the_plain_formulas():
+    """nas/tensorops: the fast channel reductions and masked means give what the plain torch formulas give
+    (float64, up to summation order), and a finite gradient at a zero vector."""
+    import torch.nn.functional as F
+
+    from trcnas.nas import losses
+    from trcnas.nas.tensorops import channel_norm, cosine, masked_mean, unit
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, 17, 23, generator=g, dtype=torch.float64)
+    y = torch.randn(4, 3, 17, 23, generator=g, dtype=torch.float64)
+    x[0, :, 0, 0] = 0  # a zero vector
+    torch.testing.assert_close(channel_norm(x), x.norm(dim=1), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(unit(x), F.normalize(x, dim=1), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(cosine(x, y, 1e-6), F.cosine_similarity(x, y, dim=1, eps=1e-6), rtol=1e-12, atol=1e-12)
+    mask = torch.rand(4, 1, 17, 23, generator=g) > 0.3
+    torch.testing.assert_close(masked_mean(x, mask), x[mask.expand_as(x)].mean(), rtol=1e-12, atol=1e-12)
+    assert masked_mean(x, torch.zeros_like(mask)).isnan()
+
+    p = x.clone().requires_grad_()
+    t = F.normalize(y, dim=1)
+    t[1, :, :5] = 0  # invalid target pixels
+    loss = losses.normals_l1(p, t)
+    valid = (t.norm(dim=1, keepdim=True) > 0.5).expand_as(t)
+    torch.testing.assert_close(loss, (F.normalize(x, dim=1) - t).abs()[valid].mean(), rtol=1e-12, atol=1e-12)
+    loss.backward()
+    assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+    cos = losses.normals_cosine(x, t)
+    ref = (1 - F.cosine_similarity(x, t, dim=1, eps=1e-6))[t.norm(dim=1) > 0.5].mean()
+    torch.testing.assert_close(cos, ref, rtol=1e-12, atol=1e-12)
+    d = torch.rand(4, 1, 17, 23, generator=g, dtype=torch.float64) - 0.2
+    torch.testing.assert_close(losses.masked_l1(x[:, :1], d), (x[:, :1] - d).abs()[d > 0].mean(), rtol=1e-12,
+                               atol=1e-12)

@@ -23,6 +23,7 @@ import torch
 from trcnas.nas import losses
 from trcnas.nas.registry import Registry
 from trcnas.nas.tasks import Task
+from trcnas.nas.tensorops import unit
 
 OUTPUTS = Registry("CompositeTasking output")
 
@@ -93,7 +94,7 @@ class NormalsOutput(Output):
         return 2 * torch.sigmoid(out) - 1
 
     def value(self, out):
-        return torch.nn.functional.normalize(self.decode(out.float()), dim=1)
+        return unit(self.decode(out.float()))
 
 
 class ScalarOutput(Output):
