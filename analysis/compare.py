@@ -1,5 +1,6 @@
 """Tables of a multi-seed comparison (``trcnas compare``): one row per finished run, and mean ± std (sample
-standard deviation, n - 1) per variant of every task metric and Δm. Reads only result files."""
+standard deviation, n - 1) per variant of every task metric and Δm, with the networks' params and MAdds (as
+each run recorded them at its training size). Reads only result files."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pandas as pd
 import yaml
 
 from trcnas.spaces.io import atomic_write_text
+
+COST = ("params_M", "madds_G")  # recorded by every finished train/retrain run (older runs: missing, n/a)
 
 
 def _final_dir(run_dir: Path) -> Path:
@@ -34,7 +37,8 @@ def collect_runs(out: Path, spec: dict) -> pd.DataFrame:
             m = json.loads(f.read_text())
             row = {"variant": v["name"], "label": v.get("label", v["name"]), "seed": s,
                    **{t: m["primary"][t] for t in m["primary"]}, "delta_m": m.get("delta_m"),
-                   "steps": m.get("steps"), "wall_s": m.get("wall_s"), "choices": _choices(m)}
+                   "steps": m.get("steps"), "wall_s": m.get("wall_s"), "choices": _choices(m),
+                   "params_M": m.get("params_M", float("nan")), "madds_G": m.get("madds_G", float("nan"))}
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -55,7 +59,7 @@ def rebase_delta_m(runs: pd.DataFrame, baseline: str, tasks: list[str], directio
 
 
 def summarise(runs: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
-    cols = [*tasks, "delta_m"]
+    cols = [*tasks, "delta_m", *(c for c in COST if c in runs)]
     rows = []
     for (variant, label), g in runs.groupby(["variant", "label"], sort=False):
         row = {"variant": variant, "label": label, "n": len(g), "seeds": " ".join(str(s) for s in g["seed"])}
@@ -78,15 +82,24 @@ def format_mean_std(mean: float, std: float, digits: int, n: int) -> str:
 
 def markdown(summary: pd.DataFrame, tasks: list[str], directions: dict[str, str], metrics: dict[str, str]) -> str:
     heads = [f"{t} {metrics.get(t, '')} {'↑' if directions.get(t) == 'higher' else '↓'}" for t in tasks]
-    lines = ["| Model | seeds | " + " | ".join(heads) + " | Δm (%) ↑ |", "|---" * (3 + len(tasks)) + "|"]
+    lines = ["| Model | seeds | Params (M) | MAdds (G) | " + " | ".join(heads) + " | Δm (%) ↑ |",
+             "|---" * (5 + len(tasks)) + "|"]
     for _, r in summary.iterrows():
-        vals = []
+        vals = [_cost(r, c) for c in COST]
         for t in tasks:
             digits = 4 if abs(r[f"{t}_mean"]) < 10 else 2
             vals.append(format_mean_std(r[f"{t}_mean"], r[f"{t}_std"], digits, r["n"]))
         dm = format_mean_std(r["delta_m_mean"], r["delta_m_std"], 2, r["n"])
         lines.append(f"| {r['label']} | {r['n']} | " + " | ".join(vals) + f" | {dm} |")
     return "\n".join(lines) + "\n"
+
+
+def _cost(row, col: str) -> str:
+    """The mean over seeds (a searched architecture may differ between seeds: then mean ± std)."""
+    mean, std = float(row.get(f"{col}_mean", float("nan"))), float(row.get(f"{col}_std", float("nan")))
+    if np.isnan(mean):
+        return "n/a"
+    return f"{mean:.3f}" if np.isnan(std) or std < 5e-4 else f"{mean:.3f} ± {std:.3f}"
 
 
 def write_comparison(out: str | Path, spec: dict | None = None, metric_names: dict[str, str] | None = None) -> dict:

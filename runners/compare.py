@@ -213,9 +213,50 @@ def run_compare(spec_path: str | Path | dict, out: str | Path, extra: list[str] 
             _run_variant(copy.deepcopy(cfgs[(v["name"], s)]), v, run_dir, progress)
             done += 1
     errors = _run_on_ray([j for j in jobs if not _finished(j[1], j[2])], out, address) if ray else []
+    _record_costs(out, spec, cfgs)
     from trcnas.nas.tasks import TASKS
 
     return {**write_comparison(out, spec, {t: TASKS.get(t).metric for t in TASKS.names()}), "errors": errors}
+
+
+def dataset_info(cfg: dict):
+    """Label-space sizes for counting a network's cost (the runs have built and cached the dataset already)."""
+    from trcnas.nas.data import build_dataset
+
+    _, info = build_dataset(cfg["data"], "val", train=False, progress=False)
+    return info
+
+
+def network_cost(cfg: dict, info, arch) -> tuple[float, float]:
+    """(params in M, MAdds in G) of the config's network with ``arch``, at the training size."""
+    from trcnas.nas.engine.summary import model_summary
+    from trcnas.nas.models import build_model
+    from trcnas.nas.tasks import build_tasks
+
+    model = build_model(cfg, build_tasks(cfg["data"]["tasks"], info), architecture=arch)
+    s = model_summary(model, tuple(cfg["data"]["crop"] or cfg["data"]["image_size"]))
+    return s["params_M"], s["madds_G"]
+
+
+def _record_costs(out: Path, spec: dict, cfgs: dict) -> None:
+    """Runs finished before runs recorded their network's cost get it counted now, from their own config and
+    architecture, and added to their metrics.json (atomically; nothing else in the file changes)."""
+    from trcnas.nas.engine.loop import write_json
+    from trcnas.spaces.architecture import from_dict
+
+    info = None
+    for (name, seed), cfg in cfgs.items():
+        variant = next(v for v in spec["variants"] if v["name"] == name)
+        f = _final_of(variant, out / name / f"seed{seed}") / "metrics.json"
+        if not f.is_file():
+            continue
+        m = json.loads(f.read_text())
+        if "params_M" in m:
+            continue
+        info = info or dataset_info(cfg)
+        arch = from_dict(m["architecture"]) if m.get("architecture") else None
+        m["params_M"], m["madds_G"] = network_cost(cfg, info, arch)
+        write_json(f, m)
 
 
 def _final_of(variant: dict, run_dir: Path) -> Path:

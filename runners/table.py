@@ -11,9 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from trcnas.nas.engine.summary import model_summary
-from trcnas.nas.models import build_model
-from trcnas.nas.tasks import DatasetInfo, build_tasks
 from trcnas.spaces import load_architecture
 from trcnas.spaces.io import atomic_write_text
 
@@ -29,13 +26,6 @@ def variant_labels(cfg: dict) -> dict[str, str]:
     space = resolve_space(cfg)
     fam = family(space.group)
     return {**BASELINES, **fam.fixed_variants(space, list(cfg["data"]["tasks"])), fam.name: fam.label}
-
-
-def _resources(cfg: dict, info: DatasetInfo, arch) -> tuple[float, float]:
-    tasks = build_tasks(cfg["data"]["tasks"], info)
-    model = build_model(cfg, tasks, architecture=arch)
-    s = model_summary(model, tuple(cfg["data"]["crop"] or cfg["data"]["image_size"]))
-    return s["params_M"], s["madds_G"]
 
 
 def table_spec(cfg_path: Path, seeds: list[int], variants: list[str], architecture: str | None,
@@ -61,7 +51,7 @@ def run_table(cfg: dict, out: str | Path, architecture: str | None = None, varia
     runs are kept: run it again to continue), then writes table.csv / .md / .tex / .json (mean ± std of every
     task metric and Δm, params and MAdds) and a figure of Δm per variant with its standard deviation."""
     from trcnas.nas.errors import UserError
-    from trcnas.runners.compare import run_compare
+    from trcnas.runners.compare import dataset_info, network_cost, run_compare
 
     out = Path(out)
     labels = variant_labels(cfg)
@@ -84,15 +74,18 @@ def run_table(cfg: dict, out: str | Path, architecture: str | None = None, varia
     atomic_write_text(cfg_path, dump(cfg))
     spec = table_spec(cfg_path, [cfg["seed"] + i for i in range(seeds)], variants, architecture, labels, searched)
     res = run_compare(spec, out, progress=progress, ray=ray, address=address)
-    info = _info_for(cfg)
+    info = None
     rows = []
     for r in res["summary"]:
         v = r["variant"]
-        costs = [_resources(_variant_cfg(cfg, v), info, _run_architecture(out, v, s))
-                 for s in map(int, str(r["seeds"]).split())]
+        cost = (r.get("params_M_mean", float("nan")), r.get("madds_G_mean", float("nan")))
+        if np.isnan(cost).any():  # runs finished before runs recorded their cost: count them here
+            info = info or dataset_info(cfg)
+            costs = [network_cost(_variant_cfg(cfg, v), info, _run_architecture(out, v, s))
+                     for s in map(int, str(r["seeds"]).split())]
+            cost = (np.mean([c[0] for c in costs]), np.mean([c[1] for c in costs]))
         row = {"variant": v, "model": labels[v], "n": r["n"], "seeds": r["seeds"],
-               "params_M": round(float(np.mean([c[0] for c in costs])), 4),
-               "madds_G": round(float(np.mean([c[1] for c in costs])), 4)}
+               "params_M": round(float(cost[0]), 4), "madds_G": round(float(cost[1]), 4)}
         for t in cfg["data"]["tasks"]:
             row[t], row[f"{t}_std"] = r[f"{t}_mean"], r[f"{t}_std"]
         row["delta_m"], row["delta_m_std"] = r["delta_m_mean"], r["delta_m_std"]
@@ -117,14 +110,6 @@ def _run_architecture(out: Path, variant: str, seed: int):
 
     m = json.loads((_final_dir(out / variant / f"seed{seed}") / "metrics.json").read_text())
     return from_dict(m["architecture"]) if m.get("architecture") else None
-
-
-def _info_for(cfg: dict) -> DatasetInfo:
-    """Label-space sizes for counting resources (the runs have built the dataset already)."""
-    from trcnas.nas.data import build_dataset
-
-    _, info = build_dataset(cfg["data"], "val", train=False, progress=False)
-    return info
 
 
 def write_table(out: Path, rows: list[dict], tasks: list[str], directions: dict[str, str]) -> dict:

@@ -31,8 +31,13 @@ def test_compare_runs_every_seed_and_resumes_only_what_is_missing(tmp_path, fast
     assert summary.loc["plain", "delta_m_mean"] == pytest.approx(plain["delta_m"].mean())
     assert summary.loc["plain", "delta_m_std"] == pytest.approx(plain["delta_m"].std(ddof=1))
     md = (out / "summary.md").read_text()
-    assert "| Plain | 2 |" in md and " ± " in md
     m = json.loads((out / "plain" / "seed1" / "metrics.json").read_text())
+    # every run records its network's cost at the training size; the table shows the mean over seeds
+    assert m["params_M"] > 0 and m["madds_G"] > 0
+    assert summary.loc["plain", "params_M_mean"] == pytest.approx(m["params_M"])
+    assert f"| Plain | 2 | {m['params_M']:.3f} | {m['madds_G']:.3f} |" in md and " ± " in md
+    mt = json.loads((out / "mt" / "seed0" / "metrics.json").read_text())
+    assert mt["params_M"] != m["params_M"]
     assert m["architecture"]["choices"]["mteb"]["scales"] == []
     # a second call keeps finished runs; a missing one is run again
     kept = (out / "plain" / "seed0" / "metrics.json").stat().st_mtime_ns
@@ -42,6 +47,13 @@ def test_compare_runs_every_seed_and_resumes_only_what_is_missing(tmp_path, fast
     assert (out / "plain" / "seed0" / "metrics.json").stat().st_mtime_ns == kept
     assert (out / "mt" / "seed1" / "metrics.json").is_file()
     assert "4 finished run(s)" in capsys.readouterr().out
+    # a run finished before runs recorded their cost gets it counted from its config and architecture
+    f = out / "plain" / "seed1" / "metrics.json"
+    f.write_text(json.dumps({k: v for k, v in m.items() if k not in ("params_M", "madds_G")}))
+    assert main(["compare", str(spec), "--out", str(out), *fast_args]) == 0
+    again = json.loads(f.read_text())
+    assert again["params_M"] == pytest.approx(m["params_M"]) and again["madds_G"] == pytest.approx(m["madds_G"])
+    assert again["primary"] == m["primary"]
 
 
 @pytest.mark.parametrize("bad, msg", [

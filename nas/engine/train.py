@@ -56,5 +56,9 @@ def train_run(cfg: dict, out_dir: str | Path, architecture: str | None = None, p
                  stop_after=stop_after)
     if result.step < cfg["train"]["steps"]:
         return {"step": result.step, "finished": False}
+    from trcnas.nas.engine.summary import model_summary
+
+    cost = model_summary(model, tuple(cfg["data"]["crop"] or cfg["data"]["image_size"]))  # at the training size
     return finish_run(model, ctx, result, cfg["model"]["type"], progress,
-                      architecture=None if arch is None else arch.to_dict())
+                      architecture=None if arch is None else arch.to_dict(),
+                      params_M=cost["params_M"], madds_G=cost["madds_G"])
