@@ -98,16 +98,11 @@ def _value(objective: str, summary: dict, cfg: dict, arch_path: Path) -> float:
     if objective.startswith("val/"):
         return float(summary["primary"][objective[4:]])
     if objective in ("params_M", "madds_G"):
-        from trcnas.nas.data import build_dataset
-        from trcnas.nas.engine.summary import model_summary
-        from trcnas.nas.models import build_model
-        from trcnas.nas.tasks import build_tasks
+        from trcnas.runners.compare import dataset_info, network_cost
         from trcnas.spaces import load_architecture
 
-        _, info = build_dataset(cfg["data"], "val", train=False, progress=False)
-        arch = load_architecture(arch_path)
-        model = build_model(cfg, build_tasks(cfg["data"]["tasks"], info), architecture=arch)
-        return float(model_summary(model, tuple(cfg["data"]["crop"] or cfg["data"]["image_size"]))[objective])
+        params, madds = network_cost(cfg, dataset_info(cfg), load_architecture(arch_path))
+        return float(params if objective == "params_M" else madds)
     raise UserError(f"unknown hpo objective {objective!r}; use delta_m, val/<task>, params_M or madds_G")
 
 
