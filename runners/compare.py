@@ -227,15 +227,14 @@ def dataset_info(cfg: dict):
     return info
 
 
-def network_cost(cfg: dict, info, arch) -> tuple[float, float]:
-    """(params in M, MAdds in G) of the config's network with ``arch``, at the training size."""
-    from trcnas.nas.engine.summary import model_summary
+def architecture_cost(cfg: dict, info, arch) -> dict:
+    """``params_M`` and ``madds_G`` of the config's network with ``arch`` at the training size (empty when the
+    network cannot be counted)."""
+    from trcnas.nas.engine.train import network_cost
     from trcnas.nas.models import build_model
     from trcnas.nas.tasks import build_tasks
 
-    model = build_model(cfg, build_tasks(cfg["data"]["tasks"], info), architecture=arch)
-    s = model_summary(model, tuple(cfg["data"]["crop"] or cfg["data"]["image_size"]))
-    return s["params_M"], s["madds_G"]
+    return network_cost(build_model(cfg, build_tasks(cfg["data"]["tasks"], info), architecture=arch), cfg)
 
 
 def _record_costs(out: Path, spec: dict, cfgs: dict) -> None:
@@ -255,8 +254,9 @@ def _record_costs(out: Path, spec: dict, cfgs: dict) -> None:
             continue
         info = info or dataset_info(cfg)
         arch = from_dict(m["architecture"]) if m.get("architecture") else None
-        m["params_M"], m["madds_G"] = network_cost(cfg, info, arch)
-        write_json(f, m)
+        cost = architecture_cost(cfg, info, arch)
+        if cost:
+            write_json(f, {**m, **cost})
 
 
 def _final_of(variant: dict, run_dir: Path) -> Path:

@@ -98,11 +98,10 @@ def _value(objective: str, summary: dict, cfg: dict, arch_path: Path) -> float:
     if objective.startswith("val/"):
         return float(summary["primary"][objective[4:]])
     if objective in ("params_M", "madds_G"):
-        from trcnas.runners.compare import dataset_info, network_cost
+        from trcnas.runners.compare import architecture_cost, dataset_info
         from trcnas.spaces import load_architecture
 
-        params, madds = network_cost(cfg, dataset_info(cfg), load_architecture(arch_path))
-        return float(params if objective == "params_M" else madds)
+        return float(architecture_cost(cfg, dataset_info(cfg), load_architecture(arch_path))[objective])
     raise UserError(f"unknown hpo objective {objective!r}; use delta_m, val/<task>, params_M or madds_G")
 
 

@@ -51,7 +51,7 @@ def run_table(cfg: dict, out: str | Path, architecture: str | None = None, varia
     runs are kept: run it again to continue), then writes table.csv / .md / .tex / .json (mean ± std of every
     task metric and Δm, params and MAdds) and a figure of Δm per variant with its standard deviation."""
     from trcnas.nas.errors import UserError
-    from trcnas.runners.compare import dataset_info, network_cost, run_compare
+    from trcnas.runners.compare import architecture_cost, dataset_info, run_compare
 
     out = Path(out)
     labels = variant_labels(cfg)
@@ -81,9 +81,9 @@ def run_table(cfg: dict, out: str | Path, architecture: str | None = None, varia
         cost = (r.get("params_M_mean", float("nan")), r.get("madds_G_mean", float("nan")))
         if np.isnan(cost).any():  # runs finished before runs recorded their cost: count them here
             info = info or dataset_info(cfg)
-            costs = [network_cost(_variant_cfg(cfg, v), info, _run_architecture(out, v, s))
+            costs = [architecture_cost(_variant_cfg(cfg, v), info, _run_architecture(out, v, s))
                      for s in map(int, str(r["seeds"]).split())]
-            cost = (np.mean([c[0] for c in costs]), np.mean([c[1] for c in costs]))
+            cost = tuple(np.mean([c.get(k, float("nan")) for c in costs]) for k in ("params_M", "madds_G"))
         row = {"variant": v, "model": labels[v], "n": r["n"], "seeds": r["seeds"],
                "params_M": round(float(cost[0]), 4), "madds_G": round(float(cost[1]), 4)}
         for t in cfg["data"]["tasks"]:

@@ -56,9 +56,20 @@ def train_run(cfg: dict, out_dir: str | Path, architecture: str | None = None, p
                  stop_after=stop_after)
     if result.step < cfg["train"]["steps"]:
         return {"step": result.step, "finished": False}
+    return finish_run(model, ctx, result, cfg["model"]["type"], progress,
+                      architecture=None if arch is None else arch.to_dict(), **network_cost(model, cfg))
+
+
+def network_cost(model, cfg: dict) -> dict:
+    """``params_M`` and ``madds_G`` of a trained network at the training size, for its metrics.json; a network
+    the counter cannot trace (a plugin's) records none rather than losing the finished run."""
+    import warnings
+
     from trcnas.nas.engine.summary import model_summary
 
-    cost = model_summary(model, tuple(cfg["data"]["crop"] or cfg["data"]["image_size"]))  # at the training size
-    return finish_run(model, ctx, result, cfg["model"]["type"], progress,
-                      architecture=None if arch is None else arch.to_dict(),
-                      params_M=cost["params_M"], madds_G=cost["madds_G"])
+    try:
+        s = model_summary(model, tuple(cfg["data"]["crop"] or cfg["data"]["image_size"]))
+    except Exception as e:  # noqa: BLE001 - counting is a report, the training is done
+        warnings.warn(f"could not count the network's params and MAdds ({type(e).__name__}: {e})", stacklevel=2)
+        return {}
+    return {"params_M": s["params_M"], "madds_G": s["madds_G"]}
