@@ -102,6 +102,48 @@ def _cost(row, col: str) -> str:
     return f"{mean:.3f}" if np.isnan(std) or std < 5e-4 else f"{mean:.3f} ± {std:.3f}"
 
 
+def training_curves(out: Path, spec: dict, window: int = 10) -> pd.DataFrame:
+    """The training loss of every finished run's final training (a searched variant: its retrain) per logged step:
+    per variant, the mean over seeds of the raw loss (``loss_mean``) and of each seed's moving average over
+    ``window`` logged steps (``smooth_mean``, ``smooth_min``, ``smooth_max``)."""
+    frames = []
+    for v in spec["variants"]:
+        for s in spec["seeds"]:
+            final = _final_dir(out / v["name"] / f"seed{s}")
+            f = final / "train_curve.csv"
+            if not f.is_file() or not (final / "metrics.json").is_file():
+                continue
+            c = pd.read_csv(f)[["step", "loss"]]
+            c["smooth"] = c["loss"].rolling(window, min_periods=1).mean()
+            frames.append(c.assign(variant=v["name"], label=v.get("label", v["name"]), seed=s))
+    if not frames:
+        return pd.DataFrame()
+    g = pd.concat(frames).groupby(["variant", "label", "step"], sort=False)
+    curves = g["loss"].agg(loss_mean="mean", seeds="count").join(
+        g["smooth"].agg(smooth_mean="mean", smooth_min="min", smooth_max="max"))
+    return curves.reset_index()
+
+
+def plot_training_curves(curves: pd.DataFrame, out: Path) -> None:
+    """Smoothed training loss per variant (mean over seeds, band: the seeds' range), log scale. The losses of
+    different model types are different sums (a single-task row adds its networks' losses), so the figure
+    compares shapes (has the curve flattened at the budget?), not levels."""
+    from trcnas.analysis.style import no_data, plt, save
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if curves.empty:
+        no_data(ax, "train_curve.csv")
+    for (_, label), c in curves.groupby(["variant", "label"], sort=False):
+        line = ax.plot(c["step"], c["smooth_mean"], label=f"{label} ({int(c['seeds'].max())} seeds)")[0]
+        ax.fill_between(c["step"], c["smooth_min"], c["smooth_max"], color=line.get_color(), alpha=0.2, lw=0)
+    if not curves.empty:
+        ax.set_yscale("log")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("training loss (moving average)")
+        ax.legend(fontsize=7)
+    save(fig, out, "training_curves")
+
+
 def write_comparison(out: str | Path, spec: dict | None = None, metric_names: dict[str, str] | None = None) -> dict:
     """Writes runs.csv, summary.csv and summary.md into ``out``; returns their paths and the summary rows.
     ``metric_names``: each task's primary metric, for the column heads."""
@@ -128,5 +170,9 @@ def write_comparison(out: str | Path, spec: dict | None = None, metric_names: di
     else:
         md += "\nΔm against the config's fixed `baselines`.\n"
     atomic_write_text(out / "summary.md", md)
+    curves = training_curves(out, spec)
+    atomic_write_text(out / "training_curves.csv", curves.to_csv(index=False))
+    plot_training_curves(curves, out)
     return {"runs": len(runs), "summary": summary.to_dict("records"), "baseline": ref,
-            "files": [str(out / n) for n in ("runs.csv", "summary.csv", "summary.md")]}
+            "files": [str(out / n) for n in ("runs.csv", "summary.csv", "summary.md", "training_curves.csv",
+                                             "training_curves.png")]}

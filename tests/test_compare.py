@@ -38,6 +38,14 @@ def test_compare_runs_every_seed_and_resumes_only_what_is_missing(tmp_path, fast
     assert f"| Plain | 2 | {m['params_M']:.3f} | {m['madds_G']:.3f} |" in md and " ± " in md
     mt = json.loads((out / "mt" / "seed0" / "metrics.json").read_text())
     assert mt["params_M"] != m["params_M"]
+    # training curves: per variant and logged step, the mean over seeds of the runs' own loss
+    curves = pd.read_csv(out / "training_curves.csv")
+    own = [pd.read_csv(out / "plain" / f"seed{s}" / "train_curve.csv").set_index("step")["loss"] for s in (0, 1)]
+    plain_c = curves[curves["variant"] == "plain"].set_index("step")
+    assert list(plain_c.index) == list(own[0].index) and (plain_c["seeds"] == 2).all()
+    assert plain_c["loss_mean"].to_numpy() == pytest.approx(((own[0] + own[1]) / 2).to_numpy())
+    assert (plain_c["smooth_min"] <= plain_c["smooth_mean"] + 1e-12).all()
+    assert (out / "training_curves.png").stat().st_size > 0
     assert m["architecture"]["choices"]["mteb"]["scales"] == []
     # a second call keeps finished runs; a missing one is run again
     kept = (out / "plain" / "seed0" / "metrics.json").stat().st_mtime_ns
