@@ -24,6 +24,7 @@ precision-recall curve (``Area_PR``: precision interpolated at recall 0, 0.01, .
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -92,9 +93,27 @@ def edge_nms(prob: np.ndarray, r: int = 1, s: int = 5, m: float = 1.01) -> np.nd
 _CODE_BITS = ((0, 1, 1), (-1, 1, 2), (-1, 0, 4), (-1, -1, 8), (0, -1, 16), (1, -1, 32), (1, 0, 64), (1, 1, 128))
 
 
+@functools.lru_cache(maxsize=1)
+def _guo_hall_tables() -> tuple[np.ndarray, np.ndarray]:
+    """Deletion tables of Guo & Hall's two-subiteration thinning (Comm. ACM 32(3), 1989, algorithm A1) over the
+    256 codes of ``_CODE_BITS`` (bit k-1 is the paper's neighbour x_k: x1 east, then counter-clockwise). A pixel
+    is deleted when G1 (exactly one 4-connected transition), G2 (2 <= min(n1, n2) <= 3) and G3 (first
+    subiteration) or G3' (second) hold."""
+    first, second = np.zeros(256, bool), np.zeros(256, bool)
+    for code in range(256):
+        x = [(code >> k) & 1 for k in range(8)]  # x[k] is the paper's x_{k+1}
+        g1 = sum(1 for k in (0, 2, 4, 6) if not x[k] and (x[k + 1] or x[(k + 2) % 8])) == 1
+        n1 = sum(1 for k in (1, 3, 5, 7) if x[k] or x[k - 1])
+        n2 = sum(1 for k in (1, 3, 5, 7) if x[k] or x[(k + 1) % 8])
+        g12 = g1 and 2 <= min(n1, n2) <= 3
+        first[code] = g12 and not ((x[1] or x[2] or not x[7]) and x[0])
+        second[code] = g12 and not ((x[5] or x[6] or not x[3]) and x[4])
+    return first, second
+
+
 def _thin(binary: np.ndarray) -> np.ndarray:
-    """``bwmorph(binary, 'thin', inf)``: the Guo-Hall two-subiteration thinning with scikit-image's lookup
-    tables (``skimage.morphology.thin``), bit for bit (tested), but evaluated only on *border* pixels.
+    """``bwmorph(binary, 'thin', inf)``: the Guo-Hall two-subiteration thinning, the same as scikit-image's
+    ``skimage.morphology.thin`` bit for bit (tested), but evaluated only on *border* pixels.
 
     A pixel can only be deleted when one of its 4-neighbours is background (condition G1 of the tables), so
     each subiteration computes the neighbourhood codes of the border pixels alone, all from the state before
@@ -102,8 +121,7 @@ def _thin(binary: np.ndarray) -> np.ndarray:
     4-neighbours of the deleted pixels to the border. scikit-image correlates the whole image twice per
     iteration; thinning the thick blobs that low thresholds of a smooth probability map leave after NMS takes
     dozens of iterations, so this was 97 % of an edge evaluation."""
-    from skimage.morphology._skeletonize import G123_LUT, G123P_LUT
-
+    first, second = _guo_hall_tables()
     h, w = binary.shape
     width = w + 2
     img = np.zeros((h + 2) * width, np.uint8)  # a zero frame: neighbours never leave the array
@@ -119,7 +137,7 @@ def _thin(binary: np.ndarray) -> np.ndarray:
     changed = True
     while changed and len(border):
         changed = False
-        for lut in (G123_LUT, G123P_LUT):
+        for lut in (first, second):
             kill = lut[img[border[:, None] + offsets] @ bits]
             if not kill.any():
                 continue

@@ -243,7 +243,7 @@ def _record_costs(out: Path, spec: dict, cfgs: dict) -> None:
     from trcnas.nas.engine.loop import write_json
     from trcnas.spaces.architecture import from_dict
 
-    info = None
+    infos: dict[str, object] = {}  # per data config (variants may use other configs)
     for (name, seed), cfg in cfgs.items():
         variant = next(v for v in spec["variants"] if v["name"] == name)
         f = _final_of(variant, out / name / f"seed{seed}") / "metrics.json"
@@ -252,9 +252,11 @@ def _record_costs(out: Path, spec: dict, cfgs: dict) -> None:
         m = json.loads(f.read_text())
         if "params_M" in m:
             continue
-        info = info or dataset_info(cfg)
+        key = json.dumps(cfg["data"], sort_keys=True, default=str)
+        if key not in infos:
+            infos[key] = dataset_info(cfg)
         arch = from_dict(m["architecture"]) if m.get("architecture") else None
-        cost = architecture_cost(cfg, info, arch)
+        cost = architecture_cost(cfg, infos[key], arch)
         if cost:
             write_json(f, {**m, **cost})
 
