@@ -16,21 +16,29 @@ from trcnas.spaces.io import atomic_write_text
 COST = ("params_M", "madds_G")  # recorded by every finished train/retrain run (older runs: missing, n/a)
 
 
-def _final_dir(run_dir: Path) -> Path:
-    return run_dir / "retrain" if (run_dir / "retrain").is_dir() or (run_dir / "search").is_dir() else run_dir
+def final_dir(variant: dict, run_dir: Path) -> Path:
+    """The folder holding a run's final metrics: a searched variant's retrain (its search with
+    ``retrain: false``), else the run folder itself."""
+    if variant.get("architecture") != "search":
+        return run_dir
+    return run_dir / ("search" if variant.get("retrain") is False else "retrain")
 
 
 def _choices(metrics: dict) -> str:
+    """``decision=value; ...``, nested choices flattened with dots (ATRC: ``target.source=context``)."""
+    def flat(d, prefix=""):
+        for k, v in d.items():
+            yield from flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}={v}"]
+
     arch = metrics.get("architecture") or {}
-    choices = arch.get("choices") or {}
-    return "; ".join(f"{k}={v}" for group in choices.values() for k, v in group.items()) if choices else ""
+    return "; ".join(x for group in (arch.get("choices") or {}).values() for x in flat(group))
 
 
 def collect_runs(out: Path, spec: dict) -> pd.DataFrame:
     rows = []
     for v in spec["variants"]:
         for s in spec["seeds"]:
-            final = _final_dir(out / v["name"] / f"seed{s}")
+            final = final_dir(v, out / v["name"] / f"seed{s}")
             f = final / "metrics.json"
             if not f.is_file():
                 continue
@@ -109,7 +117,7 @@ def training_curves(out: Path, spec: dict, window: int = 10) -> pd.DataFrame:
     frames = []
     for v in spec["variants"]:
         for s in spec["seeds"]:
-            final = _final_dir(out / v["name"] / f"seed{s}")
+            final = final_dir(v, out / v["name"] / f"seed{s}")
             f = final / "train_curve.csv"
             if not f.is_file() or not (final / "metrics.json").is_file():
                 continue
@@ -154,7 +162,7 @@ def write_comparison(out: str | Path, spec: dict | None = None, metric_names: di
     if runs.empty:
         return {"runs": 0, "summary": [], "files": []}
     first = next(p for v in spec["variants"] for s in spec["seeds"]
-                 if (p := _final_dir(out / v["name"] / f"seed{s}") / "metrics.json").is_file())
+                 if (p := final_dir(v, out / v["name"] / f"seed{s}") / "metrics.json").is_file())
     m = json.loads(first.read_text())
     tasks = list(m["primary"])
     ref = rebase_delta_m(runs, spec["baseline"], tasks, m["directions"]) if spec.get("baseline") else None

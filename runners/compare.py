@@ -22,7 +22,8 @@ Example (``results/``-relative paths are fine)::
 seeds (e.g. single-task networks trained under the same budget), not the config's fixed ``baselines``.
 
 ``architecture``: omitted (the config's model), ``default``, ``fixed:<candidate>``, a file, ``search``
-(search with the config's space, then retrain the exported architecture), or the choices themselves, e.g.
+(search with the config's space, then retrain the exported architecture; with ``retrain: false`` the search
+alone, whose argmax subgraph's metrics are the run's), or the choices themselves, e.g.
 ``{composite: {embedding_depth: 3, embedding_width: 128}}``.
 """
 
@@ -35,7 +36,7 @@ from pathlib import Path
 from trcnas.nas.errors import UserError
 
 SHIPPED = Path(__file__).parent / "comparisons"
-VARIANT_KEYS = {"name", "label", "config", "set", "architecture"}
+VARIANT_KEYS = {"name", "label", "config", "set", "architecture", "retrain"}
 TOP_KEYS = {"name", "config", "set", "seeds", "variants", "baseline"}
 
 
@@ -77,6 +78,9 @@ def check_comparison(spec, p) -> dict:
         if bad:
             raise UserError(f"{p}: variants[{i}] ({v['name']}): unknown key(s) {sorted(bad)}; "
                             f"use {', '.join(sorted(VARIANT_KEYS))}")
+        if "retrain" in v and (not isinstance(v["retrain"], bool) or v.get("architecture") != "search"):
+            raise UserError(f"{p}: variants[{i}] ({v['name']}): `retrain` (true or false) goes with "
+                            "`architecture: search`")
         if not (v.get("config") or spec.get("config")):
             raise UserError(f"{p}: variants[{i}] ({v['name']}) has no config (set `config:` here or at the top)")
         names.append(v["name"])
@@ -110,6 +114,8 @@ def _run_variant(cfg: dict, variant: dict, run_dir: Path, progress: bool) -> Pat
     if arch == "search":
         if not (run_dir / "search" / ARCHITECTURE).is_file():
             search_run(cfg, run_dir / "search", progress=progress, resume=True)
+        if variant.get("retrain") is False:  # the search is the run (e.g. a reliability study)
+            return final
         arch = str(run_dir / "search" / ARCHITECTURE)
     train_run(cfg, final, architecture=arch, progress=progress, resume=True)
     return final
@@ -262,8 +268,9 @@ def _record_costs(out: Path, spec: dict, cfgs: dict) -> None:
 
 
 def _final_of(variant: dict, run_dir: Path) -> Path:
-    """The folder that holds a run's final metrics (a searched variant's retrain)."""
-    return run_dir / "retrain" if variant.get("architecture") == "search" else run_dir
+    from trcnas.analysis.compare import final_dir
+
+    return final_dir(variant, run_dir)
 
 
 def _finished(variant: dict, run_dir: Path) -> bool:

@@ -81,7 +81,8 @@ def run_table(cfg: dict, out: str | Path, architecture: str | None = None, varia
         cost = (r.get("params_M_mean", float("nan")), r.get("madds_G_mean", float("nan")))
         if np.isnan(cost).any():  # runs finished before runs recorded their cost: count them here
             info = info or dataset_info(cfg)
-            costs = [architecture_cost(_variant_cfg(cfg, v), info, _run_architecture(out, v, s))
+            spec_v = next(x for x in spec["variants"] if x["name"] == v)
+            costs = [architecture_cost(_variant_cfg(cfg, v), info, _run_architecture(out, spec_v, s))
                      for s in map(int, str(r["seeds"]).split())]
             cost = tuple(np.mean([c.get(k, float("nan")) for c in costs]) for k in ("params_M", "madds_G"))
         row = {"variant": v, "model": labels[v], "n": r["n"], "seeds": r["seeds"],
@@ -103,12 +104,12 @@ def _variant_cfg(cfg: dict, variant: str) -> dict:
     return c
 
 
-def _run_architecture(out: Path, variant: str, seed: int):
+def _run_architecture(out: Path, variant: dict, seed: int):
     """The architecture a finished run trained (from its metrics.json), or None for the baselines."""
-    from trcnas.analysis.compare import _final_dir
+    from trcnas.analysis.compare import final_dir
     from trcnas.spaces.architecture import from_dict
 
-    m = json.loads((_final_dir(out / variant / f"seed{seed}") / "metrics.json").read_text())
+    m = json.loads((final_dir(variant, out / variant["name"] / f"seed{seed}") / "metrics.json").read_text())
     return from_dict(m["architecture"]) if m.get("architecture") else None
 
 

@@ -71,6 +71,8 @@ def test_compare_runs_every_seed_and_resumes_only_what_is_missing(tmp_path, fast
     ({"variants": [{"name": "a", "arch": "x"}]}, "unknown key"),
     ({"variants": [{"name": "a", "set": ["train.steps=-3x"]}]}, "train.steps"),
     ({"baseline": "st"}, "baseline 'st' is not one of the variants"),
+    ({"variants": [{"name": "a", "retrain": False}]}, "`retrain` (true or false) goes with `architecture: search`"),
+    ({"variants": [{"name": "a", "architecture": "search", "retrain": "no"}]}, "`retrain`"),
 ])
 def test_bad_comparison_files_are_one_error_line(tmp_path, capsys, bad, msg):
     spec = _spec(tmp_path, **bad)
@@ -117,3 +119,19 @@ def test_delta_m_against_a_baseline_variant_is_taken_from_its_mean_by_hand():
     empty = runs[runs["variant"] == "mt"].copy()
     assert rebase_delta_m(empty, "st", ["semseg", "depth"], {"semseg": "higher", "depth": "lower"}) == {}
     assert empty["delta_m"].isna().all()
+
+
+def test_a_search_only_variant_is_its_search(tmp_path, fast_args):
+    """``retrain: false``: the run is the search; its metrics (the argmax subgraph's at the end of the search)
+    and its architecture are the comparison's, and nothing is retrained."""
+    spec = _spec(tmp_path, config="synthetic-atrc", seeds=[0, 1],
+                 variants=[{"name": "s", "label": "Search", "architecture": "search", "retrain": False}])
+    out = tmp_path / "out"
+    assert main(["compare", str(spec), "--out", str(out), *fast_args]) == 0
+    runs = pd.read_csv(out / "runs.csv")
+    for seed in (0, 1):
+        d = out / "s" / f"seed{seed}"
+        assert not (d / "retrain").exists() and (d / "search" / "architecture.yaml").is_file()
+        m = json.loads((d / "search" / "metrics.json").read_text())
+        row = runs[runs["seed"] == seed].iloc[0]
+        assert row["semseg"] == pytest.approx(m["primary"]["semseg"]) and row["choices"].startswith("semseg.")
