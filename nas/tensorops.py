@@ -10,20 +10,31 @@ from __future__ import annotations
 import torch
 
 
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in at least float32 (a bf16 prediction under autocast; a no-op for float32 and float64)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def _sumsq(x: torch.Tensor, keepdim: bool) -> torch.Tensor:
+    x = _wide(x)
+    return (x * x).sum(1, keepdim=keepdim)
+
+
 def channel_norm(x: torch.Tensor, keepdim: bool = False) -> torch.Tensor:
     """L2 norm along dim 1 (no gradient use: at 0 the square root's gradient is infinite; see ``unit``)."""
-    return (x * x).sum(1, keepdim=keepdim).sqrt()
+    return _sumsq(x, keepdim).sqrt()
 
 
 def unit(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """``F.normalize(x, dim=1, eps=eps)``: x / max(|x|, eps), with a finite gradient at x = 0 (the clamp is
     taken on the squared norm, before the square root)."""
-    return x * (x * x).sum(1, keepdim=True).clamp_min(eps * eps).rsqrt()
+    return x * _sumsq(x, True).clamp_min(eps * eps).rsqrt()
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """``F.cosine_similarity(a, b, dim=1, eps=eps)``: (a . b) / sqrt(max(|a|^2 |b|^2, eps^2))."""
-    return (a * b).sum(1) * ((a * a).sum(1) * (b * b).sum(1)).clamp_min(eps * eps).rsqrt()
+    dot = (_wide(a) * _wide(b)).sum(1)
+    return dot * (_sumsq(a, False) * _sumsq(b, False)).clamp_min(eps * eps).rsqrt()
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
