@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -434,6 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint is kept (rerun with the same --out to resume)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into a reader that stopped (`trcnas configs | head -1`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 0
     return rc if isinstance(rc, int) else 0
 
 

@@ -56,6 +56,29 @@ def test_configs_lists_shipped(capsys):
         load_config(name)  # paper configs validate
 
 
+def test_output_piped_into_a_reader_that_stops_is_no_traceback(tmp_path, monkeypatch):
+    """`trcnas configs | head -1`: writing to a pipe whose reader has gone raises BrokenPipeError; the command
+    ends quietly with exit code 0 (no traceback), its stdout pointed at /dev/null for the final flush."""
+    import sys
+
+    class ClosedPipe:
+        def __init__(self, fd):
+            self.fd = fd
+
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+        def fileno(self):
+            return self.fd
+
+    with open(tmp_path / "stdout", "w") as f:
+        monkeypatch.setattr(sys, "stdout", ClosedPipe(f.fileno()))
+        assert main(["configs"]) == 0
+
+
 @pytest.mark.parametrize("config", ["synthetic-mt", "synthetic-st", "synthetic-atrc"])
 def test_fast_dev_run_every_synthetic_config(tmp_path, fast_args, config):
     out = tmp_path / "run"
