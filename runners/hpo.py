@@ -98,6 +98,8 @@ def _value(objective: str, summary: dict, cfg: dict, arch_path: Path) -> float:
     if objective.startswith("val/"):
         return float(summary["primary"][objective[4:]])
     if objective in ("params_M", "madds_G"):
+        if objective in summary:  # a retrain records its network's cost
+            return float(summary[objective])
         from trcnas.runners.compare import architecture_cost, dataset_info
         from trcnas.spaces import load_architecture
 

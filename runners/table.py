@@ -5,11 +5,8 @@ Markdown, LaTeX and a figure. It runs as a ``trcnas compare`` comparison, so a s
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
-
-import numpy as np
 
 from trcnas.spaces import load_architecture
 from trcnas.spaces.io import atomic_write_text
@@ -51,7 +48,7 @@ def run_table(cfg: dict, out: str | Path, architecture: str | None = None, varia
     runs are kept: run it again to continue), then writes table.csv / .md / .tex / .json (mean ± std of every
     task metric and Δm, params and MAdds) and a figure of Δm per variant with its standard deviation."""
     from trcnas.nas.errors import UserError
-    from trcnas.runners.compare import architecture_cost, dataset_info, run_compare
+    from trcnas.runners.compare import run_compare
 
     out = Path(out)
     labels = variant_labels(cfg)
@@ -74,19 +71,12 @@ def run_table(cfg: dict, out: str | Path, architecture: str | None = None, varia
     atomic_write_text(cfg_path, dump(cfg))
     spec = table_spec(cfg_path, [cfg["seed"] + i for i in range(seeds)], variants, architecture, labels, searched)
     res = run_compare(spec, out, progress=progress, ray=ray, address=address)
-    info = None
     rows = []
-    for r in res["summary"]:
+    for r in res["summary"]:  # every finished run recorded its cost (run_compare counts older runs' first)
         v = r["variant"]
-        cost = (r.get("params_M_mean", float("nan")), r.get("madds_G_mean", float("nan")))
-        if np.isnan(cost).any():  # runs finished before runs recorded their cost: count them here
-            info = info or dataset_info(cfg)
-            spec_v = next(x for x in spec["variants"] if x["name"] == v)
-            costs = [architecture_cost(_variant_cfg(cfg, v), info, _run_architecture(out, spec_v, s))
-                     for s in map(int, str(r["seeds"]).split())]
-            cost = tuple(np.mean([c.get(k, float("nan")) for c in costs]) for k in ("params_M", "madds_G"))
         row = {"variant": v, "model": labels[v], "n": r["n"], "seeds": r["seeds"],
-               "params_M": round(float(cost[0]), 4), "madds_G": round(float(cost[1]), 4)}
+               "params_M": round(float(r.get("params_M_mean", float("nan"))), 4),
+               "madds_G": round(float(r.get("madds_G_mean", float("nan"))), 4)}
         for t in cfg["data"]["tasks"]:
             row[t], row[f"{t}_std"] = r[f"{t}_mean"], r[f"{t}_std"]
         row["delta_m"], row["delta_m_std"] = r["delta_m_mean"], r["delta_m_std"]
@@ -95,22 +85,6 @@ def run_table(cfg: dict, out: str | Path, architecture: str | None = None, varia
         return {"csv": None, "markdown": None, "rows": [], "errors": res["errors"]}
     directions = json.loads(next(out.glob("single_task/seed*/metrics.json")).read_text())["directions"]
     return {**write_table(out, rows, list(cfg["data"]["tasks"]), directions), "errors": res["errors"]}
-
-
-def _variant_cfg(cfg: dict, variant: str) -> dict:
-    c = copy.deepcopy(cfg)
-    if variant in BASELINES:
-        c["model"]["type"] = variant
-    return c
-
-
-def _run_architecture(out: Path, variant: dict, seed: int):
-    """The architecture a finished run trained (from its metrics.json), or None for the baselines."""
-    from trcnas.analysis.compare import final_dir
-    from trcnas.spaces.architecture import from_dict
-
-    m = json.loads((final_dir(variant, out / variant["name"] / f"seed{seed}") / "metrics.json").read_text())
-    return from_dict(m["architecture"]) if m.get("architecture") else None
 
 
 def write_table(out: Path, rows: list[dict], tasks: list[str], directions: dict[str, str]) -> dict:
