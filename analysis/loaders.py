@@ -48,3 +48,26 @@ def read_csv(path: Path) -> pd.DataFrame | None:
 def first(root: Path, name: str) -> Path | None:
     hits = sorted(Path(root).rglob(name))
     return hits[0] if hits else None
+
+
+def read_importance(root: Path) -> tuple[pd.DataFrame | None, int]:
+    """Permutation importance of every fitted model under ROOT, and how many there are. One importance.csv is
+    returned as written; several (e.g. the retrains of several seeds; the ATRC paper's Fig. 6 is measured over
+    its fitted models) are reduced per (target, source): each model's drops summed over its blocks of that
+    pair (an mTEB pair at several scales), then averaged over the models that have a block there;
+    ``drop_*_std`` becomes the std over those models and ``n_models`` counts them."""
+    frames = [f for f in (read_csv(p) for p in sorted(Path(root).rglob("importance.csv"))) if f is not None]
+    if len(frames) < 2:
+        return (frames[0] if frames else None), len(frames)
+    means = [c for c in frames[0].columns if c.startswith("drop_") and c.endswith("_mean")]
+    per_model = [f.groupby(["target", "source"], sort=False)
+                 .agg({**{c: "sum" for c in means}, "context": lambda v: "+".join(map(str, v))}).reset_index()
+                 for f in frames]
+    stacked = pd.concat(per_model, ignore_index=True)
+    g = stacked.groupby(["target", "source"], sort=False)
+    out = g[means].mean()
+    for c in means:
+        out[c[:-len("_mean")] + "_std"] = g[c].std(ddof=0)
+    out["context"] = g["context"].agg(lambda v: "/".join(sorted(set(v))))
+    out["n_models"] = g.size()
+    return out.reset_index(), len(frames)

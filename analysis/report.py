@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from trcnas.analysis import context, decisions, resources, search_plots, studies
-from trcnas.analysis.loaders import first, read_architecture, read_csv, read_json, search_runs
+from trcnas.analysis.loaders import first, read_architecture, read_csv, read_importance, read_json, search_runs
 from trcnas.spaces.io import atomic_write_text
 
 
@@ -36,8 +36,7 @@ def make_report(root: str | Path, out: str | Path | None = None) -> dict:
     first_space = next(iter(groups), next(iter(chosen_files), None))
     chosen = chosen_files.get(first_space)
     archs = context.load_archs(groups.get(first_space, []))
-    imp_path = first(root, "importance.csv")
-    imp = read_csv(imp_path) if imp_path else None
+    imp, summary["importance_models"] = read_importance(root)
     tasks = chosen["tasks"] if chosen else (archs[0]["tasks"] if archs else [])
 
     m = context.importance_heatmap(imp, tasks, out)

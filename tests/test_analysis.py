@@ -110,6 +110,39 @@ def test_report_writes_figures_and_heatmap_equals_csv(tmp_path):
     assert json.loads((fig / "report.json").read_text())["search_runs"] == 3
 
 
+def test_report_averages_the_importance_of_several_fitted_models(tmp_path):
+    """Two retrains' importance.csv files: each pair's drop is the mean over the models with a block there
+    (one model has none for edge <- semseg), its std the spread between them; an mTEB-like file with one pair
+    at two scales is summed per pair first."""
+    imp = _fake_results(tmp_path)
+    other = imp.copy()
+    other["drop_delta_m_mean"] = 3.0 * imp["drop_delta_m_mean"] + 1.0
+    other = other[~((other["target"] == "edge") & (other["source"] == "semseg"))]
+    (tmp_path / "seed1").mkdir()
+    other.to_csv(tmp_path / "seed1" / "importance.csv", index=False)
+    summary = make_report(tmp_path)
+    assert summary["importance_models"] == 2
+    m = pd.read_csv(tmp_path / "figures" / "importance_matrix.csv").set_index("target")
+    for _, r in imp.iterrows():
+        a = r["drop_delta_m_mean"]
+        want = a if (r["target"], r["source"]) == ("edge", "semseg") else (a + 3.0 * a + 1.0) / 2
+        assert m.loc[r["target"], r["source"]] == pytest.approx(want)
+    from trcnas.analysis.loaders import read_importance
+
+    avg, n = read_importance(tmp_path)
+    row = avg.set_index(["target", "source"]).loc[("depth", "normals")]
+    assert n == 2 and row["n_models"] == 2 and row["drop_delta_m_std"] == pytest.approx(abs(2.0 * 3.0 + 1.0) / 2)
+    assert avg.set_index(["target", "source"]).loc[("edge", "semseg"), "n_models"] == 1
+    scales = pd.DataFrame([{"target": "depth", "source": "semseg", "context": f"mTEB scale {k}",
+                            "drop_delta_m_mean": v, "drop_delta_m_std": 0.0} for k, v in ((1, 0.5), (2, 1.5))])
+    (tmp_path / "seed2").mkdir()
+    scales.to_csv(tmp_path / "seed2" / "importance.csv", index=False)
+    avg, n = read_importance(tmp_path)
+    row = avg.set_index(["target", "source"]).loc[("depth", "semseg")]
+    assert n == 3 and row["n_models"] == 3
+    assert row["drop_delta_m_mean"] == pytest.approx((1.0 + 4.0 + 2.0) / 3)
+
+
 def test_reliability_agreement_by_hand():
     a, b, c = _arch(0), _arch(0), _arch(1)
     rel = context.reliability([a.to_dict(), b.to_dict(), c.to_dict()]).set_index(["target", "source"])
