@@ -50,13 +50,24 @@ def first(root: Path, name: str) -> Path | None:
     return hits[0] if hits else None
 
 
-def read_importance(root: Path) -> tuple[pd.DataFrame | None, int]:
-    """Permutation importance of every fitted model under ROOT, and how many there are. One importance.csv is
+def importance_files(sources: list[Path]) -> list[Path]:
+    """The importance.csv files named by ``sources``: a file as given, a directory searched recursively."""
+    out: list[Path] = []
+    for src in map(Path, sources):
+        out.extend([src] if src.is_file() else sorted(src.rglob("importance.csv")))
+    return out
+
+
+def read_importance(root: Path, sources: list[Path] | None = None) -> tuple[pd.DataFrame | None, int]:
+    """Permutation importance of every fitted model under ROOT (or in ``sources``: importance.csv files or
+    directories holding them, e.g. retrains kept apart from a reliability study's searches), and how many
+    there are. One importance.csv is
     returned as written; several (e.g. the retrains of several seeds; the ATRC paper's Fig. 6 is measured over
     its fitted models) are reduced per (target, source): each model's drops summed over its blocks of that
     pair (an mTEB pair at several scales), then averaged over the models that have a block there;
     ``drop_*_std`` becomes the std over those models and ``n_models`` counts them."""
-    frames = [f for f in (read_csv(p) for p in sorted(Path(root).rglob("importance.csv"))) if f is not None]
+    files = importance_files(sources) if sources else sorted(Path(root).rglob("importance.csv"))
+    frames = [f for f in map(read_csv, files) if f is not None]
     if len(frames) < 2:
         return (frames[0] if frames else None), len(frames)
     means = [c for c in frames[0].columns if c.startswith("drop_") and c.endswith("_mean")]

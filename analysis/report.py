@@ -12,10 +12,11 @@ from trcnas.analysis.loaders import first, read_architecture, read_csv, read_imp
 from trcnas.spaces.io import atomic_write_text
 
 
-def make_report(root: str | Path, out: str | Path | None = None) -> dict:
+def make_report(root: str | Path, out: str | Path | None = None, importance: list[str | Path] | None = None) -> dict:
     """Figures and tables into ``out`` (default ROOT/figures). Search runs of several spaces in one folder
     (e.g. an hpo folder with ATRC and CompositeTasking studies) get their decision figures per space, in
-    ``out/<space>/``; everything else is drawn once."""
+    ``out/<space>/``; everything else is drawn once. ``importance``: importance.csv files or folders to use
+    instead of those under ROOT (averaged over the fitted models when several)."""
     root = Path(root)
     out = Path(out) if out else root / "figures"
     out.mkdir(parents=True, exist_ok=True)
@@ -36,7 +37,7 @@ def make_report(root: str | Path, out: str | Path | None = None) -> dict:
     first_space = next(iter(groups), next(iter(chosen_files), None))
     chosen = chosen_files.get(first_space)
     archs = context.load_archs(groups.get(first_space, []))
-    imp, summary["importance_models"] = read_importance(root)
+    imp, summary["importance_models"] = read_importance(root, importance)
     tasks = chosen["tasks"] if chosen else (archs[0]["tasks"] if archs else [])
 
     m = context.importance_heatmap(imp, tasks, out)

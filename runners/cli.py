@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="figures and tables from the result files under DIR (into DIR/figures)")
     p.add_argument("dir")
     p.add_argument("--out", default=None)
+    p.add_argument("--importance", action="append", default=None, metavar="PATH",
+                   help="an importance.csv, or a folder searched for them, to use instead of those under DIR "
+                        "(repeatable; several fitted models are averaged per pair)")
 
     p = sub.add_parser("summary", help="parameters (M) and multiply-adds (G), total and per module")
     _common(p, "synthetic-mt")
@@ -322,7 +325,11 @@ def cmd_report(args):
 
     if not Path(args.dir).is_dir():
         raise UserError(f"report: {args.dir} is not a directory")
-    s = make_report(args.dir, args.out)
+    for p in args.importance or []:
+        if not Path(p).exists():
+            raise UserError(f"report: --importance {p} does not exist: give an importance.csv written by "
+                            "`trcnas importance`, or a folder holding them")
+    s = make_report(args.dir, args.out, args.importance)
     print(f"figures and tables in {s['figures']}: {', '.join(s['files'])}")
 
 

@@ -323,6 +323,29 @@ def test_reliability_reports_top_connections_and_both_correlations(tmp_path):
         assert r["identical_runs"] == max(picks.count(c) for c in set(picks)) and r["runs"] == 3
 
 
+def test_report_cli_takes_importance_from_elsewhere_and_refuses_a_missing_path(tmp_path, capsys):
+    """Searches in one folder, the retrains' importance in another (a reliability study): --importance
+    replaces the (here: decoy) importance.csv under DIR; a missing path is one error line, exit 2."""
+    from trcnas.runners.cli import main
+
+    searches = tmp_path / "searches"
+    imp = _fake_results(searches, runs=3)
+    decoy = imp.copy()
+    decoy["drop_delta_m_mean"] = 0.0
+    decoy.to_csv(searches / "importance.csv", index=False)
+    retrain = tmp_path / "retrains" / "seed0"
+    retrain.mkdir(parents=True)
+    imp.to_csv(retrain / "importance.csv", index=False)
+    assert main(["report", str(searches), "--importance", str(tmp_path / "retrains")]) == 0
+    report = json.loads((searches / "figures" / "report.json").read_text())
+    assert report["importance_models"] == 1
+    assert report["reliability"]["top_k"][0]["importance"] == pytest.approx(6.0)  # edge <- edge: 3 + 3
+    capsys.readouterr()
+    assert main(["report", str(searches), "--importance", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "nowhere" in err[0]
+
+
 def test_report_skips_unreadable_architecture_files(tmp_path):
     _fake_results(tmp_path, runs=2)
     bad = tmp_path / "broken"
