@@ -21,6 +21,7 @@ from trcnas.analysis.style import (
     save,
     task_label,
 )
+from trcnas.spaces.architecture import fleiss_kappa
 
 
 def importance_matrix(imp: pd.DataFrame, tasks: list[str], column: str = "drop_delta_m_mean") -> pd.DataFrame:
@@ -149,8 +150,12 @@ def reliability_figure(archs: list[dict], imp: pd.DataFrame | None, out: Path) -
                 xticklabels=[task_label(t) for t in tasks], yticklabels=[task_label(t) for t in tasks])
     axes[0].set_xlabel("source task")
     axes[0].set_ylabel("target task")
-    axes[0].set_title(f"Search reliability over {len(archs)} runs")
-    result = {"runs": len(archs), "mean_agreement": float(rel["agreement"].mean()), "pearson_r": None, "p": None,
+    kappa = fleiss_kappa([a["choices"] for a in archs])
+    axes[0].set_title(f"Search reliability over {len(archs)} runs (mean {rel['agreement'].mean():.1f} %, "
+                      f"chance {100.0 * kappa['chance']:.1f} %"
+                      + (f", κ {kappa['kappa']:.2f})" if kappa["kappa"] is not None else ")"), fontsize=10)
+    result = {"runs": len(archs), "mean_agreement": float(rel["agreement"].mean()), "chance_agreement":
+              100.0 * kappa["chance"], "fleiss_kappa": kappa["kappa"], "pearson_r": None, "p": None,
               "spearman_rho": None, "spearman_p": None, "n_pairs": 0, "top_k": []}
     if imp is not None and not imp.empty:
         merged = rel.merge(imp, on=["target", "source"])

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from trcnas.analysis.style import no_data, plt, save
+from trcnas.spaces.architecture import fleiss_kappa
 
 
 def decision_values(arch: dict) -> dict[str, str]:
@@ -91,4 +92,6 @@ def agreement_figure(archs: list[dict], out: Path) -> dict | None:
     ax.set_ylabel("agreement between runs (%)")
     ax.set_title(f"Search reliability over {len(archs)} runs")
     save(fig, out, "decision_reliability")
-    return {"runs": len(archs), "mean_agreement": float(rel["agreement"].mean()), "table": rel}
+    kappa = fleiss_kappa([a["choices"] for a in archs])
+    return {"runs": len(archs), "mean_agreement": float(rel["agreement"].mean()),
+            "chance_agreement": 100.0 * kappa["chance"], "fleiss_kappa": kappa["kappa"], "table": rel}

@@ -174,3 +174,20 @@ def mean_agreement(choices: list[dict]) -> float:
     per = [sum(a[d] == b[d] for a, b in combinations(leaves, 2)) / (len(leaves) * (len(leaves) - 1) / 2)
            for d in leaves[0]]
     return 100.0 * sum(per) / len(per)
+
+
+def fleiss_kappa(choices: list[dict]) -> dict[str, float | None]:
+    """Agreement corrected for chance (Fleiss' kappa; the ATRC paper's percentage agreement is not, its Sec. F):
+    the decisions are the subjects, the searches the raters. ``observed`` is ``mean_agreement`` / 100;
+    ``chance`` the agreement expected if every search drew its values from the pooled shares of all values
+    (sum of squared shares); kappa = (observed - chance) / (1 - chance): 0 at chance, 1 when all agree; None
+    when every value is the same (chance = 1)."""
+    from collections import Counter
+
+    leaves = [decision_leaves(c) for c in choices]
+    counts = Counter(repr(leaf[d]) for leaf in leaves for d in leaves[0])
+    total = sum(counts.values())
+    chance = sum((n / total) ** 2 for n in counts.values())
+    observed = mean_agreement(choices) / 100.0
+    kappa = None if chance >= 1.0 else (observed - chance) / (1.0 - chance)
+    return {"observed": observed, "chance": chance, "kappa": kappa}

@@ -346,6 +346,25 @@ def test_report_cli_takes_importance_from_elsewhere_and_refuses_a_missing_path(t
     assert len(err) == 1 and err[0].startswith("error:") and "nowhere" in err[0]
 
 
+def test_fleiss_kappa_by_hand_and_in_the_report(tmp_path):
+    """Three searches, two decisions: d1 = a, a, b (agreement 1/3), d2 = a, a, a (1): observed 2/3; pooled
+    shares a 5/6, b 1/6, chance 26/36; kappa = (2/3 - 13/18) / (5/18) = -0.2. All alike: chance 1, kappa None."""
+    from trcnas.spaces.architecture import fleiss_kappa
+
+    runs = [{"g": {"d1": "a", "d2": "a"}}, {"g": {"d1": "a", "d2": "a"}}, {"g": {"d1": "b", "d2": "a"}}]
+    k = fleiss_kappa(runs)
+    assert k["observed"] == pytest.approx(2 / 3) and k["chance"] == pytest.approx(26 / 36)
+    assert k["kappa"] == pytest.approx(-0.2)
+    assert fleiss_kappa(runs[:2] + [runs[0]])["kappa"] is None
+    assert fleiss_kappa([{"g": {"d": "a"}}, {"g": {"d": "b"}}])["kappa"] == pytest.approx(-1.0)
+    _fake_results(tmp_path, runs=3)
+    rel = make_report(tmp_path)["reliability"]
+    want = fleiss_kappa([_arch(i).to_dict()["choices"] for i in range(3)])
+    assert rel["fleiss_kappa"] == pytest.approx(want["kappa"])
+    assert rel["chance_agreement"] == pytest.approx(100.0 * want["chance"])
+    assert rel["mean_agreement"] == pytest.approx(100.0 * want["observed"])
+
+
 def test_report_skips_unreadable_architecture_files(tmp_path):
     _fake_results(tmp_path, runs=2)
     bad = tmp_path / "broken"
