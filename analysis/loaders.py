@@ -61,11 +61,10 @@ def importance_files(sources: list[Path]) -> list[Path]:
 def read_importance(root: Path, sources: list[Path] | None = None) -> tuple[pd.DataFrame | None, int]:
     """Permutation importance of every fitted model under ROOT (or in ``sources``: importance.csv files or
     directories holding them, e.g. retrains kept apart from a reliability study's searches), and how many
-    there are. One importance.csv is
-    returned as written; several (e.g. the retrains of several seeds; the ATRC paper's Fig. 6 is measured over
-    its fitted models) are reduced per (target, source): each model's drops summed over its blocks of that
-    pair (an mTEB pair at several scales), then averaged over the models that have a block there;
-    ``drop_*_std`` becomes the std over those models and ``n_models`` counts them."""
+    there are. One importance.csv is returned as written. Several (e.g. the retrains of several seeds; the
+    ATRC paper's Fig. 6 is measured over its fitted models) are reduced per (target, source): each model's
+    drops summed over its blocks of that pair (an mTEB pair at several scales), then averaged over the models
+    that have a block there; ``drop_*_std`` becomes the std over those models, ``n_models`` counts them."""
     files = importance_files(sources) if sources else sorted(Path(root).rglob("importance.csv"))
     frames = [f for f in map(read_csv, files) if f is not None]
     if len(frames) < 2:

@@ -177,11 +177,11 @@ def mean_agreement(choices: list[dict]) -> float:
 
 
 def fleiss_kappa(choices: list[dict]) -> dict[str, float | None]:
-    """Agreement corrected for chance (Fleiss' kappa; the ATRC paper's percentage agreement is not, its Sec. F):
-    the decisions are the subjects, the searches the raters. ``observed`` is ``mean_agreement`` / 100;
-    ``chance`` the agreement expected if every search drew its values from the pooled shares of all values
-    (sum of squared shares); kappa = (observed - chance) / (1 - chance): 0 at chance, 1 when all agree; None
-    when every value is the same (chance = 1)."""
+    """Agreement corrected for chance, Fleiss' kappa (the ATRC paper's percentage agreement is not corrected,
+    as its Sec. F notes): the decisions are the subjects, the searches the raters. ``observed`` is
+    ``mean_agreement`` / 100; ``chance`` the agreement expected if every search drew its values from the
+    pooled shares of all values (sum of squared shares); kappa = (observed - chance) / (1 - chance): 0 at
+    chance, 1 when all agree; None when every value is the same (chance = 1)."""
     from collections import Counter
 
     leaves = [decision_leaves(c) for c in choices]
