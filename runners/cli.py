@@ -325,10 +325,13 @@ def cmd_report(args):
 
     if not Path(args.dir).is_dir():
         raise UserError(f"report: {args.dir} is not a directory")
+    from trcnas.analysis.loaders import importance_files
+
     for p in args.importance or []:
-        if not Path(p).exists():
-            raise UserError(f"report: --importance {p} does not exist: give an importance.csv written by "
-                            "`trcnas importance`, or a folder holding them")
+        if not Path(p).exists() or not importance_files([p]):
+            raise UserError(f"report: --importance {p} " + ("holds no importance.csv" if Path(p).is_dir() else
+                            "does not exist") + ": give an importance.csv written by `trcnas importance`, or a "
+                            "folder holding them")
     s = make_report(args.dir, args.out, args.importance)
     print(f"figures and tables in {s['figures']}: {', '.join(s['files'])}")
 

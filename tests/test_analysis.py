@@ -344,6 +344,10 @@ def test_report_cli_takes_importance_from_elsewhere_and_refuses_a_missing_path(t
     assert main(["report", str(searches), "--importance", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "nowhere" in err[0]
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(searches), "--importance", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds no importance.csv" in err[0]
 
 
 def test_fleiss_kappa_by_hand_and_in_the_report(tmp_path):
