@@ -162,6 +162,8 @@ class SearchSection(Section):
     entropy: EntropySection = EntropySection()
     freeze_threshold: float = Field(0.3, ge=0, le=1)  # a probability margin
     alpha_warmup: int = Field(0, ge=0)  # first steps train only the weights (no alpha update, no freezing)
+    # the weights' gradient-norm clip during the search (0 = none); unset: train.grad_clip
+    grad_clip: float | None = Field(None, ge=0)
 
 
 class RaySection(Section):

@@ -106,3 +106,23 @@ def test_a_user_space_architecture_retrains_without_its_space_file(tmp_path, fas
     assert main(["retrain", "--architecture", str(out / "architecture.yaml"), "--out", str(r), *fast_args]) == 0
     rm = json.loads((r / "metrics.json").read_text())
     assert {c for row in rm["architecture"]["choices"]["atrc"].values() for c in row.values()} <= {"none", "local"}
+
+
+@pytest.mark.parametrize("search_clip, expected", [(None, 10.0), ("0.5", 0.5), ("0", None)])
+def test_search_grad_clip_overrides_the_training_clip_in_the_search_only(tmp_path, cache_dir, monkeypatch,
+                                                                         search_clip, expected):
+    seen, clip = [], torch.nn.utils.clip_grad_norm_
+
+    def recording(params, max_norm, *a, **k):
+        seen.append(max_norm)
+        return clip(params, max_norm, *a, **k)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording)
+    extra = [] if search_clip is None else [f"search.grad_clip={search_clip}"]
+    cfg = _cfg(cache_dir, "train.grad_clip=10", *extra)
+    search_run(cfg, tmp_path / "s", progress=False)
+    assert seen == ([] if expected is None else [expected] * cfg["search"]["steps"])
+    seen.clear()  # the retrain (train.steps) keeps train.grad_clip whatever the search used
+    train_run(load_config("synthetic-mt", [*FAST_DEV, f"data.cache_dir={cache_dir}", "train.grad_clip=10",
+                                           "train.steps=2", *extra]), tmp_path / "t", progress=False)
+    assert seen == [10.0, 10.0]

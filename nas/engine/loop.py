@@ -251,10 +251,12 @@ def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) ->
 
 def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int, plugin: LoopPlugin | None = None,
         progress: bool = True, resume: bool = True, curve_name: str = "train_curve.csv",
-        on_checkpoint: Callable[[int, Path], None] | None = None, stop_after: int | None = None) -> LoopResult:
+        on_checkpoint: Callable[[int, Path], None] | None = None, stop_after: int | None = None,
+        grad_clip: float | None = None) -> LoopResult:
     """Train ``model`` for ``steps`` steps. ``stop_after`` ends early (still checkpointing) for tests that
-    simulate an interrupted run. Inside a process group (Ray Train workers) every rank trains on its slice of
-    each global batch with DDP and cross-rank batch norm; rank 0 writes the files."""
+    simulate an interrupted run; ``grad_clip`` (None: ``train.grad_clip``) clips the weights' gradient norm.
+    Inside a process group (Ray Train workers) every rank trains on its slice of each global batch with DDP and
+    cross-rank batch norm; rank 0 writes the files."""
     cfg, tr = ctx.cfg, ctx.cfg["train"]
     plugin = plugin or LoopPlugin()
     ctx.start()
@@ -297,7 +299,7 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
                         pin_memory=ctx.device.type == "cuda", generator=torch.Generator().manual_seed(cfg["seed"]))
     weights = cfg["loss_weights"]
     dev_type = ctx.device.type
-    clip = tr["grad_clip"]
+    clip = tr["grad_clip"] if grad_clip is None else grad_clip
 
     def checkpoint(step):
         if rank != 0:

@@ -50,7 +50,7 @@ def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bo
             on_eval(step, {"primary": primary(m, ctx.tasks), "delta_m": delta_m_of(m, ctx.tasks, cfg["baselines"])})
 
     result = fit(ctx, model, weights, steps, plugin=controller, progress=progress, resume=resume,
-                 on_checkpoint=checkpoint_hook, stop_after=stop_after)
+                 on_checkpoint=checkpoint_hook, stop_after=stop_after, grad_clip=cfg["search"]["grad_clip"])
     if result.step < steps:
         return {"step": result.step, "finished": False}
     decisions = controller.decisions()
