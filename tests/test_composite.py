@@ -101,6 +101,19 @@ def test_task_codes_and_anchors():
     a = class_anchors(9)
     assert a.shape == (9, 3) and len({tuple(x) for x in a.tolist()}) == 9
     assert torch.pdist(a).min() >= 0.5 - 1e-6  # spread over the unit cube lattice
+    assert set(a.flatten().tolist()) == {0.0, 0.5, 1.0}  # the paper's range: corners and faces included
+
+
+def test_inset_anchors_stay_where_the_sigmoid_has_slope_and_reach_the_network(cache_dir):
+    a, inset = class_anchors(9), class_anchors(9, 0.1)
+    assert torch.allclose(inset, 0.1 + 0.8 * a)  # the same lattice order, shrunk towards the centre
+    s = inset.clamp(1e-6, 1 - 1e-6)
+    assert (s * (1 - s)).min() >= 0.09 - 1e-6  # sigmoid slope at every anchor coordinate (0 at the paper's)
+    for value, expected in ((None, a), ("0.1", inset)):
+        extra = [] if value is None else [f"model.composite.anchor_inset={value}"]
+        cfg = _small_cfg(cache_dir, *extra)
+        net = build_model(cfg, build_tasks(cfg["data"]["tasks"], DatasetInfo("synthetic", num_classes=9)))
+        assert torch.equal(net.outputs["semseg"].anchors, expected)
 
 
 def test_anchor_output_decodes_the_nearest_anchor():

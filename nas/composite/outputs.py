@@ -28,11 +28,12 @@ from trcnas.nas.tensorops import unit
 OUTPUTS = Registry("CompositeTasking output")
 
 
-def class_anchors(num_classes: int) -> torch.Tensor:
-    """``num_classes`` x 3 points of a lattice in [0, 1]^3, picked by farthest-point order from the origin
-    (deterministic, as spread out as the lattice allows)."""
+def class_anchors(num_classes: int, inset: float = 0.0) -> torch.Tensor:
+    """``num_classes`` x 3 points of a lattice in [inset, 1 - inset]^3, picked by farthest-point order from the
+    first corner (deterministic, as spread out as the lattice allows). ``inset`` 0 (the paper: its anchors are
+    class colours, corners and faces of the cube included) puts anchors where the sigmoid saturates."""
     n = max(2, math.ceil(num_classes ** (1 / 3)))
-    g = torch.linspace(0, 1, n)
+    g = torch.linspace(inset, 1 - inset, n)
     pts = torch.cartesian_prod(g, g, g)
     chosen = [0]
     dist = (pts - pts[0]).norm(dim=1)
@@ -61,9 +62,10 @@ class Output:
 
 
 class AnchorOutput(Output):
-    def __init__(self, task: Task, anchor_eps: float = 1e-8, focal_gamma: float = 2.0, **kw):
+    def __init__(self, task: Task, anchor_eps: float = 1e-8, focal_gamma: float = 2.0, anchor_inset: float = 0.0,
+                 **kw):
         super().__init__(task, **kw)
-        self.anchors = class_anchors(task.out_channels)
+        self.anchors = class_anchors(task.out_channels, anchor_inset)
         self.eps = anchor_eps
         self.gamma = focal_gamma
 

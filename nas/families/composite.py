@@ -23,6 +23,9 @@ class CompositeSection(Section):
     palette: dict[str, Any] = {"rule": "mosaic"}
     anchor_eps: float = Field(1.0e-8, gt=0)  # seg logits 1 / (distance of the sigmoid output to an anchor + eps)
     focal_gamma: float = Field(2.0, ge=0)
+    # class anchors in [inset, 1 - inset]^3; 0 = the paper (anchors on the cube's corners and faces, where the
+    # sigmoid saturates: issue 13 measured classes trapped there); a deviation under measurement
+    anchor_inset: float = Field(0.0, ge=0, lt=0.5)
 
 
 register_section("model.composite", CompositeSection)
@@ -41,7 +44,8 @@ def composite_net(cfg: dict, tasks, embedding):
     backbone = backbone_of(cfg)
     rule = build_palette_rule(c["palette"], list(tasks), getattr(next(iter(tasks.values())).info, "class_names", ()))
     return CompositeNet(backbone, tasks, embedding, m["channels"] or 64, rule, c["conditioning"],
-                        decoder=c["decoder"], anchor_eps=c["anchor_eps"], focal_gamma=c["focal_gamma"])
+                        decoder=c["decoder"], anchor_eps=c["anchor_eps"], focal_gamma=c["focal_gamma"],
+                        anchor_inset=c["anchor_inset"])
 
 
 @register_family
