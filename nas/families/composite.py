@@ -24,7 +24,7 @@ class CompositeSection(Section):
     anchor_eps: float = Field(1.0e-8, gt=0)  # seg logits 1 / (distance of the sigmoid output to an anchor + eps)
     focal_gamma: float = Field(2.0, ge=0)
     # class anchors in [inset, 1 - inset]^3; 0 = the paper (anchors on the cube's corners and faces, where the
-    # sigmoid saturates: issue 13 measured classes trapped there); a deviation under measurement
+    # sigmoid saturates). Measured (issue 13, 3 seeds): 0.1 is worse (Δm -18.26 ± 4.12 vs -9.45 ± 4.79)
     anchor_inset: float = Field(0.0, ge=0, lt=0.5)
 
 
