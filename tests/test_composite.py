@@ -116,6 +116,31 @@ def test_inset_anchors_stay_where_the_sigmoid_has_slope_and_reach_the_network(ca
         assert torch.equal(net.outputs["semseg"].anchors, expected)
 
 
+def test_normals_are_the_direction_of_the_pre_sigmoid_output_as_the_reference_reads_them(cache_dir):
+    from trcnas.nas.composite.outputs import build_outputs
+
+    tasks = build_tasks(["normals"], DatasetInfo("synthetic", num_classes=9))
+    raw_out, squashed = build_outputs(tasks)["normals"], build_outputs(tasks, normals="sigmoid")["normals"]
+    torch.manual_seed(0)
+    o = torch.randn(2, 3, 4, 4) * 3
+    target = torch.nn.functional.normalize(torch.randn(2, 3, 4, 4), dim=1)
+    keep = torch.ones(2, 4, 4, dtype=torch.bool)
+    cos = (o * target).sum(1) / o.norm(dim=1)
+    assert torch.allclose(raw_out.loss(o, target, keep), (1 - cos).mean(), atol=1e-6)  # 1 - CS(o, y)
+    assert torch.allclose(raw_out.loss(5 * o, target, keep), raw_out.loss(o, target, keep), atol=1e-6)
+    assert torch.allclose(raw_out.value(o), o / o.norm(dim=1, keepdim=True), atol=1e-6)
+    # the other reading, kept to compare: the direction of 2 sigmoid(o) - 1, which is not scale-invariant
+    s = 2 * torch.sigmoid(o) - 1
+    assert torch.allclose(squashed.value(o), s / s.norm(dim=1, keepdim=True), atol=1e-6)
+    assert not torch.allclose(squashed.loss(5 * o, target, keep), squashed.loss(o, target, keep), atol=1e-3)
+    with pytest.raises(ValueError, match="normals must be one of"):
+        build_outputs(tasks, normals="tanh")
+    for value, squash in ((None, False), ("sigmoid", True)):  # the config's default is the reference's
+        cfg = _small_cfg(cache_dir, *([] if value is None else [f"model.composite.normals={value}"]))
+        net = build_model(cfg, build_tasks(cfg["data"]["tasks"], DatasetInfo("synthetic", num_classes=9)))
+        assert net.outputs["normals"].squash is squash
+
+
 def test_anchor_output_decodes_the_nearest_anchor():
     info = DatasetInfo("synthetic", num_classes=9)
     out = AnchorOutput(build_tasks(["semseg"], info)["semseg"])
@@ -239,7 +264,7 @@ def test_outputs_are_read_inside_the_unit_cube():
     assert int(seg.decode(exact).argmax(1)) == 3
     n = outs["normals"].value(raw)
     assert torch.allclose(n.norm(dim=1), torch.ones(1, 3), atol=1e-5)
-    assert torch.allclose(outs["normals"].decode(raw), 2 * torch.sigmoid(raw) - 1)
+    assert torch.allclose(n, raw / raw.norm(dim=1, keepdim=True))  # normals: the output's direction (below)
     depth = outs["depth"].decode(raw)
     assert float(depth.min()) >= 0 and float(depth.max()) <= 1.5 * 4.0
     edge = outs["edge"].value(raw)

@@ -5,7 +5,10 @@ As in the paper and its reference code, the network's output is squashed into th
 before any loss or decoding, so every task lives in the same bounded range [0, 1]^3:
 - segmentation-like tasks (semseg, parts): fixed 3-D class anchors spread over the unit cube; logits
   l_i = 1 / (||sigmoid(o) - a_i|| + eps) with eps = 1e-8; focal loss (gamma 2); decoding = nearest anchor.
-- normals: n = 2 sigmoid(o) - 1 (the [0, 1] image encoding of unit normals); loss 1 - cos.
+- normals: only the direction of the output counts, as in the reference, whose cosine loss and angular metric
+  read the pre-sigmoid output (the sigmoid there feeds segmentation, parts and the edge / saliency
+  probabilities): loss 1 - cos(o, n), prediction o / ||o||. (``normals="sigmoid"``: 2 sigmoid(o) - 1 first, the
+  [0, 1] image encoding of unit normals; trcnas did that before 2026-11-22.)
 - edge, saliency: each channel's sigmoid is the probability; the task's BCE is computed on the
   pre-sigmoid value (the same maths, numerically stable); decoded as the mean probability of the channels.
 - depth (not in the paper): each channel's sigmoid times ``depth_scale`` = 1.5 x the upper end of the
@@ -26,6 +29,7 @@ from trcnas.nas.tasks import Task
 from trcnas.nas.tensorops import unit
 
 OUTPUTS = Registry("CompositeTasking output")
+NORMALS_READINGS = ("raw", "sigmoid")  # how the normals task reads the 3-channel output
 
 
 def class_anchors(num_classes: int, inset: float = 0.0) -> torch.Tensor:
@@ -89,11 +93,20 @@ class AnchorOutput(Output):
 
 
 class NormalsOutput(Output):
+    """``normals`` ``raw`` (the reference): the output's direction is the normal; ``sigmoid``: the direction of
+    2 sigmoid(o) - 1."""
+
+    def __init__(self, task: Task, normals: str = "raw", **kw):
+        super().__init__(task, **kw)
+        if normals not in NORMALS_READINGS:
+            raise ValueError(f"normals must be one of {NORMALS_READINGS}, not {normals!r}")
+        self.squash = normals == "sigmoid"
+
     def loss(self, out, target, keep):
         return losses.normals_cosine(self.decode(out.float()), self.task.mask_target(target, keep))
 
     def decode(self, out):
-        return 2 * torch.sigmoid(out) - 1
+        return 2 * torch.sigmoid(out) - 1 if self.squash else out
 
     def value(self, out):
         return unit(self.decode(out.float()))
