@@ -141,6 +141,29 @@ def test_normals_are_the_direction_of_the_pre_sigmoid_output_as_the_reference_re
         assert net.outputs["normals"].squash is squash
 
 
+def test_composition_blocks_use_the_references_leaky_slope_and_the_embedding_its_own(cache_dir):
+    from trcnas.nas.composite.blocks import TaskCompositionBlock
+
+    for value, slope in ((None, 0.01), ("0.2", 0.2)):  # reference: nn.LeakyReLU() in the blocks, 0.2 in the FCs
+        cfg = _small_cfg(cache_dir, *([] if value is None else [f"model.composite.block_slope={value}"]))
+        net = build_model(cfg, build_tasks(cfg["data"]["tasks"], DatasetInfo("synthetic", num_classes=9)))
+        blocks = [m for m in net.modules() if isinstance(m, TaskCompositionBlock)]
+        assert len(blocks) >= 4 and {b.slope for b in blocks} == {slope}
+        assert {b.film[1].negative_slope for b in blocks} == {slope}
+    blk = TaskCompositionBlock(2, 2, 3).eval()
+    with torch.no_grad():
+        blk.conv.weight.copy_(torch.eye(2).view(2, 2, 1, 1).repeat(1, 1, 3, 3) / 9)
+        blk.film[2].weight.zero_()  # gamma 1, beta 0
+    x = torch.full((1, 2, 3, 3), -1.0)  # running stats 0 / 1: the normalised value is the conv's, -1 inside
+    y = blk(x, torch.zeros(1, 3, 1, 1))
+    assert torch.allclose(y[0, :, 1, 1], torch.full((2,), -0.01), atol=1e-4)
+    emb = TaskEmbedding(4, 1, 8, 20)
+    with torch.no_grad():
+        emb.layers[0].weight.zero_()
+        emb.layers[0].bias.fill_(-1.0)
+    assert torch.allclose(emb(), torch.full((4, 8), -0.2))  # the embedding network keeps LeakyReLU(0.2)
+
+
 def test_anchor_output_decodes_the_nearest_anchor():
     info = DatasetInfo("synthetic", num_classes=9)
     out = AnchorOutput(build_tasks(["semseg"], info)["semseg"])
@@ -381,7 +404,11 @@ def test_search_exports_and_retrain_builds_exactly_that_size(tmp_path, fast_args
     assert (pred["semseg"][:, :32] < 9).all() and (pred["semseg"][:, 32:] == 255).all()
     assert np.isnan(pred["depth"][:, :32]).all() and np.isfinite(pred["depth"][:, 32:]).all()
     assert np.isnan(pred["normals"]).all() and np.isnan(pred["edge"]).all()  # not asked anywhere
-    assert (tmp_path / "pred.png").stat().st_size > 0
+    from PIL import Image
+
+    png = np.asarray(Image.open(tmp_path / "pred.png"))  # sigmoid(output) as RGB: anchors' colours on semseg
+    assert png.shape == (64, 64, 3)
+    assert np.abs(png.astype(float) - 255 / (1 + np.exp(-pred["output"].transpose(1, 2, 0)))).max() <= 0.51
 
 
 def test_batch_losses_are_masked_to_the_palette(cache_dir):

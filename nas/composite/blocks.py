@@ -6,26 +6,28 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from trcnas.nas.composite.embedding import SLOPE
+BLOCK_SLOPE = 0.01  # the reference's task composition blocks: nn.LeakyReLU() (PyTorch's default)
 
 
 class TaskCompositionBlock(nn.Module):
     """conv (3x3 in the decoder, 1x1 in the skip connections, as the reference) -> parameter-free BN ->
     gamma * x + beta -> LeakyReLU, with per-pixel gamma and beta from the palette embedding at this scale
     (two 1x1 conv layers; final bias initialised to gamma 1, beta 0). The embedding may be B x E x 1 x 1 (one
-    task per image: Task Switching), then gamma/beta broadcast."""
+    task per image: Task Switching), then gamma/beta broadcast. ``slope``: of both LeakyReLUs (the reference's
+    blocks use PyTorch's default, 0.01; its embedding network uses 0.2)."""
 
-    def __init__(self, cin: int, cout: int, emb_channels: int, kernel_size: int = 3):
+    def __init__(self, cin: int, cout: int, emb_channels: int, kernel_size: int = 3, slope: float = BLOCK_SLOPE):
         super().__init__()
+        self.slope = slope
         self.conv = nn.Conv2d(cin, cout, kernel_size, padding=kernel_size // 2, bias=False)
         self.norm = nn.BatchNorm2d(cout, affine=False)
-        self.film = nn.Sequential(nn.Conv2d(emb_channels, cout, 1), nn.LeakyReLU(SLOPE), nn.Conv2d(cout, 2 * cout, 1))
+        self.film = nn.Sequential(nn.Conv2d(emb_channels, cout, 1), nn.LeakyReLU(slope), nn.Conv2d(cout, 2 * cout, 1))
         nn.init.constant_(self.film[2].bias[:cout], 1.0)
         nn.init.zeros_(self.film[2].bias[cout:])
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         gamma, beta = self.film(emb).chunk(2, dim=1)
-        return F.leaky_relu(self.norm(self.conv(x)) * gamma + beta, SLOPE)
+        return F.leaky_relu(self.norm(self.conv(x)) * gamma + beta, self.slope)
 
 
 def palette_pyramid(palette_onehot: torch.Tensor, sizes) -> dict[tuple[int, int], torch.Tensor]:

@@ -9,13 +9,14 @@ single-task palette, decoded into the format of the task's meter; the encoder ru
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from trcnas.nas.composite.blocks import TaskCompositionBlock, embedding_map, palette_pyramid
+from trcnas.nas.composite.blocks import BLOCK_SLOPE, TaskCompositionBlock, embedding_map, palette_pyramid
 from trcnas.nas.composite.outputs import build_outputs
 from trcnas.nas.composite.palette import PaletteRule
 from trcnas.nas.models.contract import DenseNetwork
@@ -32,10 +33,12 @@ class CompositeNet(DenseNetwork):
     """``decoder``: ``full`` (the reference's): after the finest backbone level (1/4) the decoder goes on at 1/2
     and at full resolution, where it is joined by an image skip (two composition blocks on the input image);
     the 3-channel output is at input resolution. ``quarter``: the decoder stops at 1/4 and the 3-channel output
-    is upsampled (cheaper: no full-resolution convolutions)."""
+    is upsampled (cheaper: no full-resolution convolutions). ``block_slope``: the LeakyReLU slope of every task
+    composition block; ``output_options`` go to each task's output reader (nas/composite/outputs.py)."""
 
     def __init__(self, backbone: nn.Module, tasks: Mapping[str, Task], embedding: nn.Module, channels: int,
-                 rule: PaletteRule, conditioning: str = "pixel", decoder: str = "full", **output_options):
+                 rule: PaletteRule, conditioning: str = "pixel", decoder: str = "full",
+                 block_slope: float = BLOCK_SLOPE, **output_options):
         super().__init__()
         if conditioning not in CONDITIONING:
             raise ValueError(f"conditioning must be one of {CONDITIONING}, got {conditioning!r}")
@@ -44,17 +47,18 @@ class CompositeNet(DenseNetwork):
         self.embedding = embedding
         cs = list(backbone.pyramid_channels)  # finest first
         e = embedding.out_channels
-        self.top = TaskCompositionBlock(cs[-1], channels, e)
-        self.skips = nn.ModuleList(TaskCompositionBlock(c, channels, e, kernel_size=1) for c in reversed(cs[:-1]))
-        self.fuse = nn.ModuleList(TaskCompositionBlock(2 * channels, channels, e) for _ in cs[:-1])
+        block = functools.partial(TaskCompositionBlock, slope=block_slope)
+        self.top = block(cs[-1], channels, e)
+        self.skips = nn.ModuleList(block(c, channels, e, kernel_size=1) for c in reversed(cs[:-1]))
+        self.fuse = nn.ModuleList(block(2 * channels, channels, e) for _ in cs[:-1])
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
         self.decoder = decoder
         if decoder == "full":
             half = max(1, channels // 2)
-            self.image_skip = nn.ModuleList([TaskCompositionBlock(3, half, e), TaskCompositionBlock(half, half, e)])
-            self.up_half = TaskCompositionBlock(channels, channels, e)  # at 1/2 (no backbone level there)
-            self.up_full = TaskCompositionBlock(channels + half, half, e)  # at 1/1, with the image skip
+            self.image_skip = nn.ModuleList([block(3, half, e), block(half, half, e)])
+            self.up_half = block(channels, channels, e)  # at 1/2 (no backbone level there)
+            self.up_full = block(channels + half, half, e)  # at 1/1, with the image skip
             self.head = nn.Conv2d(half, 3, 1)
         else:
             self.head = nn.Conv2d(channels, 3, 1)

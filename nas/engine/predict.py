@@ -21,8 +21,8 @@ def predict_with_palette(run_dir: str | Path, palette: str | Path, index: int = 
                          out: str | Path | None = None) -> dict:
     """-> {"palette", "output" (3 x H x W), task: map}; each task's map holds its decoded prediction where
     the palette asks for it (class ids, metres, unit normals, probabilities) and 255 / NaN elsewhere.
-    With ``out`` (a .npz path) also writes the arrays and ``<out>.png``, the raw output as RGB (the
-    segmentation regions show their class anchors' colours)."""
+    With ``out`` (a .npz path) also writes the arrays and ``<out>.png``, the sigmoid of the raw output as RGB
+    (the segmentation regions show their class anchors' colours)."""
     cfg, model, tasks, val = load_trained(Path(run_dir), device)
     if not isinstance(model, CompositeNet):
         raise UserError(f"{run_dir}: task editing needs a CompositeTasking run (model.type composite)")
@@ -48,7 +48,8 @@ def predict_with_palette(run_dir: str | Path, palette: str | Path, index: int = 
         atomic_write_bytes(out, buf.getvalue())
         from PIL import Image
 
-        rgb = (np.clip(result["output"].transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8)
+        inside = 1 / (1 + np.exp(-result["output"].astype(np.float64)))  # sigmoid: where the anchors live
+        rgb = np.rint(inside.transpose(1, 2, 0) * 255).astype(np.uint8)
         png = io.BytesIO()
         Image.fromarray(rgb).save(png, format="PNG")
         atomic_write_bytes(out.with_suffix(".png"), png.getvalue())

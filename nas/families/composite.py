@@ -29,6 +29,9 @@ class CompositeSection(Section):
     # raw (the reference): the normal is the direction of the pre-sigmoid output; sigmoid: of 2 sigmoid(o) - 1
     # (trcnas before 2026-11-22)
     normals: Literal["raw", "sigmoid"] = "raw"
+    # LeakyReLU slope in the task composition blocks: 0.01, the reference's (nn.LeakyReLU()); trcnas used the
+    # embedding network's 0.2 there before 2026-11-22
+    block_slope: float = Field(0.01, ge=0, lt=1)
 
 
 register_section("model.composite", CompositeSection)
@@ -48,7 +51,8 @@ def composite_net(cfg: dict, tasks, embedding):
     rule = build_palette_rule(c["palette"], list(tasks), getattr(next(iter(tasks.values())).info, "class_names", ()))
     return CompositeNet(backbone, tasks, embedding, m["channels"] or 64, rule, c["conditioning"],
                         decoder=c["decoder"], anchor_eps=c["anchor_eps"], focal_gamma=c["focal_gamma"],
-                        anchor_inset=c["anchor_inset"], normals=c["normals"])
+                        anchor_inset=c["anchor_inset"], normals=c["normals"],
+                        block_slope=c["block_slope"])
 
 
 @register_family
