@@ -164,6 +164,19 @@ def test_composition_blocks_use_the_references_leaky_slope_and_the_embedding_its
     assert torch.allclose(emb(), torch.full((4, 8), -0.2))  # the embedding network keeps LeakyReLU(0.2)
 
 
+def test_palette_pyramid_holds_each_tasks_share_of_its_cell_as_the_references_halving():
+    from trcnas.nas.composite.blocks import palette_pyramid
+
+    pal = build_palette_rule({"rule": "random"}, TASKS)(_batch(b=2, h=64, w=64))
+    onehot = torch.nn.functional.one_hot(pal, 4).permute(0, 3, 1, 2).float()
+    pyr = palette_pyramid(onehot, [(32, 32), (16, 16), (4, 4)])
+    for k in (2, 4, 16):  # the reference's plain bilinear halving == the 2^j x 2^j box average
+        assert torch.allclose(pyr[(64 // k, 64 // k)], torch.nn.functional.avg_pool2d(onehot, k), atol=1e-6)
+    assert torch.allclose(pyr[(4, 4)].sum(1), torch.ones(2, 4, 4), atol=1e-6)  # shares sum to 1
+    blurred = palette_pyramid(onehot, [(32, 32)], antialias=True)[(32, 32)]  # the old reading, kept to compare
+    assert not torch.allclose(blurred, torch.nn.functional.avg_pool2d(onehot, 2), atol=0.05)
+
+
 def test_anchor_output_decodes_the_nearest_anchor():
     info = DatasetInfo("synthetic", num_classes=9)
     out = AnchorOutput(build_tasks(["semseg"], info)["semseg"])

@@ -30,10 +30,14 @@ class TaskCompositionBlock(nn.Module):
         return F.leaky_relu(self.norm(self.conv(x)) * gamma + beta, self.slope)
 
 
-def palette_pyramid(palette_onehot: torch.Tensor, sizes) -> dict[tuple[int, int], torch.Tensor]:
-    """The one-hot palette at every size in ``sizes``, by repeated 2x bilinear halving from the input (as
-    the reference builds its embedding pyramid: each level averages the one below, so a level's value is the
-    share of each task in its receptive cell), then a final resize to the exact size of odd maps."""
+def palette_pyramid(palette_onehot: torch.Tensor, sizes,
+                    antialias: bool = False) -> dict[tuple[int, int], torch.Tensor]:
+    """The one-hot palette at every size in ``sizes``, by repeated 2x bilinear halving from the input, as the
+    reference builds its embedding pyramid (``F.interpolate(..., size=half, mode="bilinear")``, no antialiasing:
+    at an exact factor of 2 that averages each 2x2 cell, so a level's value is the share of each task in its
+    cell of the input), then, for a size that halving does not reach exactly (the reference only takes inputs
+    divisible by 32), a final antialiased resize. ``antialias``: antialiased halving instead (a triangle filter
+    over 4 x 4 input pixels, not the reference's; trcnas used it before 2026-11-22)."""
     out, p = {}, palette_onehot
     want = sorted({tuple(s) for s in sizes}, key=lambda s: -s[0] * s[1])
     for size in want:
@@ -41,7 +45,8 @@ def palette_pyramid(palette_onehot: torch.Tensor, sizes) -> dict[tuple[int, int]
             out[size] = p
             continue
         while p.shape[-2] >= 2 * size[0] and p.shape[-1] >= 2 * size[1]:
-            p = F.interpolate(p, scale_factor=0.5, mode="bilinear", align_corners=False, antialias=True)
+            p = F.interpolate(p, size=(p.shape[-2] // 2, p.shape[-1] // 2), mode="bilinear", align_corners=False,
+                              antialias=antialias)
         out[size] = p if tuple(p.shape[-2:]) == size else F.interpolate(p, size=size, mode="bilinear",
                                                                         align_corners=False, antialias=True)
     return out

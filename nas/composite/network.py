@@ -34,11 +34,12 @@ class CompositeNet(DenseNetwork):
     and at full resolution, where it is joined by an image skip (two composition blocks on the input image);
     the 3-channel output is at input resolution. ``quarter``: the decoder stops at 1/4 and the 3-channel output
     is upsampled (cheaper: no full-resolution convolutions). ``block_slope``: the LeakyReLU slope of every task
-    composition block; ``output_options`` go to each task's output reader (nas/composite/outputs.py)."""
+    composition block; ``palette_antialias``: antialiased halving of the palette pyramid (not the reference's);
+    ``output_options`` go to each task's output reader (nas/composite/outputs.py)."""
 
     def __init__(self, backbone: nn.Module, tasks: Mapping[str, Task], embedding: nn.Module, channels: int,
                  rule: PaletteRule, conditioning: str = "pixel", decoder: str = "full",
-                 block_slope: float = BLOCK_SLOPE, **output_options):
+                 block_slope: float = BLOCK_SLOPE, palette_antialias: bool = False, **output_options):
         super().__init__()
         if conditioning not in CONDITIONING:
             raise ValueError(f"conditioning must be one of {CONDITIONING}, got {conditioning!r}")
@@ -48,6 +49,7 @@ class CompositeNet(DenseNetwork):
         cs = list(backbone.pyramid_channels)  # finest first
         e = embedding.out_channels
         block = functools.partial(TaskCompositionBlock, slope=block_slope)
+        self.palette_antialias = palette_antialias
         self.top = block(cs[-1], channels, e)
         self.skips = nn.ModuleList(block(c, channels, e, kernel_size=1) for c in reversed(cs[:-1]))
         self.fuse = nn.ModuleList(block(2 * channels, channels, e) for _ in cs[:-1])
@@ -77,7 +79,7 @@ class CompositeNet(DenseNetwork):
         sizes = [tuple(f.shape[-2:]) for f in feats]
         if self.decoder == "full":
             sizes += [((h + 1) // 2, (w + 1) // 2), (h, w)]
-        pyramid = palette_pyramid(self._onehot(palette), sizes)
+        pyramid = palette_pyramid(self._onehot(palette), sizes, self.palette_antialias)
         x = self.top(feats[-1], embedding_map(pyramid[tuple(feats[-1].shape[-2:])], emb))
         for skip, fuse, f in zip(self.skips, self.fuse, reversed(feats[:-1])):
             e = embedding_map(pyramid[tuple(f.shape[-2:])], emb)

@@ -32,6 +32,9 @@ class CompositeSection(Section):
     # LeakyReLU slope in the task composition blocks: 0.01, the reference's (nn.LeakyReLU()); trcnas used the
     # embedding network's 0.2 there before 2026-11-22
     block_slope: float = Field(0.01, ge=0, lt=1)
+    # the palette pyramid's 2x halving: plain bilinear, the reference's (each level holds each task's share of
+    # its cell); true: antialiased (a wider triangle filter), as trcnas did before 2026-11-22
+    palette_antialias: bool = False
 
 
 register_section("model.composite", CompositeSection)
@@ -52,7 +55,7 @@ def composite_net(cfg: dict, tasks, embedding):
     return CompositeNet(backbone, tasks, embedding, m["channels"] or 64, rule, c["conditioning"],
                         decoder=c["decoder"], anchor_eps=c["anchor_eps"], focal_gamma=c["focal_gamma"],
                         anchor_inset=c["anchor_inset"], normals=c["normals"],
-                        block_slope=c["block_slope"])
+                        block_slope=c["block_slope"], palette_antialias=c["palette_antialias"])
 
 
 @register_family
