@@ -97,8 +97,8 @@ class CompositeNet(DenseNetwork):
 
     def forward(self, image: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
         """The 3-channel output before the sigmoid for ``palette`` (B x H x W task indices): B x 3 x H x W with
-        the full decoder, B x 3 x H/4 x W/4 with the quarter one; every task reads it through ``torch.sigmoid``
-        (see ``nas.composite.outputs``)."""
+        the full decoder, B x 3 x H/4 x W/4 with the quarter one; each task reads it in its own bounded way
+        (``nas.composite.outputs``: through a sigmoid, or, for normals, as a direction)."""
         return self.decode(self.backbone.pyramid(image), palette, image)
 
     def forward_image(self, image: torch.Tensor) -> torch.Tensor:

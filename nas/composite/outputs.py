@@ -1,8 +1,9 @@
 """The 3-channel output of CompositeTasking, read as each task: losses masked to the task's palette pixels,
 and decoding into the prediction format the task's meter expects.
 
-As in the paper and its reference code, the network's output is squashed into the unit cube by a sigmoid
-before any loss or decoding, so every task lives in the same bounded range [0, 1]^3:
+Every task reads the output in a bounded range, as the paper's reference code does: a sigmoid squashes it into
+the unit cube [0, 1]^3 for segmentation, parts, edges, saliency (and depth), and normals are its direction on
+the unit sphere:
 - segmentation-like tasks (semseg, parts): fixed 3-D class anchors spread over the unit cube; logits
   l_i = 1 / (||sigmoid(o) - a_i|| + eps) with eps = 1e-8; focal loss (gamma 2); decoding = nearest anchor.
 - normals: only the direction of the output counts, as in the reference, whose cosine loss and angular metric
