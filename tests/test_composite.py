@@ -177,6 +177,25 @@ def test_palette_pyramid_holds_each_tasks_share_of_its_cell_as_the_references_ha
     assert not torch.allclose(blurred, torch.nn.functional.avg_pool2d(onehot, 2), atol=0.05)
 
 
+def test_voc_anchors_are_the_papers_segmentation_anchors_and_reach_the_network(cache_dir):
+    from trcnas.nas.composite.outputs import voc_colours
+
+    # CompositeTasking supplement, Table 5 (x1 x2 x3 per class): the VOC colour map with its channels reversed
+    table5 = [(0, 0, 0), (0, 0, 64), (0, 0, 128), (0, 0, 192), (0, 64, 0), (0, 64, 128), (0, 128, 0), (0, 128, 64),
+              (0, 128, 128), (0, 128, 192), (0, 192, 0), (0, 192, 128), (128, 0, 0), (128, 0, 64), (128, 0, 128),
+              (128, 0, 192), (128, 64, 0), (128, 128, 0), (128, 128, 64), (128, 128, 128), (128, 128, 192)]
+    voc = {tuple(int(v) for v in row) for row in (voc_colours(21) * 255).round().flip(1)}
+    assert voc == set(table5)
+    assert float(voc_colours(9).max()) == pytest.approx(128 / 255)
+    assert len({tuple(r) for r in voc_colours(9).tolist()}) == 9
+    assert torch.allclose(class_anchors(9, 0.1, "voc"), 0.1 + 0.8 * voc_colours(9))
+    with pytest.raises(ValueError, match="anchor rule"):
+        class_anchors(9, 0.0, "rainbow")
+    cfg = _small_cfg(cache_dir, "model.composite.anchors=voc")
+    net = build_model(cfg, build_tasks(cfg["data"]["tasks"], DatasetInfo("synthetic", num_classes=9)))
+    assert torch.equal(net.outputs["semseg"].anchors, voc_colours(9))
+
+
 def test_anchor_output_decodes_the_nearest_anchor():
     info = DatasetInfo("synthetic", num_classes=9)
     out = AnchorOutput(build_tasks(["semseg"], info)["semseg"])

@@ -33,10 +33,35 @@ OUTPUTS = Registry("CompositeTasking output")
 NORMALS_READINGS = ("raw", "sigmoid")  # how the normals task reads the 3-channel output
 
 
-def class_anchors(num_classes: int, inset: float = 0.0) -> torch.Tensor:
-    """``num_classes`` x 3 points of a lattice in [inset, 1 - inset]^3, picked by farthest-point order from the
-    first corner (deterministic, as spread out as the lattice allows). ``inset`` 0 (the paper: its anchors are
-    class colours, corners and faces of the cube included) puts anchors where the sigmoid saturates."""
+ANCHOR_RULES = ("lattice", "voc")  # how class anchors are placed in the cube
+
+
+def voc_colours(num_classes: int) -> torch.Tensor:
+    """The first ``num_classes`` colours of the PASCAL VOC colour map (bits of the class id interleaved into
+    R, G, B from the most significant bit down), in [0, 1]: (0,0,0), (.5,0,0), (0,.5,0), (.5,.5,0), ...
+    CompositeTasking's segmentation anchors are these colours (supplement, Table 5: its 21 anchors are the VOC
+    map's first 21)."""
+    out = torch.zeros(num_classes, 3)
+    for i in range(num_classes):
+        c = i
+        for bit in range(7, -1, -1):
+            for ch in range(3):
+                out[i, ch] += ((c >> ch) & 1) << bit
+            c >>= 3
+    return out / 255.0
+
+
+def class_anchors(num_classes: int, inset: float = 0.0, rule: str = "lattice") -> torch.Tensor:
+    """``num_classes`` x 3 class anchors in [inset, 1 - inset]^3. ``lattice``: points of a {0, 1/2, 1}-style
+    lattice picked by farthest-point order from the first corner (deterministic, as spread out as the lattice
+    allows: the opposite corner, then edge midpoints, the centre...). ``voc``: the PASCAL VOC colour map, the
+    paper's segmentation anchors (Table 5), whose first 9 colours stay in [0, 128/255]^3 (the paper's 7
+    human-parts anchors, Table 6, are cube corners instead). ``inset`` 0 (the paper) puts anchors where the
+    sigmoid saturates."""
+    if rule not in ANCHOR_RULES:
+        raise ValueError(f"anchor rule must be one of {ANCHOR_RULES}, not {rule!r}")
+    if rule == "voc":
+        return inset + (1 - 2 * inset) * voc_colours(num_classes)
     n = max(2, math.ceil(num_classes ** (1 / 3)))
     g = torch.linspace(inset, 1 - inset, n)
     pts = torch.cartesian_prod(g, g, g)
@@ -68,9 +93,9 @@ class Output:
 
 class AnchorOutput(Output):
     def __init__(self, task: Task, anchor_eps: float = 1e-8, focal_gamma: float = 2.0, anchor_inset: float = 0.0,
-                 **kw):
+                 anchors: str = "lattice", **kw):
         super().__init__(task, **kw)
-        self.anchors = class_anchors(task.out_channels, anchor_inset)
+        self.anchors = class_anchors(task.out_channels, anchor_inset, anchors)
         self.eps = anchor_eps
         self.gamma = focal_gamma
 

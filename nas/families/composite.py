@@ -26,6 +26,10 @@ class CompositeSection(Section):
     # class anchors in [inset, 1 - inset]^3; 0 = the paper (anchors on the cube's corners and faces, where the
     # sigmoid saturates). Measured (issue 13, 3 seeds): 0.1 is worse (Δm -18.26 ± 4.12 vs -9.45 ± 4.79)
     anchor_inset: float = Field(0.0, ge=0, lt=0.5)
+    # where the class anchors sit: lattice (spread over the cube by farthest-point order on a 3-point-per-axis
+    # lattice: corners, edge midpoints, centre) or voc (the PASCAL VOC colour map, the paper's 21 segmentation
+    # anchors; its first 9 colours lie in [0, 128/255]^3)
+    anchors: Literal["lattice", "voc"] = "lattice"
     # raw (the reference): the normal is the direction of the pre-sigmoid output; sigmoid: of 2 sigmoid(o) - 1
     # (trcnas before 2026-11-22)
     normals: Literal["raw", "sigmoid"] = "raw"
@@ -54,7 +58,7 @@ def composite_net(cfg: dict, tasks, embedding):
     rule = build_palette_rule(c["palette"], list(tasks), getattr(next(iter(tasks.values())).info, "class_names", ()))
     return CompositeNet(backbone, tasks, embedding, m["channels"] or 64, rule, c["conditioning"],
                         decoder=c["decoder"], anchor_eps=c["anchor_eps"], focal_gamma=c["focal_gamma"],
-                        anchor_inset=c["anchor_inset"], normals=c["normals"],
+                        anchor_inset=c["anchor_inset"], anchors=c["anchors"], normals=c["normals"],
                         block_slope=c["block_slope"], palette_antialias=c["palette_antialias"])
 
 
