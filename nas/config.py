@@ -14,6 +14,11 @@ from trcnas.nas import schema
 from trcnas.nas.errors import UserError
 
 RETIRED = ("debug",)  # keys of older configs that no longer mean anything (dropped when such a config is read)
+# settings added after runs were stored, with what their absence from a stored config meant (the behaviour
+# before the key existed), so that the resume check compares like with like
+ADDED_LATER = {("model", "composite", "anchor_inset"): 0.0, ("model", "composite", "anchors"): "lattice",
+               ("model", "composite", "normals"): "sigmoid", ("model", "composite", "block_slope"): 0.2,
+               ("model", "composite", "palette_antialias"): True}
 
 
 def defaults() -> dict:
@@ -88,11 +93,20 @@ def with_defaults(cfg: dict) -> dict:
 
 def stored_as_today(cfg: dict) -> dict:
     """A run's stored ``config.yaml`` as this version writes the same settings (for the resume check): retired
-    keys dropped; ``search.space`` written out as the family's own space (or set for a plain network, where it
-    meant nothing) is the default, null."""
+    keys dropped; keys added later filled in with what their absence meant (``ADDED_LATER``); ``search.space``
+    written out as the family's own space (or set for a plain network, where it meant nothing) is the default,
+    null."""
+    import copy
+
     from trcnas.nas.families import family, is_family
 
-    cfg = {k: v for k, v in cfg.items() if k not in RETIRED}
+    cfg = copy.deepcopy({k: v for k, v in cfg.items() if k not in RETIRED})
+    for path, before in ADDED_LATER.items():
+        node = cfg
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and path[-1] not in node:
+            node[path[-1]] = before
     model, search = cfg.get("model"), cfg.get("search")
     if isinstance(model, dict) and isinstance(search, dict) and search.get("space") is not None:
         mtype = model.get("type")

@@ -441,3 +441,21 @@ def test_a_run_stored_by_the_previous_version_resumes(tmp_path, fast_args):
     assert main([*argv[:-2], "--set", "train.steps=3"]) == 2  # steps differ: refused
     argv[-1] = "train.steps=2"
     assert main(argv) == 0  # the same run: resumed (already finished)
+
+
+def test_a_composite_run_stored_before_its_reference_fixes_resumes_only_with_the_old_settings(tmp_path, fast_args):
+    """A CompositeTasking config.yaml without the keys added on 2026-11-22 meant sigmoid normals, block slope 0.2
+    and an antialiased palette pyramid: resuming it with today's defaults is refused, with those settings it is
+    the same run."""
+    out = tmp_path / "c"
+    argv = ["train", *fast_args, "--config", "synthetic-composite", "--architecture", "default", "--out", str(out),
+            "--set", "train.steps=2"]
+    old = ["--set", "model.composite.normals=sigmoid", "--set", "model.composite.block_slope=0.2",
+           "--set", "model.composite.palette_antialias=true"]
+    assert main([*argv, *old]) == 0
+    stored = yaml.safe_load((out / "config.yaml").read_text())
+    for key in ("anchor_inset", "anchors", "normals", "block_slope", "palette_antialias"):
+        del stored["model"]["composite"][key]
+    (out / "config.yaml").write_text(yaml.safe_dump(stored))
+    assert main(argv) == 2  # today's reading of normals etc.: another run
+    assert main([*argv, *old]) == 0  # the settings it was trained with: the same run (already finished)
