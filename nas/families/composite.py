@@ -24,7 +24,8 @@ class CompositeSection(Section):
     anchor_eps: float = Field(1.0e-8, gt=0)  # seg logits 1 / (distance of the sigmoid output to an anchor + eps)
     focal_gamma: float = Field(2.0, ge=0)
     # class anchors in [inset, 1 - inset]^3; 0 = the paper (anchors on the cube's corners and faces, where the
-    # sigmoid saturates). Measured (issue 13, 3 seeds): 0.1 is worse (Δm -18.26 ± 4.12 vs -9.45 ± 4.79)
+    # sigmoid saturates). Measured (issue 13, 3 seeds, both with the settings before 2026-11-22): 0.1 is worse
+    # (Δm -18.26 ± 4.12 vs -9.45 ± 4.79)
     anchor_inset: float = Field(0.0, ge=0, lt=0.5)
     # where the class anchors sit: lattice (spread over the cube by farthest-point order on a 3-point-per-axis
     # lattice: corners, edge midpoints, centre) or voc (the PASCAL VOC colour map, the paper's 21 segmentation
