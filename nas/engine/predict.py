@@ -48,7 +48,7 @@ def predict_with_palette(run_dir: str | Path, palette: str | Path, index: int = 
         atomic_write_bytes(out, buf.getvalue())
         from PIL import Image
 
-        inside = 1 / (1 + np.exp(-result["output"].astype(np.float64)))  # sigmoid: where the anchors live
+        inside = torch.sigmoid(o[0].double()).cpu().numpy()  # the unit cube, where the anchors live
         rgb = np.rint(inside.transpose(1, 2, 0) * 255).astype(np.uint8)
         png = io.BytesIO()
         Image.fromarray(rgb).save(png, format="PNG")

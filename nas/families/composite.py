@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from trcnas.nas.composite.outputs import ANCHOR_RULES, NORMALS_READINGS
 from trcnas.nas.families import SpaceFamily, register_family
 from trcnas.nas.schema import Section, register_section
 
@@ -31,10 +32,10 @@ class CompositeSection(Section):
     # lattice: corners, edge midpoints, centre) or voc (the PASCAL VOC colour map, the paper's 21 segmentation
     # anchors; its first 9 colours lie in [0, 128/255]^3). Measured (issue 13, 3 seeds): voc is worse on the
     # synthetic benchmark (Δm -34.18 ± 16.29 vs -6.16 ± 1.28)
-    anchors: Literal["lattice", "voc"] = "lattice"
+    anchors: Literal[ANCHOR_RULES] = "lattice"
     # raw (the reference): the normal is the direction of the pre-sigmoid output; sigmoid: of 2 sigmoid(o) - 1
     # (trcnas before 2026-11-22)
-    normals: Literal["raw", "sigmoid"] = "raw"
+    normals: Literal[NORMALS_READINGS] = "raw"
     # LeakyReLU slope in the task composition blocks: 0.01, the reference's (nn.LeakyReLU()); trcnas used the
     # embedding network's 0.2 there before 2026-11-22
     block_slope: float = Field(0.01, ge=0, lt=1)
