@@ -486,3 +486,36 @@ def test_the_reference_decoder_reaches_full_resolution_through_an_image_skip(dec
     if decoder == "full":
         for m in (*model.image_skip, model.up_half, model.up_full):
             assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
+
+
+def test_the_references_top_kernel_upsampling_and_film_width_are_settings_that_reach_the_network(cache_dir):
+    """The reference's coarsest block is a 1x1 skip block, its decoder upsamples with align_corners=True and its
+    gamma/beta networks have their own hidden width; trcnas's defaults (3, False, the block's width) stay
+    until measured, each reference detail one setting away."""
+    from trcnas.nas.composite.blocks import TaskCompositionBlock
+
+    info = DatasetInfo("synthetic", num_classes=9)
+    default = build_model(_small_cfg(cache_dir), build_tasks(TASKS, info))
+    ref = build_model(_small_cfg(cache_dir, "model.composite.top_kernel=1", "model.composite.align_corners=true",
+                                 "model.composite.film_hidden=24"), build_tasks(TASKS, info))
+    assert default.top.conv.kernel_size == (3, 3) and ref.top.conv.kernel_size == (1, 1)
+    for net, hidden in ((default, None), (ref, 24)):
+        blocks = [m for m in net.modules() if isinstance(m, TaskCompositionBlock)]
+        assert len(blocks) >= 4
+        for b in blocks:
+            assert b.film[0].out_channels == (hidden or b.conv.out_channels)
+            assert b.film[2].out_channels == 2 * b.conv.out_channels
+    ramp = torch.tensor([[0.0, 1.0], [0.0, 1.0]]).view(1, 1, 2, 2)  # 2 -> 5 pixels along the width:
+    assert torch.allclose(ref._up(ramp, (5, 5))[0, 0, 2], torch.tensor([0, 0.25, 0.5, 0.75, 1]))  # corners aligned
+    assert torch.allclose(default._up(ramp, (5, 5))[0, 0, 2], torch.tensor([0, 0.1, 0.5, 0.9, 1]))  # pixel centres
+    ref.align_corners = False  # the flag reaches the decoder's forward
+    torch.manual_seed(0)
+    image, palette = torch.rand(2, 3, 64, 64), torch.randint(0, 4, (2, 64, 64))
+    ref.eval()
+    with torch.no_grad():
+        a = ref(image, palette)
+        ref.align_corners = True
+        b = ref(image, palette)
+    assert a.shape == b.shape and not torch.allclose(a, b)
+    with pytest.raises(UserError, match="top_kernel"):
+        _small_cfg(cache_dir, "model.composite.top_kernel=5")

@@ -14,14 +14,18 @@ class TaskCompositionBlock(nn.Module):
     gamma * x + beta -> LeakyReLU, with per-pixel gamma and beta from the palette embedding at this scale
     (two 1x1 conv layers; final bias initialised to gamma 1, beta 0). The embedding may be B x E x 1 x 1 (one
     task per image: Task Switching), then gamma/beta broadcast. ``slope``: of both LeakyReLUs (the reference's
-    blocks use PyTorch's default, 0.01; its embedding network uses 0.2)."""
+    blocks use PyTorch's default, 0.01; its embedding network uses 0.2). ``hidden``: the width of the gamma/beta
+    network's hidden layer (None: the block's output width; the reference: 128 or 256 by level)."""
 
-    def __init__(self, cin: int, cout: int, emb_channels: int, kernel_size: int = 3, slope: float = BLOCK_SLOPE):
+    def __init__(self, cin: int, cout: int, emb_channels: int, kernel_size: int = 3, slope: float = BLOCK_SLOPE,
+                 hidden: int | None = None):
         super().__init__()
         self.slope = slope
+        hidden = hidden or cout
         self.conv = nn.Conv2d(cin, cout, kernel_size, padding=kernel_size // 2, bias=False)
         self.norm = nn.BatchNorm2d(cout, affine=False)
-        self.film = nn.Sequential(nn.Conv2d(emb_channels, cout, 1), nn.LeakyReLU(slope), nn.Conv2d(cout, 2 * cout, 1))
+        self.film = nn.Sequential(nn.Conv2d(emb_channels, hidden, 1), nn.LeakyReLU(slope),
+                                  nn.Conv2d(hidden, 2 * cout, 1))
         nn.init.constant_(self.film[2].bias[:cout], 1.0)
         nn.init.zeros_(self.film[2].bias[cout:])
 

@@ -35,11 +35,15 @@ class CompositeNet(DenseNetwork):
     the 3-channel output is at input resolution. ``quarter``: the decoder stops at 1/4 and the 3-channel output
     is upsampled (cheaper: no full-resolution convolutions). ``block_slope``: the LeakyReLU slope of every task
     composition block; ``palette_antialias``: antialiased halving of the palette pyramid (not the reference's);
-    ``output_options`` go to each task's output reader (nas/composite/outputs.py)."""
+    ``top_kernel``: the kernel of the block on the coarsest backbone level (the reference: 1, its skip block
+    there); ``align_corners``: of the decoder's bilinear upsampling (the reference: True); ``film_hidden``: the
+    gamma/beta networks' hidden width (None: each block's output width); ``output_options`` go to each task's
+    output reader (nas/composite/outputs.py)."""
 
     def __init__(self, backbone: nn.Module, tasks: Mapping[str, Task], embedding: nn.Module, channels: int,
                  rule: PaletteRule, conditioning: str = "pixel", decoder: str = "full",
-                 block_slope: float = BLOCK_SLOPE, palette_antialias: bool = False, **output_options):
+                 block_slope: float = BLOCK_SLOPE, palette_antialias: bool = False, top_kernel: int = 3,
+                 align_corners: bool = False, film_hidden: int | None = None, **output_options):
         super().__init__()
         if conditioning not in CONDITIONING:
             raise ValueError(f"conditioning must be one of {CONDITIONING}, got {conditioning!r}")
@@ -48,9 +52,10 @@ class CompositeNet(DenseNetwork):
         self.embedding = embedding
         cs = list(backbone.pyramid_channels)  # finest first
         e = embedding.out_channels
-        block = functools.partial(TaskCompositionBlock, slope=block_slope)
+        block = functools.partial(TaskCompositionBlock, slope=block_slope, hidden=film_hidden)
         self.palette_antialias = palette_antialias
-        self.top = block(cs[-1], channels, e)
+        self.align_corners = align_corners
+        self.top = block(cs[-1], channels, e, kernel_size=top_kernel)
         self.skips = nn.ModuleList(block(c, channels, e, kernel_size=1) for c in reversed(cs[:-1]))
         self.fuse = nn.ModuleList(block(2 * channels, channels, e) for _ in cs[:-1])
         if decoder not in DECODERS:
@@ -73,6 +78,9 @@ class CompositeNet(DenseNetwork):
             palette = palette[:, :1, :1]
         return F.one_hot(palette, len(self.task_names)).permute(0, 3, 1, 2).float()
 
+    def _up(self, x: torch.Tensor, size) -> torch.Tensor:
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=self.align_corners)
+
     def decode(self, feats: list[torch.Tensor], palette: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         emb = self.embedding()
         h, w = image.shape[-2:]
@@ -83,12 +91,11 @@ class CompositeNet(DenseNetwork):
         x = self.top(feats[-1], embedding_map(pyramid[tuple(feats[-1].shape[-2:])], emb))
         for skip, fuse, f in zip(self.skips, self.fuse, reversed(feats[:-1])):
             e = embedding_map(pyramid[tuple(f.shape[-2:])], emb)
-            x = F.interpolate(x, size=f.shape[-2:], mode="bilinear", align_corners=False)
+            x = self._up(x, f.shape[-2:])
             x = fuse(torch.cat([x, skip(f, e)], 1), e)
         if self.decoder == "full":
             e_half, e_full = (embedding_map(pyramid[s], emb) for s in sizes[-2:])
-            x = self.up_half(F.interpolate(x, size=sizes[-2], mode="bilinear", align_corners=False), e_half)
-            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+            x = self._up(self.up_half(self._up(x, sizes[-2]), e_half), (h, w))
             s = image
             for block in self.image_skip:
                 s = block(s, e_full)

@@ -42,6 +42,14 @@ class CompositeSection(Section):
     # the palette pyramid's 2x halving: plain bilinear, the reference's (each level holds each task's share of
     # its cell); true: antialiased (a wider triangle filter), as trcnas did before 2026-11-22
     palette_antialias: bool = False
+    # three smaller details where trcnas differs from the reference (not measured yet; `trcnas compare
+    # composite-mosaic`'s composite_ref row measures the reference's three together): the kernel of the block
+    # on the coarsest backbone level (reference: 1, a skip block), the decoder's bilinear upsampling
+    # (reference: align_corners true) and the gamma/beta networks' hidden width (null: each block's output
+    # width; reference: 128 or 256 by level, for its 64-512-channel blocks)
+    top_kernel: Literal[1, 3] = 3
+    align_corners: bool = False
+    film_hidden: int | None = Field(None, gt=0)
 
 
 register_section("model.composite", CompositeSection)
@@ -62,7 +70,8 @@ def composite_net(cfg: dict, tasks, embedding):
     return CompositeNet(backbone, tasks, embedding, m["channels"] or 64, rule, c["conditioning"],
                         decoder=c["decoder"], anchor_eps=c["anchor_eps"], focal_gamma=c["focal_gamma"],
                         anchor_inset=c["anchor_inset"], anchors=c["anchors"], normals=c["normals"],
-                        block_slope=c["block_slope"], palette_antialias=c["palette_antialias"])
+                        block_slope=c["block_slope"], palette_antialias=c["palette_antialias"],
+                        top_kernel=c["top_kernel"], align_corners=c["align_corners"], film_hidden=c["film_hidden"])
 
 
 @register_family
