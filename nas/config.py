@@ -19,7 +19,8 @@ RETIRED = ("debug",)  # keys of older configs that no longer mean anything (drop
 ADDED_LATER = {("model", "composite", "anchor_inset"): 0.0, ("model", "composite", "anchors"): "lattice",
                ("model", "composite", "normals"): "sigmoid", ("model", "composite", "block_slope"): 0.2,
                ("model", "composite", "palette_antialias"): True, ("model", "composite", "top_kernel"): 3,
-               ("model", "composite", "align_corners"): False, ("model", "composite", "film_hidden"): None}
+               ("model", "composite", "align_corners"): False, ("model", "composite", "film_hidden"): None,
+               ("model", "composite", "embedding_init"): "kaiming"}
 
 
 def defaults() -> dict:

@@ -519,3 +519,25 @@ def test_the_references_top_kernel_upsampling_and_film_width_are_settings_that_r
     assert a.shape == b.shape and not torch.allclose(a, b)
     with pytest.raises(UserError, match="top_kernel"):
         _small_cfg(cache_dir, "model.composite.top_kernel=5")
+
+
+def test_embedding_init_is_kaiming_or_the_references_pytorch_default_and_reaches_the_network(cache_dir):
+    from trcnas.nas.composite.embedding import TaskEmbedding
+
+    torch.manual_seed(0)
+    kaiming, ref = TaskEmbedding(4, 6, 128, 20, "kaiming"), TaskEmbedding(4, 6, 128, 20, "torch")
+    kaiming.requires_grad_(False), ref.requires_grad_(False)
+    for k, r in zip(kaiming.layers, ref.layers):
+        bound = 1 / k.weight.shape[1] ** 0.5
+        assert float(k.bias.abs().max()) == 0.0 and float(r.bias.abs().max()) > 0.5 * bound
+        assert float(r.weight.abs().max()) <= bound and float(r.bias.abs().max()) <= bound
+        assert float(k.weight.std()) == pytest.approx((2 / 1.04) ** 0.5 * bound, rel=0.05)
+    # Kaiming keeps the embeddings' scale through the 6 layers; PyTorch's default shrinks it (the reference's)
+    assert float(ref().std()) < 0.5 * float(kaiming().std())
+    with pytest.raises(ValueError, match="embedding init"):
+        TaskEmbedding(4, 1, 8, 20, "xavier")
+    info = DatasetInfo("synthetic", num_classes=9)
+    net = build_model(_small_cfg(cache_dir, "model.composite.embedding_init=torch"), build_tasks(TASKS, info))
+    assert all(float(layer.bias.detach().abs().max()) > 0 for layer in net.embedding.layers)
+    with pytest.raises(UserError, match="embedding_init"):
+        _small_cfg(cache_dir, "model.composite.embedding_init=xavier")

@@ -20,12 +20,19 @@ from trcnas.nas.search.mixed import MixedOp
 from trcnas.spaces.space import Decision
 
 SLOPE = 0.2
+# how the FC layers start: kaiming (normal weights at the LeakyReLU(0.2) gain, zero bias: every layer keeps its
+# input's scale) or torch (PyTorch's nn.Linear default, U(+-1/sqrt(fan_in)) for weights and bias: the
+# reference's; each layer shrinks its input's scale about 2.4x, so at depth 6 the biases dominate the output)
+EMBEDDING_INITS = ("kaiming", "torch")
 
 
-def _linear(cin: int, cout: int) -> nn.Linear:
-    layer = nn.Linear(cin, cout)
-    nn.init.kaiming_normal_(layer.weight, a=SLOPE, nonlinearity="leaky_relu")
-    nn.init.zeros_(layer.bias)
+def _linear(cin: int, cout: int, init: str = "kaiming") -> nn.Linear:
+    if init not in EMBEDDING_INITS:
+        raise ValueError(f"embedding init must be one of {EMBEDDING_INITS}, got {init!r}")
+    layer = nn.Linear(cin, cout)  # torch: as constructed
+    if init == "kaiming":
+        nn.init.kaiming_normal_(layer.weight, a=SLOPE, nonlinearity="leaky_relu")
+        nn.init.zeros_(layer.bias)
     return layer
 
 
@@ -38,11 +45,11 @@ def task_codes(num_tasks: int, code_length: int = 20) -> torch.Tensor:
 
 
 class TaskEmbedding(nn.Module):
-    def __init__(self, num_tasks: int, depth: int, width: int, code_length: int = 20):
+    def __init__(self, num_tasks: int, depth: int, width: int, code_length: int = 20, init: str = "kaiming"):
         super().__init__()
         self.register_buffer("codes", task_codes(num_tasks, code_length), persistent=False)
         dims = [code_length * num_tasks] + [width] * depth
-        self.layers = nn.ModuleList(_linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.layers = nn.ModuleList(_linear(a, b, init) for a, b in zip(dims[:-1], dims[1:]))
         self.out_channels = width
 
     def forward(self) -> torch.Tensor:
@@ -68,13 +75,14 @@ class _WidthMask(nn.Module):
 class SearchTaskEmbedding(nn.Module):
     """``depth`` / ``width``: the space's Decisions over the network's depth and width."""
 
-    def __init__(self, num_tasks: int, depth: Decision, width: Decision, code_length: int = 20):
+    def __init__(self, num_tasks: int, depth: Decision, width: Decision, code_length: int = 20,
+                 init: str = "kaiming"):
         super().__init__()
         self.register_buffer("codes", task_codes(num_tasks, code_length), persistent=False)
         depths, widths = [int(d) for d in depth.candidates], [int(w) for w in width.candidates]
         wmax, dmax = max(widths), max(depths)
         dims = [code_length * num_tasks] + [wmax] * dmax
-        self.layers = nn.ModuleList(_linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.layers = nn.ModuleList(_linear(a, b, init) for a, b in zip(dims[:-1], dims[1:]))
         self.depth = MixedOp.of(depth, [_Exit(d) for d in depths])
         self.width = MixedOp.of(width, [_WidthMask(w, wmax) for w in widths])
         self.out_channels = wmax

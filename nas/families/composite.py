@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from trcnas.nas.composite.embedding import EMBEDDING_INITS
 from trcnas.nas.composite.outputs import ANCHOR_RULES, NORMALS_READINGS
 from trcnas.nas.families import SpaceFamily, register_family
 from trcnas.nas.schema import Section, register_section
@@ -42,14 +43,17 @@ class CompositeSection(Section):
     # the palette pyramid's 2x halving: plain bilinear, the reference's (each level holds each task's share of
     # its cell); true: antialiased (a wider triangle filter), as trcnas did before 2026-11-22
     palette_antialias: bool = False
-    # three smaller details where trcnas differs from the reference (not measured yet; `trcnas compare
-    # composite-mosaic`'s composite_ref row measures the reference's three together): the kernel of the block
-    # on the coarsest backbone level (reference: 1, a skip block), the decoder's bilinear upsampling
-    # (reference: align_corners true) and the gamma/beta networks' hidden width (null: each block's output
-    # width; reference: 128 or 256 by level, for its 64-512-channel blocks)
+    # smaller details where trcnas differs from the reference (not measured yet; `trcnas compare
+    # composite-mosaic`'s composite_ref row measures the reference's four together, embedding_init below
+    # included): the kernel of the block on the coarsest backbone level (reference: 1, a skip block), the
+    # decoder's bilinear upsampling (reference: align_corners true) and the gamma/beta networks' hidden width
+    # (null: each block's output width; reference: 128 or 256 by level, for its 64-512-channel blocks)
     top_kernel: Literal[1, 3] = 3
     align_corners: bool = False
     film_hidden: int | None = Field(None, gt=0)
+    # how the task representation block's FC layers start (nas/composite/embedding.py): kaiming (zero bias,
+    # scale kept through the layers) or torch (PyTorch's nn.Linear default, the reference's); not measured yet
+    embedding_init: Literal[EMBEDDING_INITS] = "kaiming"
 
 
 register_section("model.composite", CompositeSection)
@@ -86,8 +90,9 @@ class CompositeTasking(SpaceFamily):
         from trcnas.nas.composite.embedding import SearchTaskEmbedding
 
         d = {x.path[-1]: x for x in space.decisions(list(tasks))}
-        emb = SearchTaskEmbedding(len(tasks), d["embedding_depth"], d["embedding_width"],
-                                  cfg["model"]["composite"]["code_length"])
+        c = cfg["model"]["composite"]
+        emb = SearchTaskEmbedding(len(tasks), d["embedding_depth"], d["embedding_width"], c["code_length"],
+                                  c["embedding_init"])
         return composite_net(cfg, tasks, emb)
 
     def fixed(self, cfg, tasks, architecture):
@@ -96,6 +101,7 @@ class CompositeTasking(SpaceFamily):
         from trcnas.nas.composite.embedding import TaskEmbedding
 
         ch = self.choices(cfg, architecture)
-        emb = TaskEmbedding(len(tasks), int(ch["embedding_depth"]), int(ch["embedding_width"]),
-                            cfg["model"]["composite"]["code_length"])
+        c = cfg["model"]["composite"]
+        emb = TaskEmbedding(len(tasks), int(ch["embedding_depth"]), int(ch["embedding_width"]), c["code_length"],
+                            c["embedding_init"])
         return composite_net(cfg, tasks, emb)
