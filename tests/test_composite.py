@@ -490,8 +490,8 @@ def test_the_reference_decoder_reaches_full_resolution_through_an_image_skip(dec
 
 def test_the_references_top_kernel_upsampling_and_film_width_are_settings_that_reach_the_network(cache_dir):
     """The reference's coarsest block is a 1x1 skip block, its decoder upsamples with align_corners=True and its
-    gamma/beta networks have their own hidden width; trcnas's defaults (3, False, the block's width) stay
-    until measured, each reference detail one setting away."""
+    gamma/beta networks have their own hidden width; trcnas's defaults (3, False, the block's width) are a
+    measured deviation (README), each reference detail one setting away."""
     from trcnas.nas.composite.blocks import TaskCompositionBlock
 
     info = DatasetInfo("synthetic", num_classes=9)

@@ -43,16 +43,17 @@ class CompositeSection(Section):
     # the palette pyramid's 2x halving: plain bilinear, the reference's (each level holds each task's share of
     # its cell); true: antialiased (a wider triangle filter), as trcnas did before 2026-11-22
     palette_antialias: bool = False
-    # smaller details where trcnas differs from the reference (not measured yet; `trcnas compare
-    # composite-mosaic`'s composite_ref row measures the reference's four together, embedding_init below
-    # included): the kernel of the block on the coarsest backbone level (reference: 1, a skip block), the
-    # decoder's bilinear upsampling (reference: align_corners true) and the gamma/beta networks' hidden width
-    # (null: each block's output width; reference: 128 or 256 by level, for its 64-512-channel blocks)
+    # smaller details where trcnas differs from the reference, measured together (`trcnas compare
+    # composite-mosaic`'s composite_ref row, embedding_init below included; issue 13, 3 seeds: the reference's
+    # four give Δm -8.62 ± 3.27 against -6.16 ± 1.28, so trcnas's stay the defaults): the kernel of the block on
+    # the coarsest backbone level (reference: 1, a skip block), the decoder's bilinear upsampling (reference:
+    # align_corners true) and the gamma/beta networks' hidden width (null: each block's output width;
+    # reference: 128 or 256 by level, for its 64-512-channel blocks)
     top_kernel: Literal[1, 3] = 3
     align_corners: bool = False
     film_hidden: int | None = Field(None, gt=0)
     # how the task representation block's FC layers start (nas/composite/embedding.py): kaiming (zero bias,
-    # scale kept through the layers) or torch (PyTorch's nn.Linear default, the reference's); not measured yet
+    # scale kept through the layers) or torch (PyTorch's nn.Linear default, the reference's); see above
     embedding_init: Literal[EMBEDDING_INITS] = "kaiming"
 
 
