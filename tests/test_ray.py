@@ -153,8 +153,12 @@ def test_injected_crash_is_retried_from_checkpoint(cluster, cache_dir, tmp_path)
     df = pd.read_csv(tmp_path / "crash" / "summary.csv")
     assert list(df["status"]) == ["done"]
     trial = next(p for p in (tmp_path / "crash").iterdir() if (p / "result.json").exists())
-    # reported checkpoints 2 | crash | restored from 2: 4, 6, final 6 — step 2 is not trained again
-    assert _steps(trial) == [2, 4, 6, 6]
+    assert (trial / "crashed").read_text() == "2"  # the fault fired once, after the report of step 2
+    # reported checkpoints 2 | crash | restored from 2: 4, 6, final 6 — step 2 is not trained again (a retry from
+    # scratch would log 2, 2, 4, 6, 6). Ray's JsonLoggerCallback replaces the driver's result.json with the copy
+    # in storage when a trial restarts from a checkpoint; if the periodic sync had not yet carried the row of
+    # step 2 there, that row is gone (seen once, on a loaded machine), so both logs are accepted.
+    assert _steps(trial) in ([2, 4, 6, 6], [4, 6, 6])
 
 
 def test_killed_driver_resumes_without_rerunning_finished_trials(cluster, cache_dir, tmp_path):
