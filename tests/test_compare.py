@@ -1,6 +1,7 @@
 """``trcnas compare``: multi-seed runs per variant, mean ± std tables, finished runs kept, bad files rejected."""
 
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -135,3 +136,33 @@ def test_a_search_only_variant_is_its_search(tmp_path, fast_args):
         m = json.loads((d / "search" / "metrics.json").read_text())
         row = runs[runs["seed"] == seed].iloc[0]
         assert row["semseg"] == pytest.approx(m["primary"]["semseg"]) and row["choices"].startswith("semseg.")
+
+
+def test_a_run_whose_loss_rose_at_the_end_is_named_under_the_table(tmp_path):
+    from trcnas.analysis.compare import loss_rise, write_comparison
+
+    spec = {"name": "t", "seeds": [0, 1], "baseline": None,
+            "variants": [{"name": "w512", "label": "width 512"}]}
+    steps = list(range(0, 3000, 10))
+    flat = [3.0 - i / len(steps) for i in range(len(steps))]  # falls 3 -> 2, still falling at the end
+    spiked = flat[:-15] + [30.0] * 5 + [1500.0] * 10  # the last 15 logged steps blow up (5 % of the curve)
+    for seed, loss in ((0, spiked), (1, flat)):
+        d = tmp_path / "w512" / f"seed{seed}"
+        d.mkdir(parents=True)
+        pd.DataFrame({"step": steps, "loss": loss}).to_csv(d / "train_curve.csv", index=False)
+        (d / "metrics.json").write_text(json.dumps({
+            "primary": {"semseg": 80.0 + seed}, "directions": {"semseg": "higher"}, "delta_m": -5.0 - seed,
+            "steps": 3000, "wall_s": 1.0}))
+    write_comparison(tmp_path, spec)
+    runs = pd.read_csv(tmp_path / "runs.csv").set_index("seed")
+    # last 30 logged steps (10 %): mean (15 * 2.05 + 5 * 30 + 10 * 1500) / 30 against the best window, the last
+    # 30 of the smooth curve's falling part
+    best = sum(flat[-45:-15]) / 30
+    assert runs.loc[0, "loss_rise"] == pytest.approx((sum(spiked[-30:]) / 30) / best)
+    assert runs.loc[0, "loss_rise"] > 200
+    assert runs.loc[1, "loss_rise"] == pytest.approx(1.0)  # a falling curve ends at its best
+    md = (tmp_path / "summary.md").read_text()
+    assert "width 512 seed 0 (x" in md and "seed 1" not in md.split("Training loss at the end")[1]
+    # the metrics stay in the table: the mean covers both seeds
+    assert pd.read_csv(tmp_path / "summary.csv").loc[0, "n"] == 2
+    assert math.isnan(loss_rise(pd.DataFrame({"step": [], "loss": []})))  # no curve, no figure
