@@ -61,10 +61,13 @@ def _read_yaml(path) -> dict:
 
 
 def find_config(name_or_path: str):
+    """A YAML file (by path), else the shipped config of that name. A folder that shares a shipped config's name
+    (e.g. a run's ``--out synthetic-composite``) does not hide the config."""
     p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        if not p.exists():
-            raise UserError(f"config file {p} not found")
+    if p.suffix in (".yaml", ".yml") or p.is_file():
+        if not p.is_file():
+            raise UserError(f"config file {p} {'is a folder' if p.is_dir() else 'not found'}; give a YAML file "
+                            "or the name of a shipped config (`trcnas configs`)")
         return p
     f = shipped_dir() / f"{name_or_path}.yaml"
     if not f.is_file():

@@ -28,7 +28,11 @@ def test_bad_config_is_one_clear_line(tmp_path, capsys, text, match):
 
 def test_missing_config_file_and_bad_override(tmp_path, capsys):
     code, err = _err(capsys, ["train", "--config", str(tmp_path / "none.yaml")])
-    assert code == 2 and err == [f"error: config file {tmp_path / 'none.yaml'} not found"]
+    assert code == 2 and err == [f"error: config file {tmp_path / 'none.yaml'} not found; give a YAML file or the "
+                                 "name of a shipped config (`trcnas configs`)"]
+    (tmp_path / "dir.yaml").mkdir()
+    code, err = _err(capsys, ["train", "--config", str(tmp_path / "dir.yaml")])
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"error: config file {tmp_path / 'dir.yaml'} is a folder")
     code, err = _err(capsys, ["train", "--set", "train.nope=1"])
     assert code == 2 and "unknown config key" in err[0]
 
@@ -45,6 +49,16 @@ def test_base_inheritance_and_override():
     assert cfg["train"]["lr"] == 0.5 and cfg["data"]["image_size"] == [32, 48]
     with pytest.raises(UserError):
         load_config("no-such-config")
+
+
+def test_a_folder_named_like_a_shipped_config_does_not_hide_it(tmp_path, monkeypatch):
+    # e.g. `trcnas train --config synthetic-composite --out synthetic-composite`, then the mosaic baselines, whose
+    # `base:` chain names synthetic-composite
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "synthetic-composite").mkdir()
+    cfg = load_config("synthetic-st-mosaic")
+    assert cfg["name"] == "synthetic-st-mosaic" and cfg["train"]["optimizer"] == "adam"
+    assert load_config("synthetic-composite")["model"]["type"] == "composite"
 
 
 def test_configs_lists_shipped(capsys):
