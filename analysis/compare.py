@@ -11,13 +11,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from trcnas.nas.curves import LOSS_RISE, loss_rise
 from trcnas.spaces.io import atomic_write_text
 
 COST = ("params_M", "madds_G")  # recorded by every finished train/retrain run (older runs: missing, n/a)
-# a run whose training loss ends above this multiple of its best is named under the table: the non-finite check
-# of the training loop stops a loss that overflows, not one that jumps by orders of magnitude and stays finite
-# (composite-embedding, depth 6 / width 512, seed 0: 2.1 -> 1558 in the last 100 of 3000 steps, no clipping)
-LOSS_RISE = 2.0
 
 
 def final_dir(variant: dict, run_dir: Path) -> Path:
@@ -38,17 +35,6 @@ def _choices(metrics: dict) -> str:
     return "; ".join(x for group in (arch.get("choices") or {}).values() for x in flat(group))
 
 
-def loss_rise(curve: pd.DataFrame, frac: float = 0.1) -> float:
-    """The mean logged training loss over the last ``frac`` of a run's logged steps divided by the lowest mean
-    over any window of as many consecutive logged steps: near 1 when the loss has flattened or still falls, far
-    above 1 when it rose at the end (a late divergence). NaN without a curve."""
-    loss = curve["loss"].astype(float) if "loss" in curve else pd.Series(dtype=float)
-    if loss.empty:
-        return float("nan")
-    means = loss.rolling(max(1, round(len(loss) * frac))).mean().dropna()
-    return float(means.iloc[-1] / means.min())
-
-
 def collect_runs(out: Path, spec: dict) -> pd.DataFrame:
     rows = []
     for v in spec["variants"]:
@@ -62,7 +48,7 @@ def collect_runs(out: Path, spec: dict) -> pd.DataFrame:
                    **{t: m["primary"][t] for t in m["primary"]}, "delta_m": m.get("delta_m"),
                    "steps": m.get("steps"), "wall_s": m.get("wall_s"), "choices": _choices(m),
                    "params_M": m.get("params_M", float("nan")), "madds_G": m.get("madds_G", float("nan")),
-                   "loss_rise": loss_rise(pd.read_csv(final / "train_curve.csv"))
+                   "loss_rise": loss_rise(pd.read_csv(final / "train_curve.csv")["loss"])
                    if (final / "train_curve.csv").is_file() else float("nan")}
             rows.append(row)
     return pd.DataFrame(rows)

@@ -165,4 +165,20 @@ def test_a_run_whose_loss_rose_at_the_end_is_named_under_the_table(tmp_path):
     assert "width 512 seed 0 (x" in md and "seed 1" not in md.split("Training loss at the end")[1]
     # the metrics stay in the table: the mean covers both seeds
     assert pd.read_csv(tmp_path / "summary.csv").loc[0, "n"] == 2
-    assert math.isnan(loss_rise(pd.DataFrame({"step": [], "loss": []})))  # no curve, no figure
+    assert math.isnan(loss_rise([]))  # no logged loss, no figure
+
+
+def test_a_training_records_its_loss_rise_and_warns_above_the_limit(tmp_path, fast_args, capsys, monkeypatch):
+    from trcnas.nas.curves import loss_rise
+    from trcnas.nas.engine import loop
+
+    out = tmp_path / "run"
+    assert main(["train", "--config", "synthetic-mt", "--out", str(out), *fast_args]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["loss_rise"] == pytest.approx(loss_rise(pd.read_csv(out / "train_curve.csv")["loss"]))
+    assert m["loss_rise"] >= 1.0 and "warning:" not in capsys.readouterr().err
+    monkeypatch.setattr(loop, "LOSS_RISE", 0.5)  # every curve is above half its best
+    assert main(["train", "--config", "synthetic-mt", "--out", str(tmp_path / "run2"), *fast_args]) == 0
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    assert len(err) == 1 and "the training loss ended at" in err[0] and str(tmp_path / "run2") in err[0]
+    assert (tmp_path / "run2" / "metrics.json").is_file()

@@ -12,6 +12,7 @@ import io
 import json
 import math
 import random
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from trcnas.nas.config import dump
+from trcnas.nas.curves import LOSS_RISE, loss_rise
 from trcnas.nas.data import StepBatchSampler, build_dataset
 from trcnas.nas.engine import distributed
 from trcnas.nas.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -383,8 +385,13 @@ def finish_run(model, ctx: RunContext, result: LoopResult, model_name: str, prog
         "delta_m": delta_m_of(metrics, ctx.tasks, ctx.cfg["baselines"]),
         "steps": result.step,
         "wall_s": result.wall_s,
+        "loss_rise": loss_rise(r["loss"] for r in result.rows),
         **extra,
     }
     if distributed.is_main():
         write_json(ctx.out_dir / "metrics.json", summary)
+        if summary["loss_rise"] > LOSS_RISE:
+            print(f"warning: {ctx.out_dir}: the training loss ended at {summary['loss_rise']:.3g}x its best (mean of "
+                  "the last 10 % of logged steps against the lowest such window), a late divergence the non-finite "
+                  "check does not stop; its metrics are written as they are", file=sys.stderr, flush=True)
     return summary
