@@ -139,7 +139,8 @@ def test_a_search_only_variant_is_its_search(tmp_path, fast_args):
 
 
 def test_a_run_whose_loss_rose_at_the_end_is_named_under_the_table(tmp_path):
-    from trcnas.analysis.compare import loss_rise, write_comparison
+    from trcnas.analysis.compare import write_comparison
+    from trcnas.nas.curves import loss_rise
 
     spec = {"name": "t", "seeds": [0, 1], "baseline": None,
             "variants": [{"name": "w512", "label": "width 512"}]}
