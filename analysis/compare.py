@@ -48,10 +48,17 @@ def collect_runs(out: Path, spec: dict) -> pd.DataFrame:
                    **{t: m["primary"][t] for t in m["primary"]}, "delta_m": m.get("delta_m"),
                    "steps": m.get("steps"), "wall_s": m.get("wall_s"), "choices": _choices(m),
                    "params_M": m.get("params_M", float("nan")), "madds_G": m.get("madds_G", float("nan")),
-                   "loss_rise": loss_rise(pd.read_csv(final / "train_curve.csv")["loss"])
-                   if (final / "train_curve.csv").is_file() else float("nan")}
+                   "loss_rise": _loss_rise(m, final)}
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _loss_rise(metrics: dict, final: Path) -> float:
+    """As the run recorded it; runs finished before runs recorded it: from their ``train_curve.csv``."""
+    if "loss_rise" in metrics:
+        return float(metrics["loss_rise"])
+    curve = final / "train_curve.csv"
+    return loss_rise(pd.read_csv(curve)["loss"]) if curve.is_file() else float("nan")
 
 
 def rebase_delta_m(runs: pd.DataFrame, baseline: str, tasks: list[str], directions: dict[str, str]) -> dict:
