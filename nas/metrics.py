@@ -183,6 +183,13 @@ class SaliencyMeter(Meter):
         return {"maxF": float(f[i] * 100), "threshold": float(self.thresholds[i])}
 
 
+def _edge_counts(job) -> np.ndarray:
+    from trcnas.nas.boundary import image_counts
+
+    prob, gt, max_dist, thresholds, nms, valid = job
+    return image_counts(prob, gt, max_dist, thresholds, nms=nms, valid=valid)
+
+
 class EdgeMeter(Meter):
     """Boundary detection with the BSDS protocol (``nas/boundary.py``): edge NMS with border suppression, then
     at each of ``n_thresholds`` thresholds (0.01..0.99 for 99) morphological thinning and a one-to-one
@@ -203,18 +210,20 @@ class EdgeMeter(Meter):
         self.per_image: list[np.ndarray] = []  # 4 x T counts of each image (OIS needs them separately)
 
     def update(self, pred, target):
-        from trcnas.nas.boundary import image_counts
+        from trcnas.nas.pool import process_map
 
         prob = torch.sigmoid(pred) if self.from_logits else pred
         prob = prob.reshape(target.shape[0], *target.shape[-2:]).double().cpu().numpy()
         tgt = target.reshape(prob.shape).cpu().numpy()
+        jobs = []
         for p, t in zip(prob, tgt):
             valid = t != IGNORE
             if not valid.all() and valid.any():  # padding of a batch is at the bottom/right: the image's extent
                 rows, cols = np.flatnonzero(valid.any(1)), np.flatnonzero(valid.any(0))
                 p, t, valid = (a[: rows[-1] + 1, : cols[-1] + 1] for a in (p, t, valid))
-            self.per_image.append(image_counts(p, (t > 0) & valid, self.max_dist, self.thresholds, nms=self.nms,
-                                               valid=None if valid.all() else valid))
+            jobs.append((p, (t > 0) & valid, self.max_dist, self.thresholds, self.nms, None if valid.all() else valid))
+        # per image and independent: on the evaluation worker processes (nas/pool.py), same counts in order
+        self.per_image.extend(process_map(_edge_counts, jobs))
 
     def counts(self) -> np.ndarray:
         """Dataset totals, 4 x T: matched label pixels, label pixels, matched predictions, predictions."""

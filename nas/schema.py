@@ -109,6 +109,9 @@ class TrainSection(Section):
     steps: int = Field(1500, gt=0)
     batch_size: int = Field(8, gt=0)
     eval_batch_size: int = Field(16, gt=0)
+    # processes that compute the per-image boundary (edge) counts of an evaluation (nas/pool.py); null = torch's
+    # thread count (the CPUs a Ray trial was given), 1 = in the run's own process; the metrics are the same
+    eval_workers: int | None = Field(None, gt=0)
     optimizer: Literal[OPTIMIZERS] = "sgd"
     lr: float = Field(0.01, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)

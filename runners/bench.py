@@ -206,6 +206,43 @@ def run_edge_eval(sizes=((128, 128), (425, 560)), n: int = 3) -> list[dict]:
     return rows
 
 
+def run_edge_workers(size=(128, 128), n: int = 24, workers=(1, 2)) -> list[dict]:
+    """The edge meter of an evaluation (``EdgeMeter.update`` on batches of 8) with its per-image counts
+    computed in this process and on ``train.eval_workers`` worker processes (pool started before the clock):
+    s/image, the ratio to one process, and whether the counts are the same."""
+    from scipy import ndimage
+
+    from trcnas.nas import pool
+    from trcnas.nas.data.scenes import SceneGenerator
+    from trcnas.nas.metrics import EdgeMeter
+
+    h, w = size
+    gen, rng = SceneGenerator(h, w), np.random.default_rng(0)
+    gts = np.stack([gen.render(0, i).edge > 0 for i in range(n)]).astype(np.float32)[:, None]
+    blur = ndimage.gaussian_filter(gts.astype(float), (0, 0, 1.5, 1.5))
+    floor = 0.02 + 0.03 * ndimage.gaussian_filter(rng.random(gts.shape), (0, 0, 8, 8)) / 0.5
+    pred = torch.from_numpy(np.maximum(np.clip(blur / blur.max(), 0, 1), floor))
+    gts = torch.from_numpy(gts)
+    rows, base = [], {}
+    try:
+        for k in workers:
+            pool.set_eval_workers(k)
+            warm = EdgeMeter(from_logits=False)
+            warm.update(pred[:k], gts[:k])  # starts the pool
+            meter = EdgeMeter(from_logits=False)
+            t = time.perf_counter()
+            for i in range(0, n, 8):
+                meter.update(pred[i:i + 8], gts[i:i + 8])
+            dt = time.perf_counter() - t
+            counts = np.stack(meter.per_image)
+            base = base or {"dt": dt, "counts": counts}
+            rows.append({"size": f"{h}x{w}", "images": n, "eval_workers": k, "s_per_image": dt / n,
+                         "x_one_process": base["dt"] / dt, "same_counts": bool(np.array_equal(counts, base["counts"]))})
+    finally:
+        pool.set_eval_workers(None)
+    return rows
+
+
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "4090": 165.0}
 
 
@@ -275,6 +312,8 @@ def run_bench(device: str = "cpu", out: str | Path = "results/bench", quick: boo
     res["data"] = run_data(sz["data"])
     say("edge evaluation ...")
     res["edge_eval"] = run_edge_eval(sz["edge"], 1 if quick else 3)
+    say("edge evaluation on worker processes ...")
+    res["edge_workers"] = run_edge_workers(sz["edge"][0], 4 if quick else 24)
     if dev.type == "cuda":
         res["cuda"] = _cuda_variants(dev, size, warm, reps)
     return write_bench(res, Path(out))
@@ -304,6 +343,8 @@ def write_bench(res: dict, out: Path) -> dict:
               pd.DataFrame(res["scaling"]["tasks"]["rows"]).assign(section="scaling_tasks"),
               pd.DataFrame(res["scaling"]["resolution"]["rows"]).assign(section="scaling_resolution"),
               pd.DataFrame(res["edge_eval"]).assign(section="edge_eval")]
+    if "edge_workers" in res:
+        frames.append(pd.DataFrame(res["edge_workers"]).assign(section="edge_workers"))
     if "cuda" in res:
         frames.append(pd.DataFrame(res["cuda"]["rows"]).assign(section="cuda"))
     atomic_write_text(out / "bench.csv", pd.concat(frames, ignore_index=True).to_csv(index=False))
@@ -366,6 +407,13 @@ def format_table(res: dict) -> str:
     for r in res["edge_eval"]:
         lines.append(f"  {r['size']:8s} {r['prediction']:26s} {r['thinning']:13s} {r['s_per_image']:7.3f} s/image "
                      f"x{r['x_before']:.2f}" + ("" if r["same_counts"] else "  COUNTS DIFFER"))
+    if "edge_workers" in res:
+        r0 = res["edge_workers"][0]
+        lines.append(f"edge meter of an evaluation ({r0['images']} images {r0['size']}, batches of 8): "
+                     "per-image counts in this process vs on train.eval_workers processes")
+        for r in res["edge_workers"]:
+            lines.append(f"  eval_workers={r['eval_workers']:<3d} {r['s_per_image']:7.3f} s/image "
+                         f"x{r['x_one_process']:.2f}" + ("" if r["same_counts"] else "  COUNTS DIFFER"))
     if "cuda" in res:
         for r in res["cuda"]["rows"]:
             frac = r["fraction_of_peak_bf16"]

@@ -94,6 +94,7 @@ CASES = [
     _set("train.checkpoint_every", "train.checkpoint_every=0", "train.checkpoint_every"),
     _set("train.log_every", "train.log_every=0", "train.log_every"),
     _set("train.eval_batch_size", "train.eval_batch_size=0", "train.eval_batch_size"),
+    _set("train.eval_workers", "train.eval_workers=0", "train.eval_workers"),
     _set("train.optimizer", "train.optimizer=rmsprop", "train.optimizer"),
     _set("train.schedule", "train.schedule=cosine", "train.schedule"),
     _set("train.plateau.factor", "train.plateau.factor=1.5", "train.plateau.factor"),

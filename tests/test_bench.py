@@ -61,5 +61,9 @@ def test_bench_cli_json_has_every_figure_with_units(tmp_path, capsys):
         (p, t) for p in ("blurred label", "label over a smooth floor") for t in ("border", "scikit-image")}
     for r in edge:  # both thinnings give the same BSDS counts
         assert r["size"] == "64x64" and r["thresholds"] == 99 and r["s_per_image"] > 0 and r["same_counts"]
+    one, more = res["edge_workers"]  # the edge meter in this process, then on 2 worker processes
+    assert (one["eval_workers"], more["eval_workers"]) == (1, 2) and one["x_one_process"] == 1.0
+    assert more["same_counts"] and more["s_per_image"] > 0 and more["images"] == 4
+    assert "edge evaluation on worker processes" in err
     for f in ("bench.json", "bench.csv", "bench.png"):
         assert (tmp_path / f).stat().st_size > 0

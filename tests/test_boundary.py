@@ -112,6 +112,60 @@ def test_meter_accumulates_over_batches_and_ois_is_per_image():
     assert m.counts().sum() == 0
 
 
+def test_meter_on_worker_processes_gives_the_same_counts_in_order():
+    """``train.eval_workers``: the per-image counts computed on 2 worker processes equal those computed in this
+    process, image by image and in batch order (a padded image, whose ignored border is cropped, included)."""
+    from trcnas.nas import pool
+
+    rng = np.random.default_rng(1)
+    gt = np.zeros((6, 1, 48, 56), np.float32)
+    for i in range(6):
+        gt[i, 0, 8 + 5 * i, 4:50] = 1
+        gt[i, 0, 6:40, 10 + 6 * i] = 1
+    gt[5, :, 40:, :] = 255  # padding at the bottom
+    gt[5, :, :, 50:] = 255
+    pred = torch.from_numpy(np.clip(ndimage.gaussian_filter(np.where(gt == 1, 1.0, 0.0), (0, 0, 1.2, 1.2)) * 2
+                                    + rng.random(gt.shape) * 0.3, 0, 1)).float()
+    per = {}
+    try:
+        for n in (1, 2):
+            pool.set_eval_workers(n)
+            m = EdgeMeter(max_dist=0.011, from_logits=False)
+            m.update(pred[:4], torch.from_numpy(gt[:4]))
+            m.update(pred[4:], torch.from_numpy(gt[4:]))
+            per[n] = np.stack(m.per_image)
+    finally:
+        pool.set_eval_workers(None)
+    assert per[1].shape == (6, 4, 99) and per[1][:, 1, 0].tolist() == [(g == 1).sum() for g in gt]
+    assert len({tuple(c[0]) for c in per[1]}) == 6  # the images differ: an order mix-up would show
+    np.testing.assert_array_equal(per[1], per[2])
+    assert 2 in pool._pools  # the second run did use worker processes
+
+
+def test_worker_processes_do_not_rerun_an_unguarded_script(tmp_path):
+    """A researcher's script with no ``if __name__ == "__main__":`` guard evaluates on 2 worker processes: the
+    workers must not run the script again (as ``spawn`` / ``forkserver`` workers would, recursively)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "evaluate_mine.py"
+    script.write_text(
+        "import numpy as np, torch\n"
+        "from trcnas.nas import pool\n"
+        "from trcnas.nas.metrics import EdgeMeter\n"
+        "print('SCRIPT RAN', flush=True)\n"
+        "pool.set_eval_workers(2)\n"
+        "gt = torch.zeros(4, 1, 32, 32); gt[:, :, 16, 4:28] = 1\n"
+        "m = EdgeMeter(from_logits=False); m.update(gt.clone(), gt)\n"
+        "pool.set_eval_workers(1)\n"
+        "one = EdgeMeter(from_logits=False); one.update(gt.clone(), gt)\n"
+        "print('pools', sorted(pool._pools), 'same', np.array_equal(m.per_image, one.per_image), flush=True)\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("SCRIPT RAN") == 1, r.stdout
+    assert "pools [2] same True" in r.stdout, r.stdout
+
+
 def test_synthetic_labels_are_thin_and_8_connected():
     from skimage.morphology import thin
 

@@ -204,15 +204,18 @@ def test_progress_off_a_terminal_is_a_few_whole_lines(tmp_path, capsys, cache_di
     assert lines and len(lines) <= 12, err  # render (2 splits), train, evaluation: a start and an end line each
 
 
-@pytest.mark.parametrize("command", ["train", "search"])
-def test_data_loading_workers_change_no_result(tmp_path, fast_args, command):
-    """A throughput setting, not a result setting: the same seed gives the same metrics with the data loaded
-    in worker processes (samples and their augmentation depend on (seed, index, epoch) only)."""
+@pytest.mark.parametrize("command,key,values", [("train", "data.num_workers", (0, 1)),
+                                                ("search", "data.num_workers", (0, 1)),
+                                                ("train", "train.eval_workers", (1, 2))])
+def test_worker_settings_change_no_result(tmp_path, fast_args, command, key, values):
+    """Throughput settings, not result settings: the same seed gives the same metrics with the data loaded in
+    worker processes (samples and their augmentation depend on (seed, index, epoch) only), and with the edge
+    meter's per-image counts computed on worker processes."""
     runs = []
-    for workers in (0, 1):
+    for workers in values:
         out = tmp_path / f"w{workers}"
         argv = [command, *(["--local"] if command == "search" else []), "--out", str(out), *fast_args,
-                "--set", f"data.num_workers={workers}"]
+                "--set", f"{key}={workers}"]
         assert main(argv) == 0
         runs.append(json.loads((out / "metrics.json").read_text())["metrics"])
     assert runs[0] == runs[1]

@@ -27,6 +27,7 @@ from trcnas.nas.metrics import delta_m
 from trcnas.nas.models import build_model
 from trcnas.nas.models.contract import SplitNetwork
 from trcnas.nas.models.multitask import upsample_to
+from trcnas.nas.pool import set_eval_workers
 from trcnas.nas.progress import bar
 from trcnas.nas.tasks import build_tasks
 
@@ -41,6 +42,7 @@ def load_trained(run_dir: Path, device: str | None = None):
     if not (run_dir / "config.yaml").is_file() or not (run_dir / CHECKPOINT).is_file():
         raise UserError(f"{run_dir} is not a finished run directory (needs config.yaml and {CHECKPOINT})")
     cfg = load_config(str(run_dir / "config.yaml"), [f"device={device}"] if device else [])
+    set_eval_workers(cfg["train"]["eval_workers"])
     arch = load_run_architecture(cfg, None)
     val, info = build_dataset(cfg["data"], "val", train=False, progress=False)
     tasks = build_tasks(cfg["data"]["tasks"], info)

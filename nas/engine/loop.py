@@ -30,6 +30,7 @@ from trcnas.nas.engine import distributed
 from trcnas.nas.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from trcnas.nas.engine.evaluate import delta_m_of, evaluate, forward_batch, losses_of, primary, to_device
 from trcnas.nas.errors import UserError
+from trcnas.nas.pool import set_eval_workers
 from trcnas.nas.progress import bar as progress_bar
 from trcnas.nas.schema import OPTIMIZERS  # the config schema owns the choices
 from trcnas.nas.tasks import Task, build_tasks
@@ -88,7 +89,7 @@ class RunContext:
 
 
 # settings that do not change what a run computes: a run may resume under other values of these
-RESUME_FREE = ("name", "device", "ray", "hpo", "plugins", "data.num_workers", "data.cache_dir")
+RESUME_FREE = ("name", "device", "ray", "hpo", "plugins", "data.num_workers", "data.cache_dir", "train.eval_workers")
 
 
 def _differences(a, b, prefix="", free=RESUME_FREE) -> list[str]:
@@ -138,6 +139,7 @@ def prepare(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bool 
     if resume:
         check_resumable(cfg, out)
     seed_everything(cfg["seed"])
+    set_eval_workers(cfg["train"]["eval_workers"])
     device = resolve_device(cfg["device"])
     train_set, info = build_dataset(cfg["data"], "train", train=True, seed=cfg["seed"], progress=progress)
     val_set, _ = build_dataset(cfg["data"], "val", train=False, seed=cfg["seed"], progress=progress)

@@ -1,0 +1,73 @@
+"""Worker processes for per-image CPU work that holds Python's GIL (the BSDS boundary counts: NumPy on small
+arrays, SciPy's max flow), so threads would not run it in parallel.
+
+``set_eval_workers(n)`` is process-wide, like ``torch.set_num_threads``: the loop sets it from
+``train.eval_workers`` when a run is prepared. ``None`` (the default) follows torch's thread count, so a
+1-CPU Ray trial computes in its own process and a 2-core in-process run uses both cores. Pools start on
+first use, are reused for the life of the process and shut down at exit. Results come back in input order;
+the work itself is unchanged, so the numbers are the same with any worker count.
+
+Workers are *forked*, as PyTorch's DataLoader forks its workers: ``spawn`` and ``forkserver`` run the user's
+``__main__`` script again in every worker, which a script without an ``if __name__ == "__main__":`` guard
+turns into recursion. A forked child inherits the parent's threads' locks but not the threads; it runs only
+NumPy and SciPy code on the arrays it is sent (no torch op, no OpenMP region, no Ray call), so no lock it
+needs is held by a thread that is gone. Off Linux (macOS system libraries do not survive a fork) the work
+runs in the calling process.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+_workers: int | None = None
+_pools: dict[int, ProcessPoolExecutor] = {}
+
+
+def set_eval_workers(n: int | None) -> None:
+    """Processes for evaluation work (``None``: torch's thread count; 1: this process)."""
+    global _workers
+    if n is not None and n < 1:
+        raise ValueError(f"eval workers must be at least 1, got {n}")
+    _workers = n
+
+
+def eval_workers() -> int:
+    """The worker count in effect: the one set, else torch's thread count; 1 off Linux (see the docstring)."""
+    if sys.platform != "linux":
+        return 1
+    if _workers is not None:
+        return _workers
+    import torch
+
+    return max(1, torch.get_num_threads())
+
+
+def _pool(n: int) -> ProcessPoolExecutor:
+    pool = _pools.get(n)
+    if pool is None:
+        import multiprocessing
+
+        pool = _pools[n] = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"))
+    return pool
+
+
+def process_map(fn: Callable, items: Sequence, workers: int | None = None) -> list:
+    """``[fn(x) for x in items]`` on ``workers`` processes (default ``eval_workers()``); ``fn`` must be a
+    module-level function. In this process when one worker is asked for or there is at most one item, and,
+    with a warning, when the pool cannot start or breaks."""
+    n = eval_workers() if workers is None else workers
+    if n <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    try:
+        with warnings.catch_warnings():  # Python >= 3.12 warns on fork in a threaded process: see the docstring
+            warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks",
+                                    category=DeprecationWarning)
+            return list(_pool(n).map(fn, items, chunksize=max(1, len(items) // (2 * n))))
+    except (BrokenProcessPool, OSError) as e:
+        _pools.pop(n, None)
+        warnings.warn(f"evaluation worker processes failed ({e}); computing in this process", stacklevel=2)
+        return [fn(x) for x in items]
