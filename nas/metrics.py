@@ -201,17 +201,17 @@ class EdgeMeter(Meter):
 
     def __init__(self, max_dist: float = 0.011, n_thresholds: int = 99, from_logits: bool = True, nms: bool = True):
         from trcnas.nas.boundary import bsds_thresholds
+        from trcnas.nas.pool import WorkerPool
 
         self.max_dist, self.from_logits, self.nms = max_dist, from_logits, nms
         self.thresholds = bsds_thresholds(n_thresholds)
+        self._pool = WorkerPool()  # per-image counts on train.eval_workers processes, ended by compute()
         self.reset()
 
     def reset(self):
         self.per_image: list[np.ndarray] = []  # 4 x T counts of each image (OIS needs them separately)
 
     def update(self, pred, target):
-        from trcnas.nas.pool import process_map
-
         prob = torch.sigmoid(pred) if self.from_logits else pred
         prob = prob.reshape(target.shape[0], *target.shape[-2:]).double().cpu().numpy()
         tgt = target.reshape(prob.shape).cpu().numpy()
@@ -223,7 +223,7 @@ class EdgeMeter(Meter):
                 p, t, valid = (a[: rows[-1] + 1, : cols[-1] + 1] for a in (p, t, valid))
             jobs.append((p, (t > 0) & valid, self.max_dist, self.thresholds, self.nms, None if valid.all() else valid))
         # per image and independent: on the evaluation worker processes (nas/pool.py), same counts in order
-        self.per_image.extend(process_map(_edge_counts, jobs))
+        self.per_image.extend(self._pool.map(_edge_counts, jobs))
 
     def counts(self) -> np.ndarray:
         """Dataset totals, 4 x T: matched label pixels, label pixels, matched predictions, predictions."""
@@ -232,6 +232,7 @@ class EdgeMeter(Meter):
     def compute(self):
         from trcnas.nas.boundary import summarize
 
+        self._pool.close()  # the evaluation is over: no worker outlives it (a later update starts new ones)
         return summarize(np.asarray(self.per_image), self.thresholds)
 
 

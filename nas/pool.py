@@ -3,9 +3,11 @@ arrays, SciPy's max flow), so threads would not run it in parallel.
 
 ``set_eval_workers(n)`` is process-wide, like ``torch.set_num_threads``: the loop sets it from
 ``train.eval_workers`` when a run is prepared. ``None`` (the default) follows torch's thread count, so a
-1-CPU Ray trial computes in its own process and a 2-core in-process run uses both cores. Pools start on
-first use, are reused for the life of the process and shut down at exit. Results come back in input order;
-the work itself is unchanged, so the numbers are the same with any worker count.
+1-CPU Ray trial computes in its own process and a 2-core in-process run uses both cores. A ``WorkerPool``
+starts its processes on first use and ends them at ``close()`` (an ``EdgeMeter`` closes its pool when it
+computes its metrics), so no worker outlives the evaluation that needed it: a forked worker keeps the
+parent's memory of the moment of the fork alive. Results come back in input order; the work itself is
+unchanged, so the numbers are the same with any worker count.
 
 Workers are *forked*, as PyTorch's DataLoader forks its workers: ``spawn`` and ``forkserver`` run the user's
 ``__main__`` script again in every worker, which a script without an ``if __name__ == "__main__":`` guard
@@ -24,7 +26,6 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 _workers: int | None = None
-_pools: dict[int, ProcessPoolExecutor] = {}
 
 
 def set_eval_workers(n: int | None) -> None:
@@ -46,28 +47,43 @@ def eval_workers() -> int:
     return max(1, torch.get_num_threads())
 
 
-def _pool(n: int) -> ProcessPoolExecutor:
-    pool = _pools.get(n)
-    if pool is None:
-        import multiprocessing
+class WorkerPool:
+    """``map(fn, items)`` = ``[fn(x) for x in items]`` on ``eval_workers()`` forked processes (``fn`` a
+    module-level function), started on first use; in this process when that is one worker or there is at
+    most one item, and, with a warning, when the processes cannot start or die. ``close()`` ends them."""
 
-        pool = _pools[n] = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"))
-    return pool
+    def __init__(self):
+        self._executor: ProcessPoolExecutor | None = None
+        self._n = 0
+        self.forked = 0  # how many times processes were started (tests)
 
+    def map(self, fn: Callable, items: Sequence) -> list:
+        n = eval_workers()
+        if n <= 1 or len(items) <= 1:
+            return [fn(x) for x in items]
+        try:
+            if self._executor is None or self._n != n:
+                self.close()
+                import multiprocessing
 
-def process_map(fn: Callable, items: Sequence, workers: int | None = None) -> list:
-    """``[fn(x) for x in items]`` on ``workers`` processes (default ``eval_workers()``); ``fn`` must be a
-    module-level function. In this process when one worker is asked for or there is at most one item, and,
-    with a warning, when the pool cannot start or breaks."""
-    n = eval_workers() if workers is None else workers
-    if n <= 1 or len(items) <= 1:
-        return [fn(x) for x in items]
-    try:
-        with warnings.catch_warnings():  # Python >= 3.12 warns on fork in a threaded process: see the docstring
-            warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks",
-                                    category=DeprecationWarning)
-            return list(_pool(n).map(fn, items, chunksize=max(1, len(items) // (2 * n))))
-    except (BrokenProcessPool, OSError) as e:
-        _pools.pop(n, None)
-        warnings.warn(f"evaluation worker processes failed ({e}); computing in this process", stacklevel=2)
-        return [fn(x) for x in items]
+                self._executor = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"))
+                self._n, self.forked = n, self.forked + 1
+            with warnings.catch_warnings():  # Python >= 3.12 warns on fork in a threaded process: see above
+                warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks",
+                                        category=DeprecationWarning)
+                return list(self._executor.map(fn, items, chunksize=max(1, len(items) // (2 * n))))
+        except (BrokenProcessPool, OSError) as e:
+            self.close()
+            warnings.warn(f"evaluation worker processes failed ({e}); computing in this process", stacklevel=2)
+            return [fn(x) for x in items]
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass

@@ -207,9 +207,9 @@ def run_edge_eval(sizes=((128, 128), (425, 560)), n: int = 3) -> list[dict]:
 
 
 def run_edge_workers(size=(128, 128), n: int = 24, workers=(1, 2)) -> list[dict]:
-    """The edge meter of an evaluation (``EdgeMeter.update`` on batches of 8) with its per-image counts
-    computed in this process and on ``train.eval_workers`` worker processes (pool started before the clock):
-    s/image, the ratio to one process, and whether the counts are the same."""
+    """The edge meter of an evaluation (``EdgeMeter.update`` on batches of 8, then ``compute``) with its
+    per-image counts computed in this process and on ``train.eval_workers`` worker processes (forked by the
+    meter, inside the clock): s/image, the ratio to one process, and whether the counts are the same."""
     from scipy import ndimage
 
     from trcnas.nas import pool
@@ -227,12 +227,11 @@ def run_edge_workers(size=(128, 128), n: int = 24, workers=(1, 2)) -> list[dict]
     try:
         for k in workers:
             pool.set_eval_workers(k)
-            warm = EdgeMeter(from_logits=False)
-            warm.update(pred[:k], gts[:k])  # starts the pool
             meter = EdgeMeter(from_logits=False)
             t = time.perf_counter()
             for i in range(0, n, 8):
                 meter.update(pred[i:i + 8], gts[i:i + 8])
+            meter.compute()
             dt = time.perf_counter() - t
             counts = np.stack(meter.per_image)
             base = base or {"dt": dt, "counts": counts}

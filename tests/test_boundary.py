@@ -126,7 +126,7 @@ def test_meter_on_worker_processes_gives_the_same_counts_in_order():
     gt[5, :, :, 50:] = 255
     pred = torch.from_numpy(np.clip(ndimage.gaussian_filter(np.where(gt == 1, 1.0, 0.0), (0, 0, 1.2, 1.2)) * 2
                                     + rng.random(gt.shape) * 0.3, 0, 1)).float()
-    per = {}
+    per, forked = {}, {}
     try:
         for n in (1, 2):
             pool.set_eval_workers(n)
@@ -134,12 +134,15 @@ def test_meter_on_worker_processes_gives_the_same_counts_in_order():
             m.update(pred[:4], torch.from_numpy(gt[:4]))
             m.update(pred[4:], torch.from_numpy(gt[4:]))
             per[n] = np.stack(m.per_image)
+            forked[n] = m._pool.forked  # processes started once for the whole evaluation
+            m.compute()
+            assert m._pool._executor is None  # compute() ended them
     finally:
         pool.set_eval_workers(None)
     assert per[1].shape == (6, 4, 99) and per[1][:, 1, 0].tolist() == [(g == 1).sum() for g in gt]
     assert len({tuple(c[0]) for c in per[1]}) == 6  # the images differ: an order mix-up would show
     np.testing.assert_array_equal(per[1], per[2])
-    assert 2 in pool._pools  # the second run did use worker processes
+    assert forked == {1: 0, 2: 1}  # the second run did use worker processes
 
 
 def test_worker_processes_do_not_rerun_an_unguarded_script(tmp_path):
@@ -159,11 +162,11 @@ def test_worker_processes_do_not_rerun_an_unguarded_script(tmp_path):
         "m = EdgeMeter(from_logits=False); m.update(gt.clone(), gt)\n"
         "pool.set_eval_workers(1)\n"
         "one = EdgeMeter(from_logits=False); one.update(gt.clone(), gt)\n"
-        "print('pools', sorted(pool._pools), 'same', np.array_equal(m.per_image, one.per_image), flush=True)\n")
+        "print('forked', m._pool.forked, 'same', np.array_equal(m.per_image, one.per_image), flush=True)\n")
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("SCRIPT RAN") == 1, r.stdout
-    assert "pools [2] same True" in r.stdout, r.stdout
+    assert "forked 1 same True" in r.stdout, r.stdout
 
 
 def test_synthetic_labels_are_thin_and_8_connected():
