@@ -47,6 +47,22 @@ def eval_workers() -> int:
     return max(1, torch.get_num_threads())
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker when the process that forked it is gone (killed mid-evaluation, e.g.
+    a Ray trial stopped with SIGKILL), as the DataLoader's workers do; otherwise it would wait forever on a
+    queue whose write end it holds itself."""
+    import os
+    import threading
+    import time
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="trcnas-parent-watch").start()
+
+
 class WorkerPool:
     """``map(fn, items)`` = ``[fn(x) for x in items]`` on ``eval_workers()`` forked processes (``fn`` a
     module-level function), started on first use; in this process when that is one worker or there is at
@@ -65,8 +81,10 @@ class WorkerPool:
             if self._executor is None or self._n != n:
                 self.close()
                 import multiprocessing
+                import os
 
-                self._executor = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"))
+                self._executor = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"),
+                                                     initializer=_exit_with_parent, initargs=(os.getpid(),))
                 self._n, self.forked = n, self.forked + 1
             with warnings.catch_warnings():  # Python >= 3.12 warns on fork in a threaded process: see above
                 warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks",

@@ -169,6 +169,42 @@ def test_worker_processes_do_not_rerun_an_unguarded_script(tmp_path):
     assert "forked 1 same True" in r.stdout, r.stdout
 
 
+def test_workers_end_when_the_evaluating_process_is_killed(tmp_path):
+    """A run killed mid-evaluation (a Ray trial stopped with SIGKILL) leaves no worker process behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "killed.py"
+    script.write_text(
+        "import os, time, torch\n"
+        "import multiprocessing as mp\n"
+        "from trcnas.nas import pool\n"
+        "from trcnas.nas.metrics import EdgeMeter\n"
+        "pool.set_eval_workers(2)\n"
+        "gt = torch.zeros(4, 1, 32, 32); gt[:, :, 16, 4:28] = 1\n"
+        "m = EdgeMeter(from_logits=False); m.update(gt.clone(), gt)\n"
+        "print(' '.join(str(p.pid) for p in mp.active_children()), flush=True)\n"
+        "time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        children = [int(p) for p in proc.stdout.readline().split()]
+        assert len(children) == 2
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        alive = children
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.2)
+            alive = [c for c in children if os.path.exists(f"/proc/{c}") and
+                     open(f"/proc/{c}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
+        assert not alive, f"workers {alive} outlived the killed process"
+    finally:
+        proc.kill()
+
+
 def test_synthetic_labels_are_thin_and_8_connected():
     from skimage.morphology import thin
 
