@@ -168,30 +168,40 @@ def run_data(n: int = 40, size: int = 128) -> dict:
     return {"images_per_s": n / dt, "size": size, "images": n, "cores_used": 1}
 
 
-def run_edge_eval(sizes=((128, 128), (425, 560)), n: int = 3) -> list[dict]:
-    """Edge evaluation (BSDS protocol, 99 thresholds, one core) on synthetic label maps: NMS, thinning and
-    one-to-one matching per threshold, as per-checkpoint validation runs it. Two predictions: the blurred label,
-    and the blurred label over a smooth low floor (what a trained network gives: after NMS its low thresholds
-    leave thick blobs that thinning takes dozens of iterations to erode); each with the border thinning
-    (today) and scikit-image's whole-image ``thin`` (before), same counts."""
+def _edge_predictions(h: int, w: int, n: int, rng: np.random.Generator):
+    """n synthetic edge labels of h x w and two predictions of each: the blurred label, and the blurred label
+    over a smooth low floor (what a trained network gives: after NMS its low thresholds leave thick blobs
+    that thinning takes dozens of iterations to erode). -> (labels, blurred, floored), lists of arrays."""
     from scipy import ndimage
 
-    from trcnas.nas.boundary import THINNING, bsds_thresholds, image_counts
     from trcnas.nas.data.scenes import SceneGenerator
+
+    gen = SceneGenerator(h, w)
+    labels, blurred, floored = [], [], []
+    for i in range(n):
+        gt = gen.render(0, i).edge > 0
+        blur = ndimage.gaussian_filter(gt.astype(float), 1.5)
+        blur = np.clip(blur / max(blur.max(), 1e-9), 0, 1)
+        floor = 0.02 + 0.03 * ndimage.gaussian_filter(rng.random((h, w)), 8) / 0.5
+        labels.append(gt)
+        blurred.append(blur)
+        floored.append(np.maximum(blur, floor))
+    return labels, blurred, floored
+
+
+def run_edge_eval(sizes=((128, 128), (425, 560)), n: int = 3) -> list[dict]:
+    """Edge evaluation (BSDS protocol, 99 thresholds, one core) on synthetic label maps: NMS, thinning and
+    one-to-one matching per threshold, as per-checkpoint validation runs it, on both predictions of
+    ``_edge_predictions``; each with the border thinning (today) and scikit-image's whole-image ``thin``
+    (before), same counts."""
+    from trcnas.nas.boundary import THINNING, bsds_thresholds, image_counts
 
     rows = []
     th = bsds_thresholds(99)
     rng = np.random.default_rng(0)
     for h, w in sizes:
-        gen = SceneGenerator(h, w)
-        cases = {"blurred label": [], "label over a smooth floor": []}
-        for i in range(n):
-            gt = gen.render(0, i).edge > 0
-            blur = ndimage.gaussian_filter(gt.astype(float), 1.5)
-            blur = np.clip(blur / max(blur.max(), 1e-9), 0, 1)
-            floor = 0.02 + 0.03 * ndimage.gaussian_filter(rng.random((h, w)), 8) / 0.5
-            cases["blurred label"].append((blur, gt))
-            cases["label over a smooth floor"].append((np.maximum(blur, floor), gt))
+        labels, blurred, floored = _edge_predictions(h, w, n, rng)
+        cases = {"blurred label": list(zip(blurred, labels)), "label over a smooth floor": list(zip(floored, labels))}
         for prediction, items in cases.items():
             seconds, counts = {}, {}
             for thinning in THINNING:
@@ -207,22 +217,17 @@ def run_edge_eval(sizes=((128, 128), (425, 560)), n: int = 3) -> list[dict]:
 
 
 def run_edge_workers(size=(128, 128), n: int = 24, workers=(1, 2)) -> list[dict]:
-    """The edge meter of an evaluation (``EdgeMeter.update`` on batches of 8, then ``compute``) with its
-    per-image counts computed in this process and on ``train.eval_workers`` worker processes (forked by the
-    meter, inside the clock): s/image, the ratio to one process, and whether the counts are the same."""
-    from scipy import ndimage
-
+    """The edge meter of an evaluation (``EdgeMeter.update`` on batches of 8, then ``compute``) on the
+    floored predictions of ``_edge_predictions``, its per-image counts computed in this process and on
+    ``train.eval_workers`` worker processes (forked by the meter, inside the clock): s/image, the ratio to one
+    process, and whether the counts are the same."""
     from trcnas.nas import pool
-    from trcnas.nas.data.scenes import SceneGenerator
     from trcnas.nas.metrics import EdgeMeter
 
     h, w = size
-    gen, rng = SceneGenerator(h, w), np.random.default_rng(0)
-    gts = np.stack([gen.render(0, i).edge > 0 for i in range(n)]).astype(np.float32)[:, None]
-    blur = ndimage.gaussian_filter(gts.astype(float), (0, 0, 1.5, 1.5))
-    floor = 0.02 + 0.03 * ndimage.gaussian_filter(rng.random(gts.shape), (0, 0, 8, 8)) / 0.5
-    pred = torch.from_numpy(np.maximum(np.clip(blur / blur.max(), 0, 1), floor))
-    gts = torch.from_numpy(gts)
+    labels, _, floored = _edge_predictions(h, w, n, np.random.default_rng(0))
+    pred = torch.from_numpy(np.stack(floored)[:, None])
+    gts = torch.from_numpy(np.stack(labels)[:, None].astype(np.float32))
     rows, base = [], {}
     try:
         for k in workers:
