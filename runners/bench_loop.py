@@ -63,6 +63,9 @@ class Timed(LoopPlugin):
     def load_state_dict(self, state):
         self.inner.load_state_dict(state)
 
+    def finished(self):
+        return self.inner.finished()
+
     def result(self, batch: int) -> dict:
         (w0, c0), (w1, c1) = self.marks[self.start], self.marks[self.end]
         steps = self.end - self.start

@@ -102,7 +102,7 @@ def variant_config(spec: dict, variant: dict, seed: int, extra: list[str] = ()) 
 
 def _run_variant(cfg: dict, variant: dict, run_dir: Path, progress: bool) -> Path:
     """Trains (searches first if asked) into ``run_dir``; returns the folder holding the final metrics."""
-    from trcnas.nas.engine.search import ARCHITECTURE, search_run
+    from trcnas.nas.engine.search import ARCHITECTURE, full_length, search_run
     from trcnas.nas.engine.train import train_run
 
     arch = variant.get("architecture")
@@ -113,7 +113,9 @@ def _run_variant(cfg: dict, variant: dict, run_dir: Path, progress: bool) -> Pat
         return final
     if arch == "search":
         if not (run_dir / "search" / ARCHITECTURE).is_file():
-            search_run(cfg, run_dir / "search", progress=progress, resume=True)
+            # a search without retrain is the run: its val metrics are compared, so it runs all its steps
+            scfg = full_length(cfg) if variant.get("retrain") is False else cfg
+            search_run(scfg, run_dir / "search", progress=progress, resume=True)
         if variant.get("retrain") is False:  # the search is the run (e.g. a reliability study)
             return final
         arch = str(run_dir / "search" / ARCHITECTURE)

@@ -107,6 +107,17 @@ def _value(objective: str, summary: dict, cfg: dict, arch_path: Path) -> float:
     raise UserError(f"unknown hpo objective {objective!r}; use delta_m, val/<task>, params_M or madds_G")
 
 
+def comparable_searches(cfg: dict) -> dict:
+    """The study's config: its searches run all their steps when an objective reads the search's own val
+    metrics (``delta_m`` or ``val/<task>`` without ``hpo.retrain``)."""
+    from trcnas.nas.engine.search import full_length
+
+    h = cfg["hpo"]
+    if h["retrain"] or not any(o == "delta_m" or o.startswith("val/") for o in h["objectives"]):
+        return cfg
+    return full_length(cfg, "the study ranks its trials by their searches' val metrics")
+
+
 def run_trial(cfg: dict, run_dir: Path, objectives: list[str], on_eval=None) -> tuple[dict, Path]:
     """One trial: ``hpo.seeds`` searches (seeds ``seed``, ``seed + 1``, ...; each retrained with
     ``hpo.retrain``) into ``run_dir`` (``run_dir/seed<k>`` when several). Returns every objective — the mean
@@ -149,6 +160,7 @@ def run_study(cfg: dict, out: str | Path, storage: str | None = None, study_name
     objectives, directions = list(h["objectives"]), list(h["directions"])
     multi = len(objectives) > 1
     store = make_storage(storage or h["storage"])
+    cfg = comparable_searches(cfg)  # after every input check: its note is not an error's preamble
     name = study_name or h["study_name"]
     study = optuna.create_study(study_name=name, storage=store, load_if_exists=True, directions=directions,
                                 sampler=optuna.samplers.TPESampler(seed=cfg["seed"]),
@@ -222,6 +234,7 @@ def run_study_ray(cfg: dict, out: str | Path, storage: str | None = None, study_
     out = Path(out).resolve()
     name = study_name or h["study_name"]
     store = make_storage(storage or h["storage"])
+    cfg = comparable_searches(cfg)
     modes = ["max" if d == "maximize" else "min" for d in directions]
     multi = len(objectives) > 1
     searcher = OptunaSearch(space=dists, metric=objectives if multi else objectives[0],

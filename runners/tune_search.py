@@ -225,6 +225,10 @@ def run_tune_search(cfg: dict, name: str, address: str | None = None, num_sample
             storage, name = str(out.parent), out.name
         else:
             storage = str(Path(r["storage_path"]).resolve()) if "://" not in r["storage_path"] else r["storage_path"]
+        if n_trials > 1:
+            from trcnas.nas.engine.search import full_length
+
+            space["cfg"] = full_length(cfg, f"the {n_trials} trials are ranked by their val metrics")
         tuner = tune.Tuner(
             trainable,
             param_space=space,

@@ -90,10 +90,15 @@ def _steps(trial: Path) -> list[int]:
 
 
 def test_trials_land_on_both_nodes_and_export_best(cluster, cache_dir, tmp_path):
-    _trcnas("search", "--address", cluster, "--num-samples", "2", "--name", "two", cache=cache_dir,
-            storage=tmp_path)
+    p = _trcnas("search", "--address", cluster, "--num-samples", "2", "--name", "two", "--set",
+                "search.stop_when_frozen=true", cache=cache_dir, storage=tmp_path)
     df = pd.read_csv(tmp_path / "two" / "summary.csv")
     assert list(df["status"]) == ["done", "done"]
+    # ranked by their metrics, the trials run all their steps
+    assert "search.stop_when_frozen is off" in p.stderr
+    configs = sorted((tmp_path / "two").glob("*/run/config.yaml"))
+    assert len(configs) == 2
+    assert all(__import__("yaml").safe_load(c.read_text())["search"]["stop_when_frozen"] is False for c in configs)
     assert df["node_id"].nunique() == 2  # one CPU per node, one CPU per trial
     assert sorted(df["seed"]) == [0, 1]
     out = tmp_path / "best.yaml"

@@ -126,3 +126,55 @@ def test_search_grad_clip_overrides_the_training_clip_in_the_search_only(tmp_pat
     train_run(load_config("synthetic-mt", [*FAST_DEV, f"data.cache_dir={cache_dir}", "train.grad_clip=10",
                                            "train.steps=2", *extra]), tmp_path / "t", progress=False)
     assert seen == [10.0, 10.0]
+
+
+# a search whose 16 decisions freeze one after another (steps 1-16 of 20) on the fast-dev data
+_FREEZING = ("search.steps=20", "search.alpha_lr=1.0", "search.freeze_threshold=0.1", "train.checkpoint_every=4")
+
+
+def test_stop_when_frozen_ends_at_the_last_freeze_with_the_full_searchs_architecture(tmp_path, cache_dir):
+    full = search_run(_cfg(cache_dir, *_FREEZING, "search.stop_when_frozen=false"), tmp_path / "full",
+                      progress=False)
+    cfg = _cfg(cache_dir, *_FREEZING, "search.stop_when_frozen=true")
+    stop = search_run(cfg, tmp_path / "stop", progress=False)
+    frozen_at = full["architecture"]["search"]["frozen_at_step"]
+    assert full["steps"] == 20 and not full["stopped_when_frozen"] and full["frozen"] == 16
+    assert len(set(frozen_at.values())) > 4  # decisions froze at many different steps
+    # frozen is final: the same choices, frozen at the same steps, and the search ends after the last freeze
+    assert stop["architecture"]["choices"] == full["architecture"]["choices"]
+    assert stop["architecture"]["search"]["frozen_at_step"] == frozen_at
+    assert stop["steps"] == max(frozen_at.values()) + 1 < 20 and stop["stopped_when_frozen"]
+    # up to there it is the same search, step for step
+    hist = {k: (tmp_path / k / "alpha_history.csv").read_text().splitlines() for k in ("full", "stop")}
+    assert len(hist["stop"]) == stop["steps"] + 1 and hist["stop"] == hist["full"][:len(hist["stop"])]
+    # interrupted before the last freeze, it resumes to the same end; a finished one does not train on
+    part = search_run(cfg, tmp_path / "resumed", progress=False, stop_after=6)
+    assert part == {"step": 6, "finished": False}
+    resumed = search_run(cfg, tmp_path / "resumed", progress=False)
+    again = search_run(cfg, tmp_path / "resumed", progress=False)
+    a = torch.load(tmp_path / "stop" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
+    assert a["step"] == b["step"] == stop["steps"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert resumed["metrics"] == again["metrics"] == stop["metrics"] and again["steps"] == stop["steps"]
+
+
+def test_searches_ranked_by_their_metrics_run_all_steps(tmp_path, cache_dir, capsys, monkeypatch):
+    from trcnas.runners import compare
+    from trcnas.runners.hpo import comparable_searches
+
+    on = _cfg(cache_dir, "search.stop_when_frozen=true")
+    assert comparable_searches(on)["search"]["stop_when_frozen"] is False  # objective delta_m of the search
+    assert "search.stop_when_frozen is off" in capsys.readouterr().err
+    for kept in (["hpo.retrain=true"], ["hpo.objectives=[params_M]", "hpo.directions=[minimize]"]):
+        assert comparable_searches(_cfg(cache_dir, "search.stop_when_frozen=true", *kept))["search"][
+            "stop_when_frozen"] is True
+    # a comparison's search without retrain is the run: its metrics are compared, so it runs all its steps
+    seen = []
+    monkeypatch.setattr("trcnas.nas.engine.search.search_run", lambda c, *a, **k: seen.append(c))
+    monkeypatch.setattr("trcnas.nas.engine.train.train_run", lambda *a, **k: None)
+    for retrain in (False, True):
+        compare._run_variant(on, {"name": "v", "architecture": "search", "retrain": retrain},
+                             tmp_path / str(retrain), progress=False)
+    assert [c["search"]["stop_when_frozen"] for c in seen] == [False, True]

@@ -168,12 +168,17 @@ class LoopPlugin:
     def load_state_dict(self, state: dict) -> None:
         pass
 
+    def finished(self) -> bool:
+        """True once the plugin has nothing left to learn: the loop checkpoints and ends before ``steps``."""
+        return False
+
 
 @dataclass
 class LoopResult:
     step: int
     rows: list[dict] = field(default_factory=list)
     wall_s: float = 0.0
+    ended_early: bool = False  # the plugin finished before ``steps`` (not an interruption)
 
 
 def weight_groups(model: torch.nn.Module, params: list, encoder_lr_mult: float = 1.0) -> list[dict]:
@@ -297,6 +302,8 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
             print(f"resuming {ctx.out_dir} from step {start} of {steps}", flush=True)
         if plateau is not None:
             plateau.load_state_dict(state["plateau"])
+    if start < steps and plugin.finished():  # a run its plugin ended early resumes as done
+        return LoopResult(start, rows, elapsed, ended_early=True)
     sampler = StepBatchSampler(len(ctx.train_set), tr["batch_size"], cfg["seed"], steps, start, rank, world)
     # its own generator: creating the iterator must not draw from the global RNG (bit-exact resumption)
     loader = DataLoader(ctx.train_set, batch_sampler=sampler, num_workers=cfg["data"]["num_workers"],
@@ -323,7 +330,7 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
     t0 = time.perf_counter()
     model.train()
     bar = progress_bar(total=steps, initial=start, desc=ctx.cfg["name"], enabled=progress and rank == 0)
-    step = start
+    step, ended_early = start, False
     for step, batch in enumerate(loader, start=start):
         lr = tr["lr"] * plateau.scale if plateau is not None else poly_lr(tr["lr"], step, steps, tr["poly_power"])
         for g, spec in zip(opt.param_groups, groups):
@@ -358,14 +365,16 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
         if plateau is not None:  # the epoch's mean of the logged losses (no extra host sync)
             plateau.observe(step, value)
         bar.update(1)
-        if (step + 1) % tr["checkpoint_every"] == 0 or step == steps - 1:
+        saved = (step + 1) % tr["checkpoint_every"] == 0 or step == steps - 1
+        if saved:
             checkpoint(step + 1)
-        if stop_after is not None and step + 1 >= stop_after:
-            if (step + 1) % tr["checkpoint_every"]:
+        ended_early = step < steps - 1 and plugin.finished()
+        if ended_early or (stop_after is not None and step + 1 >= stop_after):
+            if not saved:
                 checkpoint(step + 1)
             break
     bar.close()
-    return LoopResult(step + 1, rows, elapsed + time.perf_counter() - t0)
+    return LoopResult(step + 1, rows, elapsed + time.perf_counter() - t0, ended_early)
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,18 @@ from trcnas.spaces.architecture import architecture_from_decisions
 
 ARCHITECTURE = "architecture.yaml"
 FREEZE_COLUMNS = ["step", "decision", "choice", "probability", "margin"]
+
+
+def full_length(cfg: dict, why: str | None = None) -> dict:
+    """``cfg`` with ``search.stop_when_frozen`` off, for searches whose own val metrics are compared (``why``,
+    printed as a note when given): a search that ended when its decisions froze trained its weights for fewer
+    steps than one that froze late, so their metrics would not compare."""
+    if not cfg["search"]["stop_when_frozen"]:
+        return cfg
+    if why:
+        print(f"note: {why}, so search.stop_when_frozen is off for them: each search runs all its search.steps",
+              file=sys.stderr, flush=True)
+    return {**cfg, "search": {**cfg["search"], "stop_when_frozen": False}}
 
 
 def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bool = True,
@@ -51,8 +64,11 @@ def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bo
 
     result = fit(ctx, model, weights, steps, plugin=controller, progress=progress, resume=resume,
                  on_checkpoint=checkpoint_hook, stop_after=stop_after, grad_clip=cfg["search"]["grad_clip"])
-    if result.step < steps:
+    if result.step < steps and not result.ended_early:
         return {"step": result.step, "finished": False}
+    if result.ended_early and progress and main:
+        print(f"{cfg['name']}: every decision frozen at step {result.step} of {steps}; the search ends here "
+              "(search.stop_when_frozen)", flush=True)
     decisions = controller.decisions()
     values = {m.decision.path: m.chosen() for m in controller.ops if m.decision is not None}
     unbuilt = [m.name for m in controller.ops if m.decision is None]
@@ -70,4 +86,5 @@ def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bo
         arch.save(out / ARCHITECTURE)
     return finish_run(model, ctx, result, f"{space.name}_search", progress,
                       frozen=sum(v["frozen_at_step"] is not None for v in decisions.values()),
+                      stopped_when_frozen=result.ended_early,
                       decisions=len(decisions), architecture=arch.to_dict())

@@ -41,6 +41,7 @@ class ArchitectureSearch(LoopPlugin):
         # so candidates that start as identity (zero-initialised gates) are judged once they have learnt
         self.warmup = int(search_cfg["alpha_warmup"])
         self.alpha_lr = float(search_cfg["alpha_lr"])
+        self.stop_when_frozen = bool(search_cfg["stop_when_frozen"])
         self.events: list[dict] = []  # freeze events
         self.history: list[dict] = []  # one row per step: tau, entropy weight, probabilities
         self._pending: list[tuple[int, float, float, torch.Tensor]] = []  # on-device snapshots, flushed lazily
@@ -85,6 +86,11 @@ class ArchitectureSearch(LoopPlugin):
                 self.events.append({"step": step, "decision": m.name, "choice": m.chosen(),
                                     "probability": self.probabilities_of(m)[m.chosen()], "margin": margin})
         return {"frozen": sum(m.frozen for m in self.ops)}
+
+    def finished(self) -> bool:
+        """With ``search.stop_when_frozen``: every decision is frozen, so no later step can change the
+        architecture."""
+        return self.stop_when_frozen and all(m.frozen for m in self.ops)
 
     @staticmethod
     def probabilities_of(m: MixedOp) -> dict[str, float]:
