@@ -166,8 +166,9 @@ class SearchSection(Section):
     freeze_threshold: float = Field(0.3, ge=0, le=1)  # a probability margin
     alpha_warmup: int = Field(0, ge=0)  # first steps train only the weights (no alpha update, no freezing)
     # end the search at the step its last decision freezes (frozen is final: the architecture is the full-length
-    # search's); its supergraph's val metrics then come from fewer weight steps, so searches whose metrics rank
-    # them (several Ray trials, hpo objectives on the search's metrics) always run all search.steps
+    # search's); its supergraph's val metrics then come from fewer weight steps, so searches whose metrics are
+    # compared (several Ray trials, hpo objectives on the search's metrics, a comparison's `retrain: false`
+    # variants) always run all search.steps
     stop_when_frozen: bool = False
     # the weights' gradient-norm clip during the search (0 = none); unset: train.grad_clip
     grad_clip: float | None = Field(None, ge=0)
