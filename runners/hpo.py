@@ -107,13 +107,19 @@ def _value(objective: str, summary: dict, cfg: dict, arch_path: Path) -> float:
     raise UserError(f"unknown hpo objective {objective!r}; use delta_m, val/<task>, params_M or madds_G")
 
 
+def reads_metrics(objective: str) -> bool:
+    """The objective is a val metric of the trial's network (``delta_m``, ``val/<task>``), not its cost or the
+    agreement of its searches: it has intermediate values to prune on and depends on how long weights train."""
+    return objective == "delta_m" or objective.startswith("val/")
+
+
 def comparable_searches(cfg: dict) -> dict:
     """The study's config: its searches run all their steps when an objective reads the search's own val
     metrics (``delta_m`` or ``val/<task>`` without ``hpo.retrain``)."""
     from trcnas.nas.engine.search import full_length
 
     h = cfg["hpo"]
-    if h["retrain"] or not any(o == "delta_m" or o.startswith("val/") for o in h["objectives"]):
+    if h["retrain"] or not any(reads_metrics(o) for o in h["objectives"]):
         return cfg
     return full_length(cfg, "the study ranks its trials by their searches' val metrics")
 
@@ -181,7 +187,7 @@ def run_study(cfg: dict, out: str | Path, storage: str | None = None, study_name
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at step {step}")
 
-        prunable = not multi and h["pruner"] != "none" and objectives[0] not in ("agreement", "params_M", "madds_G")
+        prunable = not multi and h["pruner"] != "none" and reads_metrics(objectives[0])
         values, arch_path = run_trial(tcfg, run_dir, objectives, on_eval if prunable else None)
         trial.set_user_attr("architecture", str(arch_path.resolve()))
         return [values[o] for o in objectives] if multi else values[objectives[0]]
@@ -210,7 +216,7 @@ def hpo_trial(config: dict) -> None:
         if value is not None:
             tune.report({o: float(value), "step": step, "done": False})
 
-    intermediate = len(objectives) == 1 and objectives[0] not in ("params_M", "madds_G", "agreement")
+    intermediate = len(objectives) == 1 and reads_metrics(objectives[0])
     final, arch = run_trial(cfg, run_dir, objectives, on_eval if intermediate else None)
     steps = cfg["search"]["steps"] * cfg["hpo"]["seeds"]
     tune.report({**final, "step": steps, "done": True, "architecture": str(arch.resolve())})
