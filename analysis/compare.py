@@ -203,6 +203,9 @@ def write_comparison(out: str | Path, spec: dict | None = None, metric_names: di
     curves = training_curves(out, spec)
     atomic_write_text(out / "training_curves.csv", curves.to_csv(index=False))
     plot_training_curves(curves, out)
+    from trcnas.analysis.planted import write_proof
+
+    proof = write_proof(out, spec)
     return {"runs": len(runs), "summary": summary.to_dict("records"), "baseline": ref,
             "files": [str(out / n) for n in ("runs.csv", "summary.csv", "summary.md", "training_curves.csv",
-                                             "training_curves.png")]}
+                                             "training_curves.png")] + proof}

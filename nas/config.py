@@ -213,6 +213,16 @@ def _check_semantics(cfg: dict, source: str) -> None:
         unknown = [t for t in cfg[section] if t not in TASKS]
         if unknown:
             raise UserError(f"{source}: {section}.{unknown[0]}: unknown task; known: {', '.join(TASKS.names())}")
+    if cfg["data"]["dataset"] == "relations":
+        from trcnas.nas.data.relations import check_relations
+
+        try:
+            check_relations(cfg["data"]["relations"], cfg["data"]["tasks"])
+        except UserError as e:
+            raise UserError(f"{source}: {e}") from None
+    elif cfg["data"]["relations"] is not None:
+        raise UserError(f"{source}: data.relations is a matrix of the relations dataset, but data.dataset is "
+                        f"{cfg['data']['dataset']!r}; remove it or use data.dataset: relations")
     from trcnas.nas.models import model_types
 
     if cfg["model"]["type"] not in model_types():

@@ -61,6 +61,48 @@ class ConfusionMeter(Meter):
         return {"mIoU": float(iou.mean() * 100), "pixel_acc": float(acc * 100)}
 
 
+class DigitMeter(ConfusionMeter):
+    """Labels that are joint codes of several digits (class = sum of digit_k * place_k, places the running
+    product of the radices): every digit's own mIoU (%) over its ``radix`` values, ``iou_<name>``, and their mean
+    as ``digit_mIoU``. ``digits``: ``[(name, radix), ...]``, least significant first. Predictions are joint codes
+    (B x H x W) or factorised logits (B x sum(radices) x H x W: each digit's logits in turn)."""
+
+    def __init__(self, digits: list[tuple[str, int]]):
+        self.digits = [(str(n), int(r)) for n, r in digits]
+        super().__init__(int(np.prod([r for _, r in self.digits])))
+
+    def update(self, pred, target):
+        if pred.dim() == target.dim() + 1:
+            pred = joint_code(pred, [r for _, r in self.digits])
+        super().update(pred, target)
+
+    def compute(self):
+        c = self.confusion
+        codes = np.arange(self.num_classes)
+        out, place = {}, 1
+        for name, radix in self.digits:
+            value = (codes // place) % radix
+            place *= radix
+            onehot = np.eye(radix, dtype=np.int64)[value]  # classes x radix
+            m = onehot.T @ c @ onehot  # radix x radix confusion of this digit
+            inter = np.diag(m).astype(np.float64)
+            union = m.sum(0) + m.sum(1) - inter
+            iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+            out[f"iou_{name}"] = float(iou.mean() * 100)
+        out["digit_mIoU"] = float(np.mean([out[f"iou_{n}"] for n, _ in self.digits]))
+        out["pixel_acc"] = float(np.diag(c).sum() / max(c.sum(), 1) * 100)
+        return out
+
+
+def joint_code(logits: torch.Tensor, radices: list[int]) -> torch.Tensor:
+    """Factorised logits (B x sum(radices) x ...) -> the joint code of each digit's argmax."""
+    code, place, start = torch.zeros_like(logits[:, 0], dtype=torch.long), 1, 0
+    for r in radices:
+        code += logits[:, start : start + r].argmax(1) * place
+        start, place = start + r, place * r
+    return code
+
+
 class DepthMeter(Meter):
     """RMSE and mean absolute error in metres over all valid pixels of the dataset (invalid: depth <= 0).
     Predictions are clamped at 0 first, as the ATRC reference does (a depth cannot be negative)."""

@@ -20,6 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("poly", "plateau")  # poly (ATRC, xTAM) | plateau (CompositeTasking)
 MODES = ("soft", "soft-all", "hard")  # search modes of the mixed ops
+WEIGHTINGS = ("softmax", "sigmoid")  # how a mixed op weighs its candidates (sigmoid: Fair DARTS)
+SELECTIONS = ("alpha", "perturbation")  # how a search decides its decisions (perturbation: DARTS-PT)
+WARMUPS = ("mixture", "paths")  # what the weight-only warm-up trains
 SHAPES = ("linear", "cosine", "exp")  # schedule shapes
 MIN_SIZE = 32  # smallest input side: the coarsest backbone level is 1/32 of the input
 NonNegative = Annotated[float, Field(ge=0)]  # values of mappings such as loss_weights and ray.resources
@@ -83,6 +86,9 @@ class DataSection(Section):
     crop: list[int] | None = None
     augment: Augment = Augment()
     num_workers: int = Field(0, ge=0)
+    # the relations dataset's planted matrix {target: {source: type}}, every pair of data.tasks present
+    # (nas/data/relations.py)
+    relations: dict[str, dict[str, str]] | None = None
 
     @field_validator("tasks")
     @classmethod
@@ -172,6 +178,28 @@ class SearchSection(Section):
     stop_when_frozen: bool = False
     # the weights' gradient-norm clip during the search (0 = none); unset: train.grad_clip
     grad_clip: float | None = Field(None, ge=0)
+    # how a mixed op weighs its candidates in the search: softmax (the paper's Gumbel-softmax, candidates compete
+    # for one unit of weight) or sigmoid (Fair DARTS, Chu et al. 2020: an independent relaxed-Bernoulli gate per
+    # candidate, so a parameter-free candidate gains nothing from the others' loss of weight); mode soft only
+    weights: Literal[WEIGHTINGS] = "softmax"
+    zero_one: float = Field(0.0, ge=0)  # Fair DARTS' zero-one loss weight: pushes each sigmoid gate to 0 or 1
+    # how the decisions are decided: alpha (argmax, freezing at the margin; the paper's) or perturbation
+    # (DARTS-PT, Wang et al. 2021: nothing freezes during the search; at its end, decision by decision in a
+    # seeded order, the candidate whose removal from the supergraph's mixture raises the validation loss most)
+    selection: Literal[SELECTIONS] = "alpha"
+    selection_batches: int | None = Field(None, gt=0)  # val batches per perturbation score (null: the split)
+    # what the alpha_warmup steps train: mixture (the search's own mixture, alphas held at their start) or paths
+    # (one candidate per decision drawn uniformly each step at full weight, as single-path one-shot NAS trains a
+    # supergraph: every candidate learns on its own before alpha moves)
+    warmup: Literal[WARMUPS] = "mixture"
+
+    @model_validator(mode="after")
+    def _sigmoid_soft(self):
+        if self.weights == "sigmoid" and self.mode != "soft":
+            raise ValueError(f"weights sigmoid (Fair DARTS gates) needs mode soft, got mode {self.mode}")
+        if self.zero_one > 0 and self.weights != "sigmoid":
+            raise ValueError("zero_one is the loss of sigmoid gates: set weights: sigmoid, or zero_one: 0")
+        return self
 
 
 class RaySection(Section):

@@ -26,6 +26,10 @@ class DatasetInfo:
     edge_pos_weight: float = 0.95
     edge_max_dist: float = 0.011
     class_names: list[str] = field(default_factory=list)
+    # the planted-relations benchmark (nas/data/relations.py): each task's number of joint-code classes and the
+    # planted matrix {target: {source: type}}
+    task_classes: dict[str, int] = field(default_factory=dict)
+    relations: dict[str, dict[str, str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -230,6 +234,56 @@ class Saliency(_Binary):
 
     def meter(self):
         return metrics.SaliencyMeter()
+
+
+class PlantedLayer(Task):
+    """A task of the planted-relations benchmark (nas/data/relations.py). Its label is a joint code: the base
+    digit (0 background, 1 a dim blob of the layer, 2 a bright one) plus 3 x the planted relation bits
+    (``base + 3 * (bit_1 + 2 * bit_2 + ...)``). The network predicts each digit's logits in turn (3 for the base,
+    2 per bit) and learns each with its own cross-entropy (their mean); the aux head predicts the base digit's
+    three regions. Scored by the mean over the digits of each digit's own mIoU, so every planted pair weighs the
+    same in the target's metric."""
+
+    label = LabelLayout(None, 255)  # joint codes, 255 unlabelled
+    metric = "digit_mIoU"
+    higher_is_better = True
+    unit = "%"
+    aux_regions = 3
+
+    def digits(self) -> list[tuple[str, int]]:
+        """The base digit, then one bit per planted relation (none without a planted matrix)."""
+        rel = (self.info.relations or {}).get(self.name, {})
+        return [("base", 3), *((s, 2) for s, typ in rel.items() if typ != "none")]
+
+    @property
+    def out_channels(self):
+        return sum(r for _, r in self.digits())
+
+    def _split(self, target: torch.Tensor) -> list[torch.Tensor]:
+        """Each digit of the joint code (255 stays 255: not learned)."""
+        ignore = target == 255
+        out, place = [], 1
+        for _, r in self.digits():
+            out.append(torch.where(ignore, torch.full_like(target, 255), (target // place) % r))
+            place *= r
+        return out
+
+    def loss(self, pred, target):
+        parts, start = [], 0
+        for (_, r), digit in zip(self.digits(), self._split(target)):
+            parts.append(losses.cross_entropy(pred[:, start : start + r], digit))
+            start += r
+        return torch.stack(parts).mean()
+
+    def aux_target(self, target):
+        return self._split(target.long())[0]
+
+    def meter(self):
+        return metrics.DigitMeter(self.digits())
+
+
+for _layer in ("red", "green", "blue", "grain"):
+    TASKS.add(_layer, type(f"Planted{_layer.title()}", (PlantedLayer,), {"name": _layer}))
 
 
 def build_tasks(names: list[str], info: DatasetInfo) -> dict[str, Task]:

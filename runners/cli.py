@@ -337,18 +337,15 @@ def cmd_report(args):
 
 
 def cmd_summary(args):
+    from trcnas.nas.data import label_spaces
     from trcnas.nas.engine.summary import model_summary
     from trcnas.nas.engine.train import load_run_architecture
     from trcnas.nas.models import build_model
-    from trcnas.nas.tasks import DatasetInfo, build_tasks
+    from trcnas.nas.tasks import build_tasks
 
     cfg, _ = _load_cfg(args, "summary")
     arch = load_run_architecture(cfg, args.architecture)
-    info = DatasetInfo(cfg["data"]["dataset"])
-    if cfg["data"]["dataset"] == "synthetic":
-        from trcnas.nas.data.scenes import CLASSES, PARTS
-
-        info.num_classes, info.num_parts = len(CLASSES), len(PARTS)
+    info = label_spaces(cfg["data"])
     tasks = build_tasks(cfg["data"]["tasks"], info)
     model = build_model(cfg, tasks, architecture=arch)
     size = tuple(cfg["data"]["crop"] or cfg["data"]["image_size"])

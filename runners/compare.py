@@ -23,8 +23,13 @@ seeds (e.g. single-task networks trained under the same budget), not the config'
 
 ``architecture``: omitted (the config's model), ``default``, ``fixed:<candidate>``, a file, ``search``
 (search with the config's space, then retrain the exported architecture; with ``retrain: false`` the search
-alone, whose argmax subgraph's metrics are the run's), or the choices themselves, e.g.
+alone, whose argmax subgraph's metrics are the run's), ``planted`` (the relations dataset's planted matrix,
+``data.relations``, as an ATRC architecture), or the choices themselves, e.g.
 ``{composite: {embedding_depth: 3, embedding_width: 128}}``.
+
+``expand: planted_pairs`` (with a variant whose architecture is ``planted``): adds one variant per (target,
+source) pair and candidate other than the planted one, named ``<target>__<source>__<candidate>``: the planted
+matrix with that one pair changed. Their runs prove the planting (``analysis.planted``: ``proof.md``).
 """
 
 from __future__ import annotations
@@ -37,7 +42,10 @@ from trcnas.nas.errors import UserError
 
 SHIPPED = Path(__file__).parent / "comparisons"
 VARIANT_KEYS = {"name", "label", "config", "set", "architecture", "retrain"}
-TOP_KEYS = {"name", "config", "set", "seeds", "variants", "baseline"}
+# what an expansion adds to the variants it makes (analysis reads them); not for comparison files
+EXPANDED_KEYS = {"planted", "pair", "type", "planted_type"}
+TOP_KEYS = {"name", "config", "set", "seeds", "variants", "baseline", "expand"}
+EXPANSIONS = ("planted_pairs",)
 
 
 def load_comparison(path: str | Path | dict) -> dict:
@@ -88,9 +96,60 @@ def check_comparison(spec, p) -> dict:
         raise UserError(f"{p}: variant names must be unique, got {names}")
     if spec.get("baseline") is not None and spec["baseline"] not in names:
         raise UserError(f"{p}: baseline {spec['baseline']!r} is not one of the variants {names}")
+    expand = spec.get("expand")
+    if expand is not None:
+        if expand not in EXPANSIONS:
+            raise UserError(f"{p}: expand must be one of {', '.join(EXPANSIONS)}, got {expand!r}")
+        planted = [v["name"] for v in spec["variants"] if v.get("architecture") == "planted"]
+        if len(planted) != 1:
+            raise UserError(f"{p}: expand: {expand} needs exactly one variant with `architecture: planted`, "
+                            f"got {len(planted)}")
     return {"name": spec.get("name", getattr(p, "stem", "comparison")), "config": spec.get("config"),
             "set": list(spec.get("set") or []), "seeds": seeds, "variants": spec["variants"],
-            "baseline": spec.get("baseline")}
+            "baseline": spec.get("baseline"), "expand": expand}
+
+
+def planted_choices(cfg: dict, source) -> dict:
+    """The relations dataset's planted matrix (``data.relations``) as ATRC choices."""
+    from trcnas.nas.data.relations import check_relations
+
+    if cfg["data"]["dataset"] != "relations":
+        raise UserError(f"{source}: `architecture: planted` needs data.dataset: relations (its planted matrix), "
+                        f"got {cfg['data']['dataset']!r}")
+    if cfg["model"]["type"] != "atrc":
+        raise UserError(f"{source}: `architecture: planted` is an ATRC architecture; model.type is "
+                        f"{cfg['model']['type']!r}")
+    return {"atrc": check_relations(cfg["data"]["relations"], list(cfg["data"]["tasks"]))}
+
+
+def expand_planted_pairs(spec: dict, cfg: dict, source) -> dict:
+    """``spec`` with the planted variant's architecture resolved to its choices and, with ``expand:
+    planted_pairs``, one variant per (pair, other candidate of the pair's decision)."""
+    from trcnas.nas.families import resolve_space
+
+    variants = []
+    for v in spec["variants"]:
+        if v.get("architecture") != "planted":
+            variants.append(v)
+            continue
+        choices = planted_choices(cfg, f"{source}: variants {v['name']}")
+        variants.append({**v, "architecture": choices, "planted": True})
+        if spec.get("expand") != "planted_pairs":
+            continue
+        space = resolve_space(cfg, f"{source}: variants {v['name']}")
+        for d in space.decisions(list(cfg["data"]["tasks"])):
+            _, t, s = d.path
+            planted = choices["atrc"][t][s]
+            for c in d.candidates:
+                if c == planted:
+                    continue
+                alt = {k: dict(row) for k, row in choices["atrc"].items()}
+                alt[t][s] = c
+                variants.append({"name": f"{t}__{s}__{c}", "label": f"{t} <- {s}: {c} (planted: {planted})",
+                                 "set": list(v.get("set") or []), "architecture": {"atrc": alt},
+                                 **({"config": v["config"]} if v.get("config") else {}),
+                                 "pair": [t, s], "type": c, "planted_type": planted})
+    return {**spec, "variants": variants}
 
 
 def variant_config(spec: dict, variant: dict, seed: int, extra: list[str] = ()) -> dict:
@@ -195,14 +254,17 @@ def run_compare(spec_path: str | Path | dict, out: str | Path, extra: list[str] 
     from trcnas.spaces.io import atomic_write_text
 
     spec = load_comparison(spec_path)
+    source = spec["name"] if isinstance(spec_path, dict) else spec_path
+    if any(v.get("architecture") == "planted" for v in spec["variants"]):
+        v0 = next(v for v in spec["variants"] if v.get("architecture") == "planted")
+        spec = expand_planted_pairs(spec, variant_config(spec, v0, spec["seeds"][0], extra), source)
     out = Path(out)
     variants = [v for v in spec["variants"] if not only or v["name"] in only]
     if only and len(variants) != len(set(only)):
         raise UserError(f"--only {only}: unknown variant(s); the file has {[v['name'] for v in spec['variants']]}")
     # every config (and inline architecture) is loaded and validated before the first run starts
     cfgs = {(v["name"], s): variant_config(spec, v, s, extra) for v in variants for s in spec["seeds"]}
-    inline = {v["name"]: _inline_architecture(v, cfgs[(v["name"], spec["seeds"][0])],
-                                              spec["name"] if isinstance(spec_path, dict) else spec_path)
+    inline = {v["name"]: _inline_architecture(v, cfgs[(v["name"], spec["seeds"][0])], source)
               for v in variants if isinstance(v.get("architecture"), dict)}
     out.mkdir(parents=True, exist_ok=True)
     import yaml

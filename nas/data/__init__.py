@@ -9,7 +9,7 @@ from trcnas.nas.data.base import DATASETS, DenseDataset
 
 def build_dataset(data_cfg: dict, split: str, train: bool, seed: int = 0, progress: bool = True):
     """-> (dataset, DatasetInfo). Training splits get the configured augmentations."""
-    from trcnas.nas.data import real, synthetic  # noqa: F401  (registers the datasets)
+    from trcnas.nas.data import real, relations, synthetic  # noqa: F401  (registers the datasets)
     from trcnas.nas.data.transforms import build_train_transforms
 
     transform = None
@@ -17,6 +17,17 @@ def build_dataset(data_cfg: dict, split: str, train: bool, seed: int = 0, progre
         crop = data_cfg.get("crop")
         transform = build_train_transforms(data_cfg.get("augment") or {}, tuple(crop) if crop else None)
     return DATASETS.build(data_cfg["dataset"], data_cfg, list(data_cfg["tasks"]), split, transform, seed, progress)
+
+
+def label_spaces(data_cfg: dict):
+    """The DatasetInfo a network's output sizes follow, from the config alone where the dataset can say it
+    without reading its files (its registry entry's info: a function of the data config); else the defaults of
+    a DatasetInfo named after the dataset."""
+    from trcnas.nas.data import real, relations, synthetic  # noqa: F401  (registers the datasets)
+    from trcnas.nas.tasks import DatasetInfo
+
+    of = DATASETS.info(data_cfg["dataset"])
+    return of(data_cfg) if of is not None else DatasetInfo(data_cfg["dataset"])
 
 
 class StepBatchSampler(torch.utils.data.Sampler):
@@ -50,4 +61,4 @@ class StepBatchSampler(torch.utils.data.Sampler):
         return max(0, self.total - self.start)
 
 
-__all__ = ["DATASETS", "DenseDataset", "StepBatchSampler", "build_dataset"]
+__all__ = ["DATASETS", "DenseDataset", "StepBatchSampler", "build_dataset", "label_spaces"]

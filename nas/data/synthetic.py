@@ -112,7 +112,12 @@ class SyntheticDataset(DenseDataset):
         return out
 
 
-@DATASETS.register("synthetic")
+def synthetic_label_spaces(cfg: dict) -> DatasetInfo:
+    """The label spaces' sizes (all a network's shape needs), without rendering the data."""
+    return DatasetInfo(name="synthetic", num_classes=len(CLASSES), num_parts=len(PARTS))
+
+
+@DATASETS.register("synthetic", info=synthetic_label_spaces)
 def build_synthetic(cfg: dict, tasks: list[str], split: str, transform=None, seed: int = 0, progress: bool = True):
     size = tuple(cfg["image_size"])
     cache = build_cache(Path(cfg["cache_dir"]), cfg["seed"], size, cfg["train_samples"], cfg["val_samples"],

@@ -8,15 +8,17 @@ from pathlib import Path
 
 from trcnas.nas.engine import distributed
 from trcnas.nas.engine.evaluate import delta_m_of, evaluate, primary
-from trcnas.nas.engine.loop import finish_run, fit, prepare, write_csv
+from trcnas.nas.engine.loop import finish_run, fit, prepare, write_csv, write_json
 from trcnas.nas.families import resolve_space
 from trcnas.nas.models import build_supergraph
 from trcnas.nas.plugins import load_plugins
 from trcnas.nas.search.controller import ArchitectureSearch
 from trcnas.nas.search.mixed import split_parameters
+from trcnas.nas.search.perturbation import select_by_perturbation, validation_loss
 from trcnas.spaces.architecture import architecture_from_decisions
 
 ARCHITECTURE = "architecture.yaml"
+SELECTION = "selection.json"  # perturbation-based selection: each decision's loss rise per removed candidate
 FREEZE_COLUMNS = ["step", "decision", "choice", "probability", "margin"]
 
 
@@ -69,6 +71,15 @@ def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bo
     if result.ended_early and progress and main:
         print(f"{cfg['name']}: every decision frozen at step {result.step} of {steps}; the search ends here "
               "(search.stop_when_frozen)", flush=True)
+    selection = None
+    if cfg["search"]["selection"] == "perturbation":
+        selection = select_by_perturbation(
+            controller.ops, lambda: validation_loss(model, ctx.val_loader(), ctx.tasks, cfg["loss_weights"],
+                                                    ctx.device, cfg["search"]["selection_batches"]),
+            seed=cfg["seed"])
+        model.train()
+        if main:
+            write_json(out / SELECTION, {"method": "perturbation", "step": result.step, "decisions": selection})
     decisions = controller.decisions()
     values = {m.decision.path: m.chosen() for m in controller.ops if m.decision is not None}
     unbuilt = [m.name for m in controller.ops if m.decision is None]
@@ -77,9 +88,10 @@ def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bo
         raise ValueError(f"the {space.group} supergraph does not match space {space.name}: mixed ops not built from "
                          f"a decision {unbuilt[:3]}, decisions without a mixed op {missing[:3]}")
     arch = architecture_from_decisions(space, list(ctx.tasks), values, {
-        "seed": cfg["seed"], "step": result.step,
+        "seed": cfg["seed"], "step": result.step, "selection": cfg["search"]["selection"],
         "probabilities": {k: v["probabilities"] for k, v in decisions.items()},
         "frozen_at_step": {k: v["frozen_at_step"] for k, v in decisions.items()},
+        **({"loss_rise_when_removed": {r["decision"]: r["rise"] for r in selection}} if selection else {}),
     })
     arch.validate(space)
     if main:

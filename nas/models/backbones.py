@@ -83,6 +83,29 @@ def tiny(weights: str | None = None, widths=(32, 64, 96)):
     return MultiScaleConcat(net, net.channels, list(range(len(widths))))
 
 
+class PatchNet(nn.Module):
+    """Two stride-2 3x3 Conv-BN-ReLU layers and a 1x1 one: features at 1/4 resolution that each see only a 7 x 7
+    pixel patch. For benchmarks in which whatever lies further away must reach a task through the context blocks
+    (the planted-relations benchmark), not through a deep backbone's receptive field."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        self.body = nn.Sequential(_down(3, width // 2), _down(width // 2, width),
+                                  nn.Conv2d(width, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        self.channels = [width]
+
+    def forward(self, x):
+        return [self.body(x)]
+
+
+@BACKBONES.register("patch")
+def patch(weights: str | None = None, width: int = 32):
+    net = PatchNet(int(width))
+    if weights:
+        _load_local(net, weights)
+    return MultiScaleConcat(net, net.channels, [0])
+
+
 def _read_weights(p: Path):
     try:
         return torch.load(p, map_location="cpu", weights_only=True)

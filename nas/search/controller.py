@@ -13,7 +13,9 @@ from trcnas.nas.search.mixed import (
     plan_hard_samples,
     set_mode,
     set_tau,
+    set_weighting,
     split_parameters,
+    zero_one_loss,
 )
 from trcnas.nas.search.schedules import Schedule
 
@@ -31,6 +33,11 @@ class ArchitectureSearch(LoopPlugin):
             raise ValueError("the model has no searchable decision (no MixedOp)")
         set_mode(model, search_cfg["mode"])
         self.mode = search_cfg["mode"]
+        set_weighting(model, search_cfg["weights"])
+        self.zero_one = float(search_cfg["zero_one"])
+        # perturbation-based selection decides every decision after the search: nothing freezes during it
+        self.freezing = search_cfg["selection"] == "alpha"
+        self.warmup_paths = search_cfg["warmup"] == "paths"
         _, alphas = split_parameters(model)
         self.alpha_opt = torch.optim.Adam(alphas, lr=search_cfg["alpha_lr"],
                                           weight_decay=search_cfg["alpha_weight_decay"])
@@ -64,15 +71,28 @@ class ArchitectureSearch(LoopPlugin):
             g["lr"] = 0.0 if step < self.warmup else self.alpha_lr
         tau = self.tau(step, total)
         set_tau(self.model, tau)
-        if self.mode == "hard":
+        if step < self.warmup and self.warmup_paths:  # one uniformly drawn candidate per live decision
+            live = [m for m in self.ops if not m.frozen]
+            if live:
+                draws = (torch.rand(len(live), generator=self.generator, device=self.generator.device)
+                         * torch.tensor([len(m.candidates) for m in live], device=self.generator.device))
+                for m, i in zip(live, draws.long().tolist()):
+                    m.plan_path(i)
+        elif self.mode == "hard":
             plan_hard_samples(self.ops, tau, self.generator)
 
     def extra_loss(self, step, total):
         w = self.entropy_weight(step, total)
         h = entropy_loss(self.model)
-        if h is None:
-            return None, {"tau": self.tau(step, total), "entropy_weight": w}
-        return w * h, {"tau": self.tau(step, total), "entropy_weight": w, "entropy": h.detach()}
+        log = {"tau": self.tau(step, total), "entropy_weight": w}
+        loss = None
+        if h is not None:
+            loss, log["entropy"] = w * h, h.detach()
+        z = zero_one_loss(self.model) if self.zero_one > 0 else None
+        if z is not None:
+            loss = self.zero_one * z if loss is None else loss + self.zero_one * z
+            log["zero_one"] = z.detach()
+        return loss, log
 
     def after_step(self, step, total):
         # one small device->host copy per step (the freeze rule needs the margins); nothing else syncs
@@ -81,7 +101,7 @@ class ArchitectureSearch(LoopPlugin):
         top2 = [p.topk(min(2, len(p))).values for p in probs]
         margins = torch.stack([t[0] - t[1] if len(t) > 1 else t.new_ones(()) for t in top2]).tolist()
         for m, margin in zip(self.ops, margins):
-            if step >= self.warmup and not m.frozen and margin >= self.threshold:
+            if self.freezing and step >= self.warmup and not m.frozen and margin >= self.threshold:
                 m.freeze()
                 self.events.append({"step": step, "decision": m.name, "choice": m.chosen(),
                                     "probability": self.probabilities_of(m)[m.chosen()], "margin": margin})

@@ -7,7 +7,10 @@ Modes while training:
   computed every step, a frozen one weighted by its one-hot vector.
 - ``hard``: straight-through one-hot sample: only the sampled candidate is computed, its output is
   multiplied by the (forward 1) hard weight so gradients still reach alpha.
-In eval mode the argmax (or the frozen choice) is computed alone.
+``weighting`` ``sigmoid`` (Fair DARTS, soft mode) replaces the softmax by an independent relaxed-Bernoulli gate per
+candidate. A planned *path* (the single-path warm-up) computes one candidate at full weight, alpha untouched.
+In eval mode the argmax (or the frozen choice) is computed alone, or, while ``mixture`` is set (perturbation-based
+selection), the mixture of the candidates with those weights.
 A candidate that is ``None`` (``none``) contributes nothing; ``forward`` returns None when no candidate
 contributed.
 """
@@ -27,6 +30,13 @@ def sample_gumbel(logits: torch.Tensor, generator: torch.Generator | None = None
     u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float32)
     e = (-torch.log(u.clamp_min(1e-20))).clamp_min(1e-20)  # Exp(1) sample
     return (-torch.log(e)).to(logits.dtype)
+
+
+def relaxed_bernoulli(logits: torch.Tensor, tau: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Independent relaxed Bernoulli (binary concrete) gates: sigmoid((logits + logistic noise) / tau)."""
+    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float32)
+    u = u.clamp(1e-6, 1 - 1e-6)
+    return torch.sigmoid((logits + (torch.log(u) - torch.log1p(-u)).to(logits.dtype)) / tau)
 
 
 def gumbel_softmax(logits: torch.Tensor, tau: float, hard: bool = False,
@@ -53,6 +63,9 @@ class MixedOp(nn.Module):
         self._frozen = -1  # host mirror of frozen_index: the forward branches on it without a device sync
         self._planned: tuple[torch.Tensor, int] | None = None  # (hard weights, index) sampled by the controller
         self.mode = "soft"
+        self.weighting = "softmax"  # or "sigmoid" (Fair DARTS gates)
+        self.mixture: torch.Tensor | None = None  # eval-mode candidate weights (perturbation-based selection)
+        self._path: int | None = None  # a single candidate at full weight for the next training forward
         self.tau = 1.0
         self.generator: torch.Generator | None = None  # set by the search controller; None: global RNG
         self.last_computed: list[str] = []  # names of the candidates the last forward computed (for tests)
@@ -87,6 +100,15 @@ class MixedOp(nn.Module):
         self.frozen_index.fill_(i)
         self._frozen = i
 
+    def mixture_weights(self) -> torch.Tensor:
+        """The supergraph's deterministic candidate weights: softmax(alpha), or sigmoid(alpha) per candidate."""
+        a = self.alpha.detach().float()
+        return torch.sigmoid(a) if self.weighting == "sigmoid" else torch.softmax(a, dim=-1)
+
+    def plan_path(self, index: int) -> None:
+        """Compute only candidate ``index``, unweighted, in the next training forward (alpha gets no gradient)."""
+        self._path = index
+
     def plan(self, weights: torch.Tensor, index: int) -> None:
         """Use these straight-through hard weights (and host index) in the next training forward."""
         self._planned = (weights, index)
@@ -109,12 +131,17 @@ class MixedOp(nn.Module):
         mode, the freeze state and train/eval. A decision shared by several places in a network (e.g. one
         fusion op for every mTEB) takes one selection per forward and ``apply``s it at each place."""
         n = len(self.candidates)
+        if self.training and not self.frozen and self._path is not None:
+            i, self._path = self._path, None
+            return [(i, None)]
         if self.mode == "soft-all" and self.training:
             if self.frozen:
                 w = torch.zeros_like(self.alpha).scatter_(0, self.frozen_index.view(1), 1.0)
             else:
                 w = gumbel_softmax(self.alpha, self.tau, generator=self.generator)
             return [(i, w[i]) for i in range(n)]
+        if not self.training and not self.frozen and self.mixture is not None:
+            return [(i, self.mixture[i]) for i in range(n) if not self.is_none[i] and float(self.mixture[i]) != 0]
         if self.frozen or not self.training:
             return [(self._frozen if self.frozen else int(self.alpha.detach().argmax()), None)]
         if self.mode == "hard":
@@ -124,7 +151,10 @@ class MixedOp(nn.Module):
                 w = gumbel_softmax(self.alpha, self.tau, hard=True, generator=self.generator)
                 i = int(w.detach().argmax())
             return [(i, w[i])]
-        w = gumbel_softmax(self.alpha, self.tau, generator=self.generator)
+        if self.weighting == "sigmoid":
+            w = relaxed_bernoulli(self.alpha, self.tau, generator=self.generator)
+        else:
+            w = gumbel_softmax(self.alpha, self.tau, generator=self.generator)
         return [(i, w[i]) for i in range(n) if not self.is_none[i]]
 
     def apply(self, selection: list[tuple[int, torch.Tensor | None]], fn: Callable[[nn.Module], object]):
@@ -178,6 +208,22 @@ def set_mode(model: nn.Module, mode: str) -> None:
         raise ValueError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
     for m in mixed_ops(model):
         m.mode = mode
+
+
+def set_weighting(model: nn.Module, weighting: str) -> None:
+    for m in mixed_ops(model):
+        m.weighting = weighting
+
+
+def zero_one_loss(model: nn.Module) -> torch.Tensor | None:
+    """Fair DARTS' zero-one loss: minus the mean squared distance of the live decisions' sigmoid gates (of the
+    candidates that compute something) from 1/2, so each gate is pushed to 0 or 1. None when nothing is live."""
+    gates = [torch.sigmoid(m.alpha)[[i for i, none in enumerate(m.is_none) if not none]]
+             for m in mixed_ops(model) if not m.frozen]
+    gates = [g for g in gates if g.numel()]
+    if not gates:
+        return None
+    return -torch.cat(gates).sub(0.5).pow(2).mean()
 
 
 def set_tau(model: nn.Module, tau: float) -> None:

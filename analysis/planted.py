@@ -1,0 +1,139 @@
+"""The planted-relations proof and score (reads only result files).
+
+``proof``: for every (target, source) pair of a comparison expanded with ``expand: planted_pairs``, the planted
+network against the same network with that one pair changed to each other candidate, scored by the target's
+metric over the seeds. A pair's planted type is *separated* from an alternative when the planted mean beats the
+alternative's by more than two standard deviations (the larger of the two sample standard deviations).
+
+``recovery``: how many pairs of an architecture chose the planted type, where each pair's types that the proof
+could not tell apart count as one class.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from trcnas.spaces.io import atomic_write_text
+
+SEPARATION = 2.0  # standard deviations
+
+
+def _metric(final: Path, task: str) -> tuple[float, float] | None:
+    """(the target's primary metric, the pair digit's IoU or NaN) of one finished run."""
+    f = final / "metrics.json"
+    if not f.is_file():
+        return None
+    m = json.loads(f.read_text())
+    return float(m["primary"][task]), m
+
+
+def proof_rows(out: Path, spec: dict) -> pd.DataFrame:
+    """One row per (pair, alternative): the target's metric of the planted network and of the alternative
+    (mean, sample std, n), the pair digit's IoU in both, the margin in standard deviations and the verdict."""
+    planted = next((v for v in spec["variants"] if v.get("planted")), None)
+    if planted is None:
+        return pd.DataFrame()
+
+    def values(variant, target, source):
+        metric, digit = [], []
+        for s in spec["seeds"]:
+            got = _metric(out / variant["name"] / f"seed{s}", target)
+            if got is None:
+                continue
+            metric.append(got[0])
+            digit.append(float(got[1]["metrics"][target].get(f"iou_{source}", float("nan"))))
+        return np.array(metric), np.array(digit)
+
+    rows = []
+    for v in spec["variants"]:
+        if "pair" not in v:
+            continue
+        t, s = v["pair"]
+        p_metric, p_digit = values(planted, t, s)
+        a_metric, a_digit = values(v, t, s)
+        row = {"target": t, "source": s, "planted": v["planted_type"], "alternative": v["type"],
+               "n_planted": len(p_metric), "n_alternative": len(a_metric)}
+        for name, arr in (("planted", p_metric), ("alternative", a_metric)):
+            row[f"{name}_mean"] = float(arr.mean()) if len(arr) else float("nan")
+            row[f"{name}_std"] = float(arr.std(ddof=1)) if len(arr) > 1 else float("nan")
+        row["planted_digit"], row["alternative_digit"] = _mean(p_digit), _mean(a_digit)
+        sd = max(row["planted_std"], row["alternative_std"])
+        margin = row["planted_mean"] - row["alternative_mean"]
+        row["margin"] = margin
+        row["margin_sd"] = margin / sd if sd > 0 else (float("inf") if margin > 0 else float("nan"))
+        done = len(p_metric) > 1 and len(a_metric) > 1
+        row["separated"] = bool(done and margin > SEPARATION * sd)
+        row["status"] = ("separated" if row["separated"] else "not separated") if done else "pending"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _mean(values: np.ndarray) -> float:
+    """The mean of the finite values (NaN when none: a pair planted ``none`` has no digit of its own)."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if len(finite) else float("nan")
+
+
+def classes(rows: pd.DataFrame) -> dict[tuple[str, str], set[str]]:
+    """Per pair, the types counted as right: the planted one and every alternative the proof did not separate
+    from it (finished pairs only)."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for (t, s), g in rows.groupby(["target", "source"], sort=False):
+        out[(t, s)] = {g["planted"].iloc[0], *g.loc[g["status"] == "not separated", "alternative"]}
+    return out
+
+
+def recovery(choices: dict[str, dict[str, str]], planted: dict[str, dict[str, str]],
+             same: dict[tuple[str, str], set[str]] | None = None) -> dict:
+    """Pairs whose chosen type is the planted one (or one the proof could not tell from it, ``same``)."""
+    pairs = [(t, s) for t in planted for s in planted[t]]
+    right = [(t, s) for t, s in pairs
+             if choices[t][s] == planted[t][s] or choices[t][s] in (same or {}).get((t, s), set())]
+    return {"recovered": len(right), "pairs": len(pairs), "share": len(right) / len(pairs),
+            "wrong": [f"{t}<-{s}: {choices[t][s]} (planted {planted[t][s]})" for t, s in pairs if (t, s) not in right]}
+
+
+def proof_markdown(rows: pd.DataFrame) -> str:
+    if rows.empty:
+        return ""
+    done = rows[rows["status"] != "pending"]
+    lines = ["# Planted relations: is each planted type the best for its pair?\n",
+             f"Each row: the planted network against the same network with one pair changed (target's metric, "
+             f"mean ± sample std over seeds). Separated: planted mean - alternative mean > {SEPARATION:g} x the "
+             f"larger std. {int(done['separated'].sum())} of {len(done)} finished comparisons separated "
+             f"({len(rows) - len(done)} pending).\n",
+             "| target <- source | planted | alternative | planted metric | alternative metric | margin (sd) "
+             "| pair digit IoU planted / alt | verdict |", "|---|---|---|---|---|---|---|---|"]
+    for _, r in rows.iterrows():
+        lines.append(
+            f"| {r['target']} <- {r['source']} | {r['planted']} | {r['alternative']} | "
+            f"{_ms(r, 'planted')} | {_ms(r, 'alternative')} | {r['margin']:+.2f} ({r['margin_sd']:.1f}) | "
+            f"{r['planted_digit']:.1f} / {r['alternative_digit']:.1f} | {r['status']} |")
+    unsep = done[~done["separated"]]
+    if not unsep.empty:
+        lines.append("\nNot separated (counted as one class with the planted type by the benchmark's score): "
+                     + ", ".join(f"{r['target']}<-{r['source']} {r['planted']}~{r['alternative']}"
+                                 for _, r in unsep.iterrows()) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def _ms(r, name: str) -> str:
+    m, s, n = r[f"{name}_mean"], r[f"{name}_std"], r[f"n_{name}"]
+    if not n:
+        return "pending"
+    return f"{m:.2f} ± {s:.2f}" if n > 1 else f"{m:.2f} (1 seed)"
+
+
+def write_proof(out: str | Path, spec: dict) -> list[str]:
+    """proof.csv and proof.md into ``out`` (nothing when the comparison has no planted pairs)."""
+    out = Path(out)
+    rows = proof_rows(out, spec)
+    if rows.empty:
+        return []
+    atomic_write_text(out / "proof.csv", rows.to_csv(index=False))
+    atomic_write_text(out / "proof.md", proof_markdown(rows))
+    return [str(out / "proof.csv"), str(out / "proof.md")]
