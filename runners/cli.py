@@ -152,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a config value of every variant (repeatable)")
     p.add_argument("--only", nargs="*", default=None, help="run only these variants (tables cover all)")
+    p.add_argument("--seeds", nargs="*", type=int, default=None,
+                   help="run only these of the file's seeds now (tables cover all), e.g. every variant's first seed")
     p.add_argument("--ray", action="store_true", help="run the (variant, seed) runs as Ray Tune trials")
     p.add_argument("--address", default=None, help="with --ray: join a Ray cluster (auto or HOST:PORT)")
     p.add_argument("--fast-dev-run", action="store_true", help="a few steps on tiny data, every output written")
@@ -393,7 +395,7 @@ def cmd_compare(args):
 
     extra = [*(FAST_DEV if args.fast_dev_run else []), *args.overrides]
     res = run_compare(args.spec, args.out, extra, progress=not args.no_progress, only=args.only, ray=args.ray,
-                      address=args.address)
+                      address=args.address, seeds=args.seeds)
     md = Path(args.out) / "summary.md"
     if md.is_file():
         print(md.read_text())

@@ -246,7 +246,8 @@ def _run_on_ray(jobs: list[tuple[dict, dict, Path]], out: Path, address: str | N
 
 
 def run_compare(spec_path: str | Path | dict, out: str | Path, extra: list[str] = (), progress: bool = True,
-                only: list[str] | None = None, ray: bool = False, address: str | None = None) -> dict:
+                only: list[str] | None = None, ray: bool = False, address: str | None = None,
+                seeds: list[int] | None = None) -> dict:
     """Runs every (variant, seed) not finished yet — in this process, or with ``ray`` as Ray Tune trials (on a
     local Ray instance, or the cluster at ``address``) — then writes the tables (``analysis.compare``). The
     result's ``errors`` lists the runs that failed (Ray); the others are kept."""
@@ -262,9 +263,12 @@ def run_compare(spec_path: str | Path | dict, out: str | Path, extra: list[str] 
     variants = [v for v in spec["variants"] if not only or v["name"] in only]
     if only and len(variants) != len(set(only)):
         raise UserError(f"--only {only}: unknown variant(s); the file has {[v['name'] for v in spec['variants']]}")
+    if seeds and set(seeds) - set(spec["seeds"]):
+        raise UserError(f"--seeds {seeds}: the file's seeds are {spec['seeds']}")
+    run_seeds = [s for s in spec["seeds"] if not seeds or s in seeds]
     # every config (and inline architecture) is loaded and validated before the first run starts
-    cfgs = {(v["name"], s): variant_config(spec, v, s, extra) for v in variants for s in spec["seeds"]}
-    inline = {v["name"]: _inline_architecture(v, cfgs[(v["name"], spec["seeds"][0])], source)
+    cfgs = {(v["name"], s): variant_config(spec, v, s, extra) for v in variants for s in run_seeds}
+    inline = {v["name"]: _inline_architecture(v, cfgs[(v["name"], run_seeds[0])], source)
               for v in variants if isinstance(v.get("architecture"), dict)}
     out.mkdir(parents=True, exist_ok=True)
     import yaml
@@ -272,7 +276,7 @@ def run_compare(spec_path: str | Path | dict, out: str | Path, extra: list[str] 
     atomic_write_text(out / "comparison.yaml", yaml.safe_dump({**spec, "extra": list(extra)}, sort_keys=False))
     total, done, jobs = len(cfgs), 0, []
     for v in variants:
-        for s in spec["seeds"]:
+        for s in run_seeds:
             run_dir = out / v["name"] / f"seed{s}"
             if v["name"] in inline and not (run_dir / "architecture.yaml").is_file():
                 inline[v["name"]].save(run_dir / "architecture.yaml")
