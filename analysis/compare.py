@@ -48,9 +48,25 @@ def collect_runs(out: Path, spec: dict) -> pd.DataFrame:
                    **{t: m["primary"][t] for t in m["primary"]}, "delta_m": m.get("delta_m"),
                    "steps": m.get("steps"), "wall_s": m.get("wall_s"), "choices": _choices(m),
                    "params_M": m.get("params_M", float("nan")), "madds_G": m.get("madds_G", float("nan")),
-                   "loss_rise": _loss_rise(m, final)}
+                   "loss_rise": _loss_rise(m, final), **_recovered(m, final, v)}
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _recovered(metrics: dict, final: Path, variant: dict) -> dict:
+    """For a searched ATRC architecture on the relations dataset: how many pairs chose the planted type
+    (``recovered`` of ``pairs``; the search's own config names the matrix)."""
+    from trcnas.analysis.planted import recovery
+
+    cfg_file = (final.parent / "search" if variant.get("architecture") == "search" else final) / "config.yaml"
+    choices = ((metrics.get("architecture") or {}).get("choices") or {}).get("atrc")
+    if variant.get("architecture") != "search" or not choices or not cfg_file.is_file():
+        return {}
+    data = (yaml.safe_load(cfg_file.read_text()) or {}).get("data") or {}
+    if data.get("dataset") != "relations" or not data.get("relations"):
+        return {}
+    r = recovery(choices, data["relations"])
+    return {"recovered": r["recovered"], "pairs": r["pairs"]}
 
 
 def _loss_rise(metrics: dict, final: Path) -> float:
@@ -77,7 +93,7 @@ def rebase_delta_m(runs: pd.DataFrame, baseline: str, tasks: list[str], directio
 
 
 def summarise(runs: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
-    cols = [*tasks, "delta_m", *(c for c in COST if c in runs)]
+    cols = [*tasks, "delta_m", *(c for c in (*COST, "recovered") if c in runs)]
     rows = []
     for (variant, label), g in runs.groupby(["variant", "label"], sort=False):
         row = {"variant": variant, "label": label, "n": len(g), "seeds": " ".join(str(s) for s in g["seed"])}
@@ -129,6 +145,20 @@ def rising_note(runs: pd.DataFrame) -> str:
     names = ", ".join(f"{r['label']} seed {r['seed']} (x{r['loss_rise']:.3g})" for _, r in rose.iterrows())
     return (f"\nTraining loss at the end above {LOSS_RISE:g}x its best (mean of the last 10 % of logged steps "
             f"against the lowest such window; a late divergence?): {names}.\n")
+
+
+def recovery_note(runs: pd.DataFrame) -> str:
+    """Per searched variant on the planted-relations benchmark: pairs recovered per seed, mean ± std and the
+    worst seed."""
+    if "recovered" not in runs or runs["recovered"].isna().all():
+        return ""
+    lines = ["\nPlanted pairs recovered by the search (of the pairs per seed):"]
+    for (_, label), g in runs.dropna(subset=["recovered"]).groupby(["variant", "label"], sort=False):
+        rec, pairs = g["recovered"].astype(int), int(g["pairs"].iloc[0])
+        per = ", ".join(f"seed {s}: {r}" for s, r in zip(g["seed"], rec))
+        std = f" ± {rec.std(ddof=1):.2f}" if len(rec) > 1 else ""
+        lines.append(f"- {label}: {rec.mean():.2f}{std} of {pairs} ({per}); worst seed {100 * rec.min() / pairs:.0f} %")
+    return "\n".join(lines) + "\n"
 
 
 def training_curves(out: Path, spec: dict, window: int = 10) -> pd.DataFrame:
@@ -198,7 +228,7 @@ def write_comparison(out: str | Path, spec: dict | None = None, metric_names: di
                f"\nΔm pending: {label} has no finished run yet.\n")
     else:
         md += "\nΔm against the config's fixed `baselines`.\n"
-    md += rising_note(runs)
+    md += rising_note(runs) + recovery_note(runs)
     atomic_write_text(out / "summary.md", md)
     curves = training_curves(out, spec)
     atomic_write_text(out / "training_curves.csv", curves.to_csv(index=False))

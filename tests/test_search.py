@@ -155,17 +155,38 @@ def test_local_attention_equals_naive_reference_with_borders(shape):
     q, k = torch.randn(b, c, h, w), torch.randn(b, c, h, w)
     v = torch.randn(b, 5, h, w)
     ref = _naive_local(q, k, v, 9)
-    assert (local_attention(q, k, v, 9) - ref).abs().max() < 1e-5
+    for dense in (False, True):  # the halo blocks and the whole-map masked attention (small maps' default)
+        assert (local_attention(q, k, v, 9, dense=dense) - ref).abs().max() < 1e-5
     assert (local_attention_unfold(q, k, v, 9) - ref).abs().max() < 1e-5
 
 
-def test_local_attention_gradients_match_unfold_reference():
+@pytest.mark.parametrize("dense", [False, True])
+def test_local_attention_gradients_match_unfold_reference(dense):
     torch.manual_seed(2)
     x = [torch.randn(2, 4, 10, 12, dtype=torch.float64, requires_grad=True) for _ in range(3)]
-    g1 = torch.autograd.grad(local_attention(*x).square().sum(), x)
+    g1 = torch.autograd.grad(local_attention(*x, dense=dense).square().sum(), x)
     g2 = torch.autograd.grad(local_attention_unfold(*x).square().sum(), x)
     for a, b in zip(g1, g2):
         assert (a - b).abs().max() < 1e-10
+
+
+def test_local_attention_is_dense_only_where_it_computes_no_more_logits():
+    from trcnas.nas.models import local_attention as la
+
+    calls = []
+    real = la._dense_bias
+
+    def spy(*a):
+        calls.append(a[:2])
+        return real(*a)
+
+    la._dense_bias = spy
+    try:
+        for h in (16, 24):
+            la.local_attention(*(torch.randn(1, 2, h, h) for _ in range(3)))
+    finally:
+        la._dense_bias = real
+    assert calls == [(16, 16)]  # 16 x 16: 65536 logits either way; 24 x 24: 331776 dense against 147456
 
 
 def test_local_block_matches_naive_on_its_projections():

@@ -49,8 +49,24 @@ def _halo_bias(h: int, w: int, tile: int, window: int, device: torch.device, dty
     return torch.zeros(mask.shape, device=device, dtype=dtype).masked_fill_(~mask, torch.finfo(dtype).min / 2)
 
 
-def local_attention(q, k, v, window: int = 9, scale: float | None = None, tile: int = 8):
-    """q, k: B x C x H x W; v: B x Cv x H x W -> B x Cv x H x W. Differentiable through plain autograd."""
+@lru_cache(maxsize=32)
+def _dense_bias(h: int, w: int, window: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """L x L logit bias of the whole map (L = H W): 0 where key j lies in query i's window, else half the
+    dtype's lowest (as :func:`_halo_bias`). Every query keeps at least itself."""
+    p = window // 2
+    y, x = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+    y, x = y.reshape(-1), x.reshape(-1)
+    keep = ((y[:, None] - y[None, :]).abs() <= p) & ((x[:, None] - x[None, :]).abs() <= p)
+    return torch.zeros(keep.shape, device=device, dtype=dtype).masked_fill_(~keep, torch.finfo(dtype).min / 2)
+
+
+def local_attention(q, k, v, window: int = 9, scale: float | None = None, tile: int = 8,
+                    dense: bool | None = None):
+    """q, k: B x C x H x W; v: B x Cv x H x W -> B x Cv x H x W. Differentiable through plain autograd.
+
+    ``dense`` (None: when it computes no more logits than the halo blocks, e.g. a 16 x 16 map): one masked
+    B x L x L attention over the whole map instead of the halo blocks, the same maths without the unfold and
+    tile permutes, which dominate on small maps."""
     if window % 2 != 1:
         raise ValueError(f"local attention window must be odd, got {window}")
     b, c, h, w = q.shape
@@ -60,6 +76,13 @@ def local_attention(q, k, v, window: int = 9, scale: float | None = None, tile: 
     nh, nw = -(-h // tile), -(-w // tile)
     hp, wp = nh * tile, nw * tile
     s = tile + 2 * p
+    if dense is None:
+        dense = (h * w) ** 2 <= nh * nw * tile * tile * s * s
+    if dense:
+        bias = _dense_bias(h, w, window, q.device, q.dtype)
+        logits = torch.baddbmm(bias, q.flatten(2).transpose(1, 2), k.flatten(2), alpha=scale)  # B x L x L
+        out = torch.bmm(torch.softmax(logits, -1), v.flatten(2).transpose(1, 2))  # B x L x Cv
+        return out.transpose(1, 2).reshape(b, cv, h, w)
     qt = F.pad(q, (0, wp - w, 0, hp - h)).view(b, c, nh, tile, nw, tile)
     qt = qt.permute(0, 2, 4, 3, 5, 1).reshape(b * nh * nw, tile * tile, c)
 
