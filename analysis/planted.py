@@ -93,8 +93,55 @@ def recovery(choices: dict[str, dict[str, str]], planted: dict[str, dict[str, st
     pairs = [(t, s) for t in planted for s in planted[t]]
     right = [(t, s) for t, s in pairs
              if choices[t][s] == planted[t][s] or choices[t][s] in (same or {}).get((t, s), set())]
+    wrong = [(t, s) for t, s in pairs if (t, s) not in right]
     return {"recovered": len(right), "pairs": len(pairs), "share": len(right) / len(pairs),
-            "wrong": [f"{t}<-{s}: {choices[t][s]} (planted {planted[t][s]})" for t, s in pairs if (t, s) not in right]}
+            "wrong": [f"{t}<-{s}: {choices[t][s]} (planted {planted[t][s]})" for t, s in wrong],
+            "wrong_pairs": [[t, s] for t, s in wrong]}
+
+
+def planted_of(run: Path) -> dict[str, dict[str, str]] | None:
+    """The planted matrix a run was trained or searched on (its config.yaml's ``data.relations``), or None."""
+    import yaml
+
+    f = Path(run) / "config.yaml"
+    if not f.is_file():
+        return None
+    data = (yaml.safe_load(f.read_text()) or {}).get("data") or {}
+    return data.get("relations") if data.get("dataset") == "relations" else None
+
+
+def plot_recovery(planted: dict[str, dict[str, str]], chosen: dict[str, dict[str, str]], out: Path,
+                  same: dict[tuple[str, str], set[str]] | None = None) -> dict:
+    """The planted matrix beside the chosen one, wrong pairs outlined (with their planted type); returns
+    :func:`recovery`."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Rectangle
+
+    from trcnas.analysis.style import context_colour, context_label, context_order, plt, save, task_label
+
+    tasks = list(planted)
+    score = recovery(chosen, planted, same)
+    order = context_order([v for m in (planted, chosen) for row in m.values() for v in row.values()])
+    cmap = ListedColormap([context_colour(c) for c in order])
+    fig, axes = plt.subplots(1, 2, figsize=(2.6 * len(tasks) + 1, 1.15 * len(tasks) + 1.6))
+    for ax, m, title in ((axes[0], planted, "planted"),
+                         (axes[1], chosen, f"chosen: {score['recovered']} of {score['pairs']} recovered")):
+        ax.imshow([[order.index(m[t][s]) for s in tasks] for t in tasks], cmap=cmap, vmin=-0.5,
+                  vmax=len(order) - 0.5)
+        for i, t in enumerate(tasks):
+            for j, s in enumerate(tasks):
+                ax.text(j, i, context_label(m[t][s]), ha="center", va="center", color="white", fontsize=9)
+                if m is chosen and [t, s] in score["wrong_pairs"]:
+                    ax.add_patch(Rectangle((j - 0.42, i - 0.42), 0.84, 0.84, fill=False, ec="black", lw=2.5))
+                    ax.text(j, i + 0.3, f"planted: {context_label(planted[t][s])}", ha="center", va="center",
+                            color="white", fontsize=6)
+        ax.set_xticks(range(len(tasks)), [task_label(t) for t in tasks])
+        ax.set_yticks(range(len(tasks)), [task_label(t) for t in tasks])
+        ax.set_xlabel("source task")
+        ax.set_title(title)
+    axes[0].set_ylabel("target task")
+    save(fig, out, "planted_vs_chosen")
+    return score
 
 
 def proof_markdown(rows: pd.DataFrame) -> str:

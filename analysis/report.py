@@ -50,6 +50,9 @@ def make_report(root: str | Path, out: str | Path | None = None, importance: lis
     else:
         summary.update(_decision_figures(archs, groups.get(first_space, []), chosen, imp, out))
     summary["search_runs"] = len(runs)
+    recovered = _recovery(root, runs, chosen, out)
+    if recovered:
+        summary["recovery"] = recovered
     search_plots.search_vs_retrain(_search_retrain_pairs(root, runs), out)
 
     table_path = root / "table.csv" if (root / "table.csv").exists() else first(root, "table.csv")
@@ -70,6 +73,25 @@ def make_report(root: str | Path, out: str | Path | None = None, importance: lis
     summary["files"] = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     atomic_write_text(out / "report.json", json.dumps(json_safe(summary), indent=2, default=str, allow_nan=False))
     return summary
+
+
+def _recovery(root: Path, runs: list[Path], chosen: dict | None, out: Path) -> dict | None:
+    """On the planted-relations benchmark: the chosen architecture's pairs against the planted matrix (figure
+    ``planted_vs_chosen``), and every search run's count."""
+    from trcnas.analysis.planted import planted_of, plot_recovery, recovery
+
+    sources = [*runs, *(p.parent for p in sorted(root.rglob("config.yaml")))]
+    planted = next((m for r in sources if (m := planted_of(r))), None)
+    if planted is None or chosen is None or "atrc" not in chosen["choices"]:
+        return None
+    score = plot_recovery(planted, chosen["choices"]["atrc"], out)
+    per_run = {}
+    for r in runs:
+        a = _readable_architecture(r / "architecture.yaml")
+        m = planted_of(r)
+        if a and m and "atrc" in a["choices"]:
+            per_run[str(r.relative_to(root)) if r != root else "."] = recovery(a["choices"]["atrc"], m)["recovered"]
+    return {**score, "planted": planted, "chosen": chosen["choices"]["atrc"], "per_search_run": per_run}
 
 
 def _readable_architecture(path: Path) -> dict | None:

@@ -174,6 +174,16 @@ def test_shipped_config_trains_searches_and_retrains(tmp_path, fast_args):
     assert main(["search", "--local", "--config", "synthetic-relations", "--out", str(out), *fast_args]) == 0
     arch = out / "architecture.yaml"
     assert arch.is_file()
+    # the report scores the search against the planted matrix its config names
+    import yaml
+
+    assert main(["report", str(out)]) == 0
+    rep = json.loads((out / "figures" / "report.json").read_text())["recovery"]
+    chosen = yaml.safe_load(arch.read_text())["choices"]["atrc"]
+    planted = load_config("synthetic-relations")["data"]["relations"]
+    right = sum(chosen[t][s] == planted[t][s] for t in planted for s in planted)
+    assert rep["recovered"] == right and rep["pairs"] == 16 and rep["per_search_run"] == {".": right}
+    assert len(rep["wrong_pairs"]) == 16 - right and (out / "figures" / "planted_vs_chosen.png").stat().st_size > 0
     assert main(["retrain", "--config", "synthetic-relations", "--architecture", str(arch),
                  "--out", str(tmp_path / "r"), *fast_args]) == 0
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
