@@ -41,11 +41,14 @@ from trcnas.nas.progress import bar
 from trcnas.nas.tasks import DatasetInfo, label_layout
 from trcnas.spaces.io import give_umask_mode
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a fainter grain checker
 LAYERS = ("red", "green", "blue", "grain")  # the benchmark's tasks, one per visual layer
 TYPES = ("none", "global", "local", "tlabel", "slabel")
 SELF_TYPES = ("none", "global", "local")  # what a self pair can plant (see the module docstring)
-DIM, BRIGHT = 0.15, 0.5  # a layer's blob amplitude (its base digit: dim or bright)
+DIM, BRIGHT = 0.15, 0.5  # a colour layer's blob amplitude (its base digit: dim or bright)
+# the grain layer's checker amplitude, dim or bright: at most a third of the colour layers' dim-bright gap either
+# way, so a colour blob under grain still tells its brightness pixel by pixel
+GRAIN_DIM, GRAIN_BRIGHT = 0.05, 0.11
 
 
 def check_relations(relations, tasks: list[str], where: str = "data.relations") -> dict[str, dict[str, str]]:
@@ -181,8 +184,8 @@ class RelationGenerator:
         for c, name in enumerate(("red", "green", "blue")):
             img[..., c] += (BRIGHT if lay.bright[name] else DIM) * lay.masks[name]
         checker = np.where((self._yy.astype(int) + self._xx.astype(int)) % 2 == 0, 1.0, -1.0)
-        amp = BRIGHT if lay.bright["grain"] else DIM
-        img += (0.5 * amp * checker * lay.masks["grain"])[..., None]
+        amp = GRAIN_BRIGHT if lay.bright["grain"] else GRAIN_DIM
+        img += (amp * checker * lay.masks["grain"])[..., None]
         img += rng.normal(0.0, self.noise, img.shape)
         return np.clip(img, 0, 1).astype(np.float32)
 
