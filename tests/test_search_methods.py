@@ -189,3 +189,25 @@ def test_paper_configs_keep_the_paper_method():
     for name in ("synthetic-atrc", "synthetic-mteb", "nyud-hrnet18", "pascal-hrnet18"):
         s = load_config(name)["search"]
         assert (s["mode"], s["weights"], s["selection"], s["warmup"]) == ("soft", "softmax", "alpha", "mixture")
+
+
+def test_a_search_decided_by_perturbation_end_to_end(tmp_path, fast_args):
+    import json
+
+    import yaml
+
+    from trcnas.runners.cli import main
+
+    out = tmp_path / "pt"
+    assert main(["search", "--local", "--config", "synthetic-relations", "--out", str(out), "--set",
+                 "search.selection=perturbation", "--set", "search.freeze_threshold=0.0", *fast_args]) == 0
+    sel = json.loads((out / "selection.json").read_text())
+    arch = yaml.safe_load((out / "architecture.yaml").read_text())
+    assert sel["method"] == "perturbation" and len(sel["decisions"]) == 16
+    for r in sel["decisions"]:
+        _, t, s = r["decision"].split(".")
+        assert arch["choices"]["atrc"][t][s] == r["choice"] == max(r["rise"], key=r["rise"].get)
+    # nothing froze during the search, even with a zero freeze margin
+    assert all(v is None for v in arch["search"]["frozen_at_step"].values())
+    assert arch["search"]["selection"] == "perturbation" and set(arch["search"]["loss_rise_when_removed"]) == \
+        {r["decision"] for r in sel["decisions"]}

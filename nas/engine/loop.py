@@ -179,6 +179,7 @@ class LoopResult:
     rows: list[dict] = field(default_factory=list)
     wall_s: float = 0.0
     ended_early: bool = False  # the plugin finished before ``steps`` (not an interruption)
+    cpu_s: float = 0.0  # CPU seconds of the loop's process (all its threads), summed over resumptions
 
 
 def weight_groups(model: torch.nn.Module, params: list, encoder_lr_mult: float = 1.0) -> list[dict]:
@@ -289,7 +290,7 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
         names = getattr(next(iter(ctx.tasks.values())).info, "class_names", ())
         label_rule = build_palette_rule(tr["label_palette"], list(ctx.tasks), names)
     ckpt_path = ctx.out_dir / CHECKPOINT
-    start, rows, elapsed = 0, [], 0.0
+    start, rows, elapsed, elapsed_cpu = 0, [], 0.0, 0.0
     if resume and ctx.resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path, map_location=ctx.device)
         model.load_state_dict(state["model"])
@@ -298,12 +299,13 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
         plugin.load_state_dict(state["plugin"])
         set_rng_state(state["rng"])
         start, rows, elapsed = state["step"], list(state["rows"]), state.get("wall_s", 0.0)
+        elapsed_cpu = state.get("cpu_s", 0.0)
         if progress and rank == 0 and start:
             print(f"resuming {ctx.out_dir} from step {start} of {steps}", flush=True)
         if plateau is not None:
             plateau.load_state_dict(state["plateau"])
     if start < steps and plugin.finished():  # a run its plugin ended early resumes as done
-        return LoopResult(start, rows, elapsed, ended_early=True)
+        return LoopResult(start, rows, elapsed, ended_early=True, cpu_s=elapsed_cpu)
     sampler = StepBatchSampler(len(ctx.train_set), tr["batch_size"], cfg["seed"], steps, start, rank, world)
     # its own generator: creating the iterator must not draw from the global RNG (bit-exact resumption)
     loader = DataLoader(ctx.train_set, batch_sampler=sampler, num_workers=cfg["data"]["num_workers"],
@@ -319,7 +321,7 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
             return
         state = {"model": model.state_dict(), "optimizers": [o.state_dict() for o in optims],
                  "plugin": plugin.state_dict(), "rng": rng_state(), "step": step, "rows": rows,
-                 "wall_s": elapsed + time.perf_counter() - t0}
+                 "wall_s": elapsed + time.perf_counter() - t0, "cpu_s": elapsed_cpu + time.process_time() - c0}
         if plateau is not None:
             state["plateau"] = plateau.state_dict()
         save_checkpoint(ckpt_path, state)
@@ -327,7 +329,7 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
         if on_checkpoint:
             on_checkpoint(step, ckpt_path)
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     model.train()
     bar = progress_bar(total=steps, initial=start, desc=ctx.cfg["name"], enabled=progress and rank == 0)
     step, ended_early = start, False
@@ -361,7 +363,7 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
             row = {"step": step, "loss": value, "lr": lr, **{f"loss_{k}": float(v) for k, v in parts.items()},
                    **{k: float(v) for k, v in {**extra_log, **log}.items()}}
             rows.append(row)
-            bar.set_postfix(loss=f"{value:.3f}")
+            bar.set_postfix(loss=f"{value:.3f}", refresh=False)  # drawn at the bar's own rate
         if plateau is not None:  # the epoch's mean of the logged losses (no extra host sync)
             plateau.observe(step, value)
         bar.update(1)
@@ -374,7 +376,23 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
                 checkpoint(step + 1)
             break
     bar.close()
-    return LoopResult(step + 1, rows, elapsed + time.perf_counter() - t0, ended_early)
+    return LoopResult(step + 1, rows, elapsed + time.perf_counter() - t0, ended_early,
+                      elapsed_cpu + time.process_time() - c0)
+
+
+def cost_of(result: LoopResult, device: torch.device, extra_wall_s: float = 0.0, extra_cpu_s: float = 0.0) -> dict:
+    """What a run cost: the training loop's wall and process-CPU seconds (summed over resumptions; ``extra_*``
+    adds work after the loop, e.g. a perturbation-based selection), the process's peak resident memory, and on
+    a GPU its busy time (the loop's wall time) and peak allocated memory."""
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    cost = {"wall_s": result.wall_s + extra_wall_s, "cpu_s": result.cpu_s + extra_cpu_s,
+            "peak_rss_mb": rss / 1024 if sys.platform != "darwin" else rss / 2**20}
+    if device.type == "cuda":
+        cost["gpu_s"] = result.wall_s + extra_wall_s
+        cost["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return cost
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -382,9 +400,10 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def finish_run(model, ctx: RunContext, result: LoopResult, model_name: str, progress: bool = True,
-               **extra) -> dict:
+               extra_cost: tuple[float, float] = (0.0, 0.0), **extra) -> dict:
     """Evaluates on the val split and writes ``metrics.json``: every metric, primary metrics, their
-    directions, Delta_m (with baselines), steps, wall time, plus ``extra``."""
+    directions, Delta_m (with baselines), steps, wall time, the run's cost (:func:`cost_of`; ``extra_cost``:
+    wall and CPU seconds of work after the loop), plus ``extra``."""
     metrics = evaluate(model, ctx.val_loader(), ctx.tasks, ctx.device, progress=progress,
                        bf16=ctx.cfg["train"]["bf16"])
     summary = {
@@ -396,6 +415,7 @@ def finish_run(model, ctx: RunContext, result: LoopResult, model_name: str, prog
         "delta_m": delta_m_of(metrics, ctx.tasks, ctx.cfg["baselines"]),
         "steps": result.step,
         "wall_s": result.wall_s,
+        "cost": cost_of(result, ctx.device, *extra_cost),
         "loss_rise": loss_rise(r["loss"] for r in result.rows),
         **extra,
     }

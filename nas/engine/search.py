@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from trcnas.nas.engine import distributed
 from trcnas.nas.engine.evaluate import delta_m_of, evaluate, primary
-from trcnas.nas.engine.loop import finish_run, fit, prepare, write_csv, write_json
+from trcnas.nas.engine.loop import cost_of, finish_run, fit, prepare, write_csv, write_json
 from trcnas.nas.families import resolve_space
 from trcnas.nas.models import build_supergraph
 from trcnas.nas.plugins import load_plugins
@@ -71,7 +72,7 @@ def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bo
     if result.ended_early and progress and main:
         print(f"{cfg['name']}: every decision frozen at step {result.step} of {steps}; the search ends here "
               "(search.stop_when_frozen)", flush=True)
-    selection = None
+    selection, t0, c0 = None, time.perf_counter(), time.process_time()
     if cfg["search"]["selection"] == "perturbation":
         selection = select_by_perturbation(
             controller.ops, lambda: validation_loss(model, ctx.val_loader(), ctx.tasks, cfg["loss_weights"],
@@ -80,6 +81,7 @@ def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bo
         model.train()
         if main:
             write_json(out / SELECTION, {"method": "perturbation", "step": result.step, "decisions": selection})
+    extra_cost = (time.perf_counter() - t0, time.process_time() - c0)  # the selection after the loop
     decisions = controller.decisions()
     values = {m.decision.path: m.chosen() for m in controller.ops if m.decision is not None}
     unbuilt = [m.name for m in controller.ops if m.decision is None]
@@ -92,6 +94,7 @@ def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bo
         "probabilities": {k: v["probabilities"] for k, v in decisions.items()},
         "frozen_at_step": {k: v["frozen_at_step"] for k, v in decisions.items()},
         **({"loss_rise_when_removed": {r["decision"]: r["rise"] for r in selection}} if selection else {}),
+        "cost": cost_of(result, ctx.device, *extra_cost),
     })
     arch.validate(space)
     if main:
@@ -99,4 +102,4 @@ def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bo
     return finish_run(model, ctx, result, f"{space.name}_search", progress,
                       frozen=sum(v["frozen_at_step"] is not None for v in decisions.values()),
                       stopped_when_frozen=result.ended_early,
-                      decisions=len(decisions), architecture=arch.to_dict())
+                      decisions=len(decisions), architecture=arch.to_dict(), extra_cost=extra_cost)
