@@ -2,13 +2,42 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
 import torch
 from torch.utils.data import Dataset
 
 from trcnas.nas.data.transforms import Compose, normalize
 from trcnas.nas.registry import Registry
+from trcnas.spaces.io import give_umask_mode
 
 DATASETS = Registry("dataset")
+
+
+def build_folder(target: Path, fill: Callable[[Path], None]) -> Path:
+    """A cache folder made by ``fill(tmp)`` in a temporary folder beside ``target`` and renamed to it once
+    complete (its ``info.json`` marks a finished one, which is kept as it is): an interrupted build leaves
+    nothing half-written, and of two processes building the same folder the first one's stays."""
+    target = Path(target)
+    if (target / "info.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    give_umask_mode(tmp)
+    try:
+        fill(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process finished the same folder first
+            if not (target / "info.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 class DenseDataset(Dataset):

@@ -25,9 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,11 +32,10 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from trcnas.nas.data.base import DATASETS, DenseDataset
+from trcnas.nas.data.base import DATASETS, DenseDataset, build_folder
 from trcnas.nas.errors import UserError
 from trcnas.nas.progress import bar
 from trcnas.nas.tasks import DatasetInfo, label_layout
-from trcnas.spaces.io import give_umask_mode
 
 FORMAT_VERSION = 2  # 2: a fainter grain checker
 LAYERS = ("red", "green", "blue", "grain")  # the benchmark's tasks, one per visual layer
@@ -204,13 +200,7 @@ def build_cache(root: Path, seed: int, size, n_train: int, n_val: int, tasks, re
                 progress: bool = True) -> Path:
     """Both splits (val uses the indices after train's) as .npy arrays, written to a temporary folder and
     renamed, so an interrupted build leaves nothing half-written."""
-    target = Path(root) / cache_key(seed, size, n_train, n_val, tasks, relations, radius)
-    if (target / "info.json").exists():
-        return target
-    Path(root).mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
-    give_umask_mode(tmp)
-    try:
+    def fill(tmp: Path) -> None:
         gen = RelationGenerator(tasks, relations, tuple(size), radius)
         for split, start, n in (("train", 0, n_train), ("val", n_train, n_val)):
             images = np.zeros((n, *size, 3), np.uint8)
@@ -228,14 +218,8 @@ def build_cache(root: Path, seed: int, size, n_train: int, n_val: int, tasks, re
                 "classes": {t: num_classes(gen.relations, t) for t in tasks},
                 "coverage_median": gen.coverage_median, "overlap_median": gen.overlap_median}
         (tmp / "info.json").write_text(json.dumps(meta, indent=1))
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process finished the same cache first
-            if not (target / "info.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    return build_folder(Path(root) / cache_key(seed, size, n_train, n_val, tasks, relations, radius), fill)
 
 
 class RelationsDataset(DenseDataset):

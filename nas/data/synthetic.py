@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from trcnas.nas.data import partitions
-from trcnas.nas.data.base import DATASETS, DenseDataset
+from trcnas.nas.data.base import DATASETS, DenseDataset, build_folder
 from trcnas.nas.data.scenes import CLASSES, PARTS, SceneGenerator
 from trcnas.nas.progress import bar
 from trcnas.nas.tasks import DatasetInfo, label_layout
-from trcnas.spaces.io import give_umask_mode
 
 FORMAT_VERSION = 2  # 2: thin 8-connected edge labels
 # field -> (dtype on disk, channels-last shape suffix)
@@ -42,13 +38,7 @@ def build_cache(root: Path, seed: int, size: tuple[int, int], n_train: int, n_va
     """Render both splits (deterministic per (seed, index); val uses indices after train's) and store them
     with the label partitions computed from the training split. Written to a temporary folder and renamed,
     so an interrupted build leaves no half cache behind."""
-    target = Path(root) / cache_key(seed, size, n_train, n_val)
-    if (target / "info.json").exists():
-        return target
-    Path(root).mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
-    give_umask_mode(tmp)
-    try:
+    def fill(tmp: Path) -> None:
         gen = SceneGenerator(*size)
         for split, start, n in (("train", 0, n_train), ("val", n_train, n_val)):
             arrays = {
@@ -69,14 +59,8 @@ def build_cache(root: Path, seed: int, size: tuple[int, int], n_train: int, n_va
         meta = {"format": FORMAT_VERSION, "seed": seed, "size": list(size), "n_train": n_train, "n_val": n_val,
                 "depth_range": [d0, d1], "classes": list(CLASSES), "parts": list(PARTS)}
         (tmp / "info.json").write_text(json.dumps(meta, indent=1))
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process finished the same cache first
-            if not (target / "info.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    return build_folder(Path(root) / cache_key(seed, size, n_train, n_val), fill)
 
 
 def load_info(cache: Path) -> DatasetInfo:
