@@ -258,3 +258,20 @@ def test_proof_expands_every_pair_and_judges_by_two_standard_deviations(tmp_path
     score = recovery(chosen, planted, same)
     assert score["pairs"] == 16 and score["recovered"] == (14 if margin > 2 * sd else 15)
     assert "blue<-blue: none (planted global)" in score["wrong"]
+
+
+def test_compare_runs_a_subset_of_seeds_now(tmp_path, capsys, fast_args):
+    import yaml
+
+    spec = {"name": "s", "config": "synthetic-relations", "seeds": [0, 1],
+            "variants": [{"name": "planted", "architecture": "planted"}]}
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    assert main(["compare", str(p), "--out", str(out), "--seeds", "7", *fast_args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--seeds [7]: the file's seeds are [0, 1]" in err[0]
+    assert main(["compare", str(p), "--out", str(out), "--seeds", "1", *fast_args]) == 0
+    assert (out / "planted" / "seed1" / "metrics.json").is_file() and not (out / "planted" / "seed0").exists()
+    arch = yaml.safe_load((out / "planted" / "seed1" / "architecture.yaml").read_text())
+    assert arch["choices"]["atrc"] == load_config("synthetic-relations")["data"]["relations"]
