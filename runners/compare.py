@@ -42,8 +42,6 @@ from trcnas.nas.errors import UserError
 
 SHIPPED = Path(__file__).parent / "comparisons"
 VARIANT_KEYS = {"name", "label", "config", "set", "architecture", "retrain"}
-# what an expansion adds to the variants it makes (analysis reads them); not for comparison files
-EXPANDED_KEYS = {"planted", "pair", "type", "planted_type"}
 TOP_KEYS = {"name", "config", "set", "seeds", "variants", "baseline", "expand"}
 EXPANSIONS = ("planted_pairs",)
 
