@@ -120,9 +120,10 @@ def planted_choices(cfg: dict, source) -> dict:
     return {"atrc": check_relations(cfg["data"]["relations"], list(cfg["data"]["tasks"]))}
 
 
-def expand_planted_pairs(spec: dict, cfg: dict, source) -> dict:
-    """``spec`` with the planted variant's architecture resolved to its choices and, with ``expand:
-    planted_pairs``, one variant per (pair, other candidate of the pair's decision)."""
+def expand_planted_pairs(spec: dict, config_of, source) -> dict:
+    """``spec`` with every ``planted`` variant's architecture resolved to its own config's matrix
+    (``config_of(variant)``) and, with ``expand: planted_pairs``, one variant per (pair, other candidate of the
+    pair's decision)."""
     from trcnas.nas.families import resolve_space
 
     variants = []
@@ -130,6 +131,7 @@ def expand_planted_pairs(spec: dict, cfg: dict, source) -> dict:
         if v.get("architecture") != "planted":
             variants.append(v)
             continue
+        cfg = config_of(v)
         choices = planted_choices(cfg, f"{source}: variants {v['name']}")
         variants.append({**v, "architecture": choices, "planted": True})
         if spec.get("expand") != "planted_pairs":
@@ -255,8 +257,7 @@ def run_compare(spec_path: str | Path | dict, out: str | Path, extra: list[str] 
     spec = load_comparison(spec_path)
     source = spec["name"] if isinstance(spec_path, dict) else spec_path
     if any(v.get("architecture") == "planted" for v in spec["variants"]):
-        v0 = next(v for v in spec["variants"] if v.get("architecture") == "planted")
-        spec = expand_planted_pairs(spec, variant_config(spec, v0, spec["seeds"][0], extra), source)
+        spec = expand_planted_pairs(spec, lambda v: variant_config(spec, v, spec["seeds"][0], extra), source)
     out = Path(out)
     variants = [v for v in spec["variants"] if not only or v["name"] in only]
     if only and len(variants) != len(set(only)):

@@ -275,3 +275,15 @@ def test_compare_runs_a_subset_of_seeds_now(tmp_path, capsys, fast_args):
     assert (out / "planted" / "seed1" / "metrics.json").is_file() and not (out / "planted" / "seed0").exists()
     arch = yaml.safe_load((out / "planted" / "seed1" / "architecture.yaml").read_text())
     assert arch["choices"]["atrc"] == load_config("synthetic-relations")["data"]["relations"]
+
+
+def test_each_planted_variant_reads_its_own_matrix():
+    from trcnas.runners.compare import expand_planted_pairs, load_comparison, variant_config
+
+    spec = load_comparison({"name": "m", "config": "synthetic-relations", "variants": [
+        {"name": "shipped", "architecture": "planted"},
+        {"name": "moved", "architecture": "planted", "set": ["data.relations.red.green=local"]}]})
+    out = expand_planted_pairs(spec, lambda v: variant_config(spec, v, 0), "m")
+    arch = {v["name"]: v["architecture"]["atrc"] for v in out["variants"]}
+    assert arch["shipped"]["red"]["green"] == "global" and arch["moved"]["red"]["green"] == "local"
+    assert len(out["variants"]) == 2  # no expansion without `expand`
