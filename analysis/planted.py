@@ -34,8 +34,9 @@ def _metric(final: Path, task: str) -> tuple[float, float] | None:
 def proof_rows(out: Path, spec: dict) -> pd.DataFrame:
     """One row per (pair, alternative): the target's metric of the planted network and of the alternative
     (mean, sample std, n), the pair digit's IoU in both, the margin in standard deviations and the verdict."""
-    planted = next((v for v in spec["variants"] if v.get("planted")), None)
-    if planted is None:
+    by_name = {v["name"]: v for v in spec["variants"]}
+    first = next((v["name"] for v in spec["variants"] if v.get("planted")), None)
+    if first is None:
         return pd.DataFrame()
 
     def values(variant, target, source):
@@ -53,7 +54,8 @@ def proof_rows(out: Path, spec: dict) -> pd.DataFrame:
         if "pair" not in v:
             continue
         t, s = v["pair"]
-        p_metric, p_digit = values(planted, t, s)
+        # the planted variant it was expanded from (comparisons written before it was recorded: the first)
+        p_metric, p_digit = values(by_name[v.get("planted_variant", first)], t, s)
         a_metric, a_digit = values(v, t, s)
         row = {"target": t, "source": s, "planted": v["planted_type"], "alternative": v["type"],
                "n_planted": len(p_metric), "n_alternative": len(a_metric)}

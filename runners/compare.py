@@ -148,7 +148,7 @@ def expand_planted_pairs(spec: dict, config_of, source) -> dict:
                 variants.append({"name": f"{t}__{s}__{c}", "label": f"{t} <- {s}: {c} (planted: {planted})",
                                  "set": list(v.get("set") or []), "architecture": {"atrc": alt},
                                  **({"config": v["config"]} if v.get("config") else {}),
-                                 "pair": [t, s], "type": c, "planted_type": planted})
+                                 "pair": [t, s], "type": c, "planted_type": planted, "planted_variant": v["name"]})
     return {**spec, "variants": variants}
 
 
