@@ -56,16 +56,13 @@ def collect_runs(out: Path, spec: dict) -> pd.DataFrame:
 def _recovered(metrics: dict, final: Path, variant: dict) -> dict:
     """For a searched ATRC architecture on the relations dataset: how many pairs chose the planted type
     (``recovered`` of ``pairs``; the search's own config names the matrix)."""
-    from trcnas.analysis.planted import recovery
+    from trcnas.analysis.planted import planted_of, recovery
 
-    cfg_file = (final.parent / "search" if variant.get("architecture") == "search" else final) / "config.yaml"
     choices = ((metrics.get("architecture") or {}).get("choices") or {}).get("atrc")
-    if variant.get("architecture") != "search" or not choices or not cfg_file.is_file():
+    planted = planted_of(final.parent / "search") if variant.get("architecture") == "search" and choices else None
+    if not planted:
         return {}
-    data = (yaml.safe_load(cfg_file.read_text()) or {}).get("data") or {}
-    if data.get("dataset") != "relations" or not data.get("relations"):
-        return {}
-    r = recovery(choices, data["relations"])
+    r = recovery(choices, planted)
     return {"recovered": r["recovered"], "pairs": r["pairs"]}
 
 

@@ -81,6 +81,23 @@ def evaluate(model, loader, tasks: Mapping[str, Task], device, progress: bool = 
     return {t: m.compute() for t, m in meters.items()}
 
 
+@torch.no_grad()
+def validation_loss(model, loader, tasks: Mapping[str, Task], weights: Mapping[str, float], device,
+                    batches: int | None = None) -> float:
+    """The mean over val images of the weighted training objective (every task's loss and aux loss), on the
+    first ``batches`` batches (None: all): perturbation-based selection's score."""
+    model.eval()
+    total, n = 0.0, 0
+    for k, batch in enumerate(loader):
+        if batches is not None and k >= batches:
+            break
+        batch = to_device(batch, device)
+        loss, _ = losses_of(model, forward_batch(model, batch), batch, tasks, weights)
+        total += float(loss) * batch["image"].shape[0]
+        n += batch["image"].shape[0]
+    return total / max(n, 1)
+
+
 def primary(metrics: Mapping[str, Mapping[str, float]], tasks: Mapping[str, Task]) -> dict[str, float]:
     return {t: metrics[t][task.metric] for t, task in tasks.items()}
 

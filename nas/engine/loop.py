@@ -400,10 +400,10 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def finish_run(model, ctx: RunContext, result: LoopResult, model_name: str, progress: bool = True,
-               extra_cost: tuple[float, float] = (0.0, 0.0), **extra) -> dict:
+               cost: dict | None = None, **extra) -> dict:
     """Evaluates on the val split and writes ``metrics.json``: every metric, primary metrics, their
-    directions, Delta_m (with baselines), steps, wall time, the run's cost (:func:`cost_of`; ``extra_cost``:
-    wall and CPU seconds of work after the loop), plus ``extra``."""
+    directions, Delta_m (with baselines), steps, wall time, the run's cost (``cost``, default :func:`cost_of`
+    the loop), plus ``extra``."""
     metrics = evaluate(model, ctx.val_loader(), ctx.tasks, ctx.device, progress=progress,
                        bf16=ctx.cfg["train"]["bf16"])
     summary = {
@@ -415,7 +415,7 @@ def finish_run(model, ctx: RunContext, result: LoopResult, model_name: str, prog
         "delta_m": delta_m_of(metrics, ctx.tasks, ctx.cfg["baselines"]),
         "steps": result.step,
         "wall_s": result.wall_s,
-        "cost": cost_of(result, ctx.device, *extra_cost),
+        "cost": cost or cost_of(result, ctx.device),
         "loss_rise": loss_rise(r["loss"] for r in result.rows),
         **extra,
     }

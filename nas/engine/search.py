@@ -8,14 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from trcnas.nas.engine import distributed
-from trcnas.nas.engine.evaluate import delta_m_of, evaluate, primary
+from trcnas.nas.engine.evaluate import delta_m_of, evaluate, primary, validation_loss
 from trcnas.nas.engine.loop import cost_of, finish_run, fit, prepare, write_csv, write_json
 from trcnas.nas.families import resolve_space
 from trcnas.nas.models import build_supergraph
 from trcnas.nas.plugins import load_plugins
 from trcnas.nas.search.controller import ArchitectureSearch
 from trcnas.nas.search.mixed import split_parameters
-from trcnas.nas.search.perturbation import select_by_perturbation, validation_loss
+from trcnas.nas.search.perturbation import select_by_perturbation
 from trcnas.spaces.architecture import architecture_from_decisions
 
 ARCHITECTURE = "architecture.yaml"
@@ -81,7 +81,7 @@ def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bo
         model.train()
         if main:
             write_json(out / SELECTION, {"method": "perturbation", "step": result.step, "decisions": selection})
-    extra_cost = (time.perf_counter() - t0, time.process_time() - c0)  # the selection after the loop
+    cost = cost_of(result, ctx.device, time.perf_counter() - t0, time.process_time() - c0)  # loop and selection
     decisions = controller.decisions()
     values = {m.decision.path: m.chosen() for m in controller.ops if m.decision is not None}
     unbuilt = [m.name for m in controller.ops if m.decision is None]
@@ -94,7 +94,7 @@ def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bo
         "probabilities": {k: v["probabilities"] for k, v in decisions.items()},
         "frozen_at_step": {k: v["frozen_at_step"] for k, v in decisions.items()},
         **({"loss_rise_when_removed": {r["decision"]: r["rise"] for r in selection}} if selection else {}),
-        "cost": cost_of(result, ctx.device, *extra_cost),
+        "cost": cost,
     })
     arch.validate(space)
     if main:
@@ -102,4 +102,4 @@ def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bo
     return finish_run(model, ctx, result, f"{space.name}_search", progress,
                       frozen=sum(v["frozen_at_step"] is not None for v in decisions.values()),
                       stopped_when_frozen=result.ended_early,
-                      decisions=len(decisions), architecture=arch.to_dict(), extra_cost=extra_cost)
+                      decisions=len(decisions), architecture=arch.to_dict(), cost=cost)

@@ -53,21 +53,3 @@ def select_by_perturbation(ops: Sequence[MixedOp], score: Callable[[], float], s
         for m in live:
             m.mixture = None
     return records
-
-
-@torch.no_grad()
-def validation_loss(model, loader, tasks, weights, device, batches: int | None = None) -> float:
-    """The mean over val batches of the weighted training objective (every task's loss and aux loss)."""
-    from trcnas.nas.engine.evaluate import forward_batch, losses_of, to_device
-
-    model.eval()
-    total, n = 0.0, 0
-    for k, batch in enumerate(loader):
-        if batches is not None and k >= batches:
-            break
-        batch = to_device(batch, device)
-        out = forward_batch(model, batch)
-        loss, _ = losses_of(model, out, batch, tasks, weights)
-        total += float(loss) * batch["image"].shape[0]
-        n += batch["image"].shape[0]
-    return total / max(n, 1)
