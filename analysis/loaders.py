@@ -34,6 +34,14 @@ def search_runs(root: Path) -> list[Path]:
     return sorted(found.values())
 
 
+RESULT_FILES = ("architecture.yaml", "metrics.json", "table.csv", "trials.csv", "importance.csv")
+
+
+def result_files(root: Path) -> list[Path]:
+    """The files under ``root`` that a report draws from (any depth)."""
+    return [p for name in RESULT_FILES for p in sorted(root.rglob(name))]
+
+
 def read_json(path: Path) -> dict | None:
     return json.loads(Path(path).read_text()) if Path(path).is_file() else None
 

@@ -4,6 +4,7 @@ validation. Every user mistake is one ``UserError`` line naming the key or file.
 from __future__ import annotations
 
 import copy
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,34 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw != "" else None
     except yaml.YAMLError:
         value = raw
-    return key.strip().split("."), value
+    return key.strip().split("."), _number(value)
+
+
+_SCIENTIFIC = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
+def _number(value):
+    """``1e30``, which YAML 1.1 (PyYAML) reads as a string for want of a dot, as the float a user means."""
+    return float(value) if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()) else value
+    return value
+
+
+REPLACE_KEY = "_delete_"  # in a mapping given with --set: replace the config's mapping whole (as mmengine's)
+
+
+def merge_override(old, new):
+    """A ``--set`` value over the config's: a mapping merges into the mapping it overrides, key by key and at
+    every depth (``--set 'loss_weights={semseg: 2}'`` keeps the other weights), unless it holds
+    ``_delete_: true``, which replaces the old mapping whole; any other value replaces the old one."""
+    if not isinstance(new, dict):
+        return new
+    new = dict(new)
+    if new.pop(REPLACE_KEY, False) is True or not isinstance(old, dict):
+        return {k: merge_override(None, v) for k, v in new.items()}
+    out = copy.deepcopy(old)
+    for k, v in new.items():
+        out[k] = merge_override(out.get(k), v)
+    return out
 
 
 def load_config(name_or_path: str | None = None, overrides: list[str] | None = None,
@@ -163,7 +191,7 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
             if not isinstance(node.get(p), dict):
                 raise UserError(f"--set {item}: unknown config key {'.'.join(path)!r}")
             node = node[p]
-        node[path[-1]] = value
+        node[path[-1]] = merge_override(node.get(path[-1]), value)
         cfg = _validated(cfg, f"--set {item}")
     cfg["plugins"] = list(dict.fromkeys(absolute_plugins({"plugins": [*cfg["plugins"], *(plugins or [])]})))
     _check_semantics(cfg, source)

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from trcnas.nas.errors import UserError
+from trcnas.nas.errors import DivergedError, UserError
 
 FAST_DEV = [  # --fast-dev-run: a handful of steps on tiny data, end to end
     "train.steps=3", "search.steps=3", "train.batch_size=2", "train.eval_batch_size=4", "train.log_every=1",
@@ -24,7 +24,9 @@ def _common(p: argparse.ArgumentParser, config_default: str | None) -> None:
     p.add_argument("--config", default=config_default,
                    help="a YAML path or the name of a shipped config (`trcnas configs` lists them)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help="override a config value (repeatable), e.g. --set train.steps=100")
+                   help="override a config value (repeatable), e.g. --set train.steps=100; a mapping "
+                        "merges into the config's (--set 'loss_weights={semseg: 2}' keeps the other weights); "
+                        "put _delete_: true in it to replace the whole mapping")
     p.add_argument("--out", default=None, help="run directory (default: results/<command>/<name>-<time>)")
     p.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
     p.add_argument("--seed", type=int, default=None)
@@ -327,8 +329,12 @@ def cmd_report(args):
 
     if not Path(args.dir).is_dir():
         raise UserError(f"report: {args.dir} is not a directory")
-    from trcnas.analysis.loaders import importance_files
+    from trcnas.analysis.loaders import RESULT_FILES, importance_files, result_files
 
+    if not result_files(Path(args.dir)) and not args.importance:
+        raise UserError(f"report: {args.dir} holds no results (looked for {', '.join(RESULT_FILES)} at any "
+                        "depth); give the --out of a `trcnas search`, `train`, `retrain`, `run`, `table`, `hpo`, "
+                        "`compare` or `importance`")
     for p in args.importance or []:
         if not Path(p).exists() or not importance_files([p]):
             raise UserError(f"report: --importance {p} " + ("holds no importance.csv" if Path(p).is_dir() else
@@ -441,6 +447,10 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, SpecError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except DivergedError as e:
+        print(f"error: the training diverged: {e}; try a lower train.lr or a tighter gradient clip "
+              "(train.grad_clip, search.grad_clip), and rerun with a new --out", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint is kept (rerun with the same --out to resume)", file=sys.stderr)
         return 130

@@ -76,8 +76,9 @@ def search_trial(config: dict) -> None:
     from ray import tune
 
     from trcnas.nas.config import validate, with_defaults
-    from trcnas.nas.engine.loop import CHECKPOINT, DivergedError
+    from trcnas.nas.engine.loop import CHECKPOINT
     from trcnas.nas.engine.search import search_run
+    from trcnas.nas.errors import DivergedError
     from trcnas.nas.plugins import load_plugins
 
     cfg = apply_overrides(with_defaults(config["cfg"]), config.get("overrides") or {})
@@ -142,7 +143,7 @@ def ddp_search(cfg: dict, run_dir: Path, cpus: float, gpus: float) -> dict:
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from trcnas.nas.engine.loop import DivergedError
+    from trcnas.nas.errors import DivergedError
 
     workers = int(cfg["ray"]["workers"])
     per_worker = {"CPU": float(cpus), **({"GPU": float(gpus)} if gpus else {})}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import pickle
 import random
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -44,11 +46,36 @@ def save_checkpoint(path: str | Path, state: dict) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+def load_checkpoint(path: str | Path, map_location="cpu", keys: tuple[str, ...] = ("model",),
+                    remedy: str = "start over in a new --out, or pass --overwrite to replace it") -> dict:
+    """A trcnas checkpoint, loaded weights-only. A file that is not one (truncated, corrupt, another
+    program's) is one ``UserError`` saying what it is not and ``remedy``; never torch's advice to unpickle it
+    unsafely."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} not found")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for a broken file
-        raise UserError(f"cannot read checkpoint {path}: {e.__class__.__name__}: {str(e).splitlines()[0]}") from None
+        # torch.save writes a zip archive; weights_only refuses one that holds objects a checkpoint never holds
+        if zipfile.is_zipfile(path) and isinstance(e, pickle.UnpicklingError):
+            what = "holds Python objects that a trcnas checkpoint never holds (another program's file?)"
+        else:
+            what = "is not a readable PyTorch file (truncated or corrupt)"
+    else:
+        missing = [k for k in keys if not isinstance(state, dict) or k not in state]
+        if not missing:
+            return state
+        what = f"is a PyTorch file but not a trcnas checkpoint (no {missing[0]!r} entry)"
+    raise UserError(f"checkpoint {path} {what}; {remedy}")
+
+
+def load_model_state(model: torch.nn.Module, state: dict, path: str | Path,
+                     remedy: str = "start over in a new --out, or pass --overwrite to replace it") -> None:
+    """``state["model"]`` into ``model``; weights of another network are one ``UserError``, not torch's
+    page of missing and unexpected keys."""
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError) as e:
+        first = str(e).splitlines()[0][:160]
+        raise UserError(f"checkpoint {path} holds the weights of another network ({first}); {remedy}") from None

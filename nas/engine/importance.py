@@ -18,7 +18,7 @@ import torch
 
 from trcnas.nas.config import load_config
 from trcnas.nas.data import build_dataset
-from trcnas.nas.engine.checkpoint import load_checkpoint
+from trcnas.nas.engine.checkpoint import load_checkpoint, load_model_state
 from trcnas.nas.engine.evaluate import primary, to_device
 from trcnas.nas.engine.loop import CHECKPOINT, RunContext, resolve_device, write_csv, write_json
 from trcnas.nas.engine.train import load_run_architecture
@@ -47,8 +47,9 @@ def load_trained(run_dir: Path, device: str | None = None):
     val, info = build_dataset(cfg["data"], "val", train=False, progress=False)
     tasks = build_tasks(cfg["data"]["tasks"], info)
     model = build_model(cfg, tasks, architecture=arch)
-    state = load_checkpoint(run_dir / CHECKPOINT)
-    model.load_state_dict(state["model"])
+    remedy = "give the run directory of a finished `trcnas train` or `retrain`"
+    state = load_checkpoint(run_dir / CHECKPOINT, remedy=remedy)
+    load_model_state(model, state, run_dir / CHECKPOINT, remedy)
     return cfg, model.to(resolve_device(cfg["device"])), tasks, val
 
 

@@ -27,9 +27,9 @@ from trcnas.nas.config import dump
 from trcnas.nas.curves import LOSS_RISE, loss_rise
 from trcnas.nas.data import StepBatchSampler, build_dataset
 from trcnas.nas.engine import distributed
-from trcnas.nas.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from trcnas.nas.engine.checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
 from trcnas.nas.engine.evaluate import delta_m_of, evaluate, forward_batch, losses_of, primary, to_device
-from trcnas.nas.errors import UserError
+from trcnas.nas.errors import DivergedError, UserError
 from trcnas.nas.pool import set_eval_workers
 from trcnas.nas.progress import bar as progress_bar
 from trcnas.nas.schema import OPTIMIZERS  # the config schema owns the choices
@@ -37,10 +37,6 @@ from trcnas.nas.tasks import Task, build_tasks
 from trcnas.spaces.io import atomic_write_text
 
 CHECKPOINT = "checkpoint.pt"
-
-
-class DivergedError(RuntimeError):
-    """The training loss became NaN or infinite."""
 
 
 def seed_everything(seed: int) -> None:
@@ -292,8 +288,8 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
     ckpt_path = ctx.out_dir / CHECKPOINT
     start, rows, elapsed, elapsed_cpu = 0, [], 0.0, 0.0
     if resume and ctx.resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, map_location=ctx.device)
-        model.load_state_dict(state["model"])
+        state = load_checkpoint(ckpt_path, map_location=ctx.device, keys=("model", "optimizers", "step", "rows"))
+        load_model_state(model, state, ckpt_path)
         for o, s in zip(optims, state["optimizers"]):
             o.load_state_dict(s)
         plugin.load_state_dict(state["plugin"])
@@ -306,6 +302,11 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
             plateau.load_state_dict(state["plateau"])
     if start < steps and plugin.finished():  # a run its plugin ended early resumes as done
         return LoopResult(start, rows, elapsed, ended_early=True, cpu_s=elapsed_cpu)
+    if len(ctx.train_set) < tr["batch_size"]:
+        where = f" under data.root {cfg['data']['root']}" if cfg["data"].get("root") else ""
+        raise UserError(f"the train split of data.dataset {cfg['data']['dataset']}{where} has {len(ctx.train_set)} "
+                        f"samples, fewer than one batch (train.batch_size {tr['batch_size']}); add samples to the "
+                        "split or lower train.batch_size")
     sampler = StepBatchSampler(len(ctx.train_set), tr["batch_size"], cfg["seed"], steps, start, rank, world)
     # its own generator: creating the iterator must not draw from the global RNG (bit-exact resumption)
     loader = DataLoader(ctx.train_set, batch_sampler=sampler, num_workers=cfg["data"]["num_workers"],
