@@ -10,9 +10,17 @@ from trcnas.nas.models.context import CONTEXTS, context_for_code, context_types
 from trcnas.spaces.architecture import Architecture
 from trcnas.spaces.errors import SpecError
 
+# the reference's task names where they differ from ours (its PASCAL-Context genotype)
+REFERENCE_TASK_NAMES = {"human_parts": "parts", "sal": "saliency"}
+
+
+def _ours(name: str) -> str:
+    return REFERENCE_TASK_NAMES.get(name, name)
+
 
 def from_genotype(data: dict | str | Path, tasks: list[str] | None = None, space: str = "atrc") -> Architecture:
-    """An architecture file's content from a reference genotype (a mapping, or the path of its JSON file)."""
+    """An architecture file's content from a reference genotype (a mapping, or the path of its JSON file); the
+    reference's task names become ours (``REFERENCE_TASK_NAMES``)."""
     source = "genotype"
     if not isinstance(data, dict):
         source = str(data)
@@ -23,6 +31,8 @@ def from_genotype(data: dict | str | Path, tasks: list[str] | None = None, space
     rows = data.get("data") if isinstance(data, dict) else None
     if not isinstance(rows, dict):
         raise SpecError(f"{source}: a genotype needs a 'data' mapping {{target: {{source: code}}}}")
+    rows = {_ours(t): {_ours(s): c for s, c in row.items()} if isinstance(row, dict) else row
+            for t, row in rows.items()}
     codes = sorted(t.code for t in context_types() if t.code is not None)
     tasks = list(tasks or rows.keys())
     choices: dict = {"atrc": {t: {} for t in tasks}}

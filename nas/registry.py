@@ -14,6 +14,7 @@ class Registry:
         self.kind = kind
         self._items: dict[str, Any] = {}
         self._info: dict[str, Any] = {}
+        self._prefixes: dict[str, Callable[[str], Any]] = {}
 
     def register(self, name: str | None = None, info: Any = None) -> Callable:
         """Decorator; ``info`` is the entry's metadata (e.g. a context type's label, colour and genotype code)."""
@@ -31,16 +32,24 @@ class Registry:
     def add(self, name: str, obj: Any, info: Any = None) -> None:
         self.register(name, info)(obj)
 
+    def add_prefix(self, prefix: str, resolve: Callable[[str], Any]) -> None:
+        """Names ``<prefix><rest>`` are entries too: ``resolve(rest)`` gives the builder (e.g. ``timm:<model>``
+        for any timm model); ``resolve`` raises ``UserError`` for a ``rest`` it has no entry for."""
+        self._prefixes[prefix] = resolve
+
     def get(self, name: str) -> Any:
-        try:
+        if name in self._items:
             return self._items[name]
-        except KeyError:
-            raise UserError(f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._items))}") from None
+        for prefix, resolve in self._prefixes.items():
+            if isinstance(name, str) and name.startswith(prefix):
+                return resolve(name[len(prefix):])
+        also = "".join(f", or {p}<name>" for p in self._prefixes)
+        raise UserError(f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._items))}{also}")
 
     def info(self, name: str) -> Any:
-        """The metadata registered with ``name`` (None if it has none)."""
+        """The metadata registered with ``name`` (None if it has none, or if it is a prefixed name)."""
         self.get(name)
-        return self._info[name]
+        return self._info.get(name)
 
     def build(self, name: str, *args, **kwargs) -> Any:
         return self.get(name)(*args, **kwargs)

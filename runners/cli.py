@@ -370,8 +370,14 @@ def cmd_summary(args):
 def cmd_configs(args):
     from trcnas.nas.config import list_configs
 
+    from trcnas.spaces.architecture import shipped_architectures
+
+    print("configs (--config NAME):")
     for name, desc in list_configs().items():
-        print(f"{name:22s} {desc}")
+        print(f"  {name:22s} {desc}")
+    print("architectures (--architecture NAME):")
+    for name, desc in shipped_architectures().items():
+        print(f"  {name:22s} {desc}")
 
 
 def cmd_export(args):
@@ -463,18 +469,25 @@ def main(argv: list[str] | None = None) -> int:
 def _config_for_architecture(path: str) -> str:
     """retrain without --config: the config saved next to the architecture by its search, else the shipped
     config of the architecture's space family (synthetic-atrc for a file that cannot be read: its error follows)."""
-    cand = Path(path).parent / "config.yaml"
-    if cand.is_file():
-        return str(cand)
     from trcnas.nas.families import family, is_family
     from trcnas.spaces import load_architecture
+    from trcnas.spaces.architecture import find_architecture
     from trcnas.spaces.errors import SpecError
 
     try:
-        group = load_architecture(path).group
+        path = find_architecture(path)
     except SpecError:
         return "synthetic-atrc"
-    return family(group).config if is_family(group) else "synthetic-atrc"
+    cand = path.parent / "config.yaml"
+    if cand.is_file():
+        return str(cand)
+    try:
+        arch = load_architecture(path)
+    except SpecError:
+        return "synthetic-atrc"
+    if arch.search.get("config"):  # a shipped architecture names the config it was searched with
+        return str(arch.search["config"])
+    return family(arch.group).config if is_family(arch.group) else "synthetic-atrc"
 
 
 if __name__ == "__main__":

@@ -118,8 +118,35 @@ def from_dict(data: Any, source: str = "architecture") -> Architecture:
     return arch
 
 
+def shipped_architectures_dir() -> Path:
+    return Path(__file__).parent / "architectures"
+
+
+def shipped_architectures() -> dict[str, str]:
+    """name -> what it is (the ``search.about`` line) of each architecture shipped with trcnas (the ATRC
+    paper's searched genotypes), usable by name wherever an architecture file is."""
+    out = {}
+    for f in sorted(shipped_architectures_dir().glob("*.yaml")):
+        about = (yaml.safe_load(f.read_text()) or {}).get("search", {}).get("about", "")
+        out[f.stem] = str(about)
+    return out
+
+
+def find_architecture(name_or_path: str | Path) -> Path:
+    """An architecture file by path, else the shipped architecture of that name; neither is one ``SpecError``
+    listing the shipped names."""
+    p = Path(name_or_path)
+    if p.is_file() or p.suffix in (".yaml", ".yml") or len(p.parts) > 1:
+        return p
+    f = shipped_architectures_dir() / f"{name_or_path}.yaml"
+    if not f.is_file():
+        raise SpecError(f"no architecture file or shipped architecture named {str(name_or_path)!r}; shipped: "
+                        f"{', '.join(shipped_architectures())} (`trcnas configs` lists them)")
+    return f
+
+
 def load_architecture(path: str | Path) -> Architecture:
-    path = Path(path)
+    path = find_architecture(path)
     if not path.is_file():
         raise SpecError(f"architecture file {path} not found")
     try:

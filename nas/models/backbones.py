@@ -128,6 +128,11 @@ def _load_local(module: nn.Module, path: str) -> None:
         raise UserError(f"backbone.weights: {p} does not fit the backbone: {str(e).splitlines()[1].strip()}") from None
 
 
+# what the size-agnostic forward reads of timm's HighResolutionModule (tests/test_paper_setups.py checks the outputs
+# equal timm's own where timm works)
+FUSION_ATTRIBUTES = ("num_branches", "branches", "fuse_layers", "fuse_act")
+
+
 def _hrnet_fusion_to_size(body: nn.Module) -> nn.Module:
     """Make timm's HRNet work at any input size, as the official HRNet (and ATRC's reference, via mmseg) does:
     in every exchange unit a coarser branch is upsampled *bilinearly* and then resized to the finer branch's
@@ -141,6 +146,10 @@ def _hrnet_fusion_to_size(body: nn.Module) -> nn.Module:
         if isinstance(m, nn.Upsample):
             m.mode, m.align_corners = "bilinear", False
         if type(m) is HighResolutionModule:
+            missing = [a for a in FUSION_ATTRIBUTES if not hasattr(m, a)]
+            if missing:  # a timm release that reshaped the module: fail loudly, never fuse wrongly
+                raise RuntimeError(f"timm's HighResolutionModule has no {', '.join(missing)}: the any-size HRNet "
+                                   "fusion was written for timm 1.0.x (setup.cfg pins that range)")
             m.__class__ = sized
     return body
 
@@ -168,20 +177,47 @@ def _sized_module_class():
     return SizedHighResolutionModule
 
 
+def _timm_features(model_name: str, weights: str | None, **kw) -> nn.Module:
+    """timm's ``features_only`` extractor of ``model_name``; pretrained weights only from the local file."""
+    import timm
+
+    if weights and not Path(weights).is_file():
+        raise UserError(f"backbone.weights: file {weights} not found (weights are only read from a local path)")
+    if weights:
+        _read_weights(Path(weights))  # a clear line for a broken file, before timm reads it
+    try:
+        return timm.create_model(model_name, features_only=True, pretrained=bool(weights),
+                                 pretrained_cfg_overlay={"file": str(weights)} if weights else None, **kw)
+    except (RuntimeError, ValueError, TypeError, AssertionError) as e:
+        raise UserError(f"model.backbone: timm cannot build {model_name!r} as a feature extractor "
+                        f"({e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}); pick a model "
+                        "that supports features_only, or check model.backbone.options") from None
+
+
 def _timm(model_name: str, keep: list[int], any_size: bool = False, **kw):
     def build(weights: str | None = None, **extra):
-        import timm
-
-        if weights and not Path(weights).is_file():
-            raise UserError(f"backbone.weights: file {weights} not found (weights are only read from a local path)")
-        if weights:
-            _read_weights(Path(weights))  # a clear line for a broken file, before timm reads it
-        body = timm.create_model(
-            model_name, features_only=True, pretrained=bool(weights),
-            pretrained_cfg_overlay={"file": str(weights)} if weights else None, **kw, **extra,
-        )
+        body = _timm_features(model_name, weights, **kw, **extra)
         if any_size:
             body = _hrnet_fusion_to_size(body)
+        return MultiScaleConcat(body, body.feature_info.channels(), keep)
+
+    return build
+
+
+def _any_timm(model_name: str):
+    """``timm:<name>``: any timm model as a backbone, its feature levels of stride 4 and coarser concatenated
+    at the finest of them (all levels if none is that coarse)."""
+    import timm
+
+    if not model_name or not timm.is_model(model_name):
+        close = timm.list_models(f"*{model_name}*")[:6] if model_name else []
+        raise UserError(f"model.backbone.name: timm:{model_name} is not a model of timm {timm.__version__}; "
+                        + (f"similar names: {', '.join(close)}" if close else "timm.list_models() lists them"))
+
+    def build(weights: str | None = None, **options):
+        body = _timm_features(model_name, weights, **options)
+        reductions = body.feature_info.reduction()
+        keep = [i for i, r in enumerate(reductions) if r >= 4] or list(range(len(reductions)))
         return MultiScaleConcat(body, body.feature_info.channels(), keep)
 
     return build
@@ -192,3 +228,4 @@ for _n in ("resnet18", "resnet34", "resnet50", "resnet101"):
 # raw HRNet branches (18+36+72+144 = 270 and 48+96+192+384 = 720 channels), skipping the stride-2 stem
 BACKBONES.add("hrnet18", _timm("hrnet_w18_small_v2", [1, 2, 3, 4], any_size=True, feature_location=""))
 BACKBONES.add("hrnet48", _timm("hrnet_w48", [1, 2, 3, 4], any_size=True, feature_location=""))
+BACKBONES.add_prefix("timm:", _any_timm)
