@@ -369,7 +369,6 @@ def cmd_summary(args):
 
 def cmd_configs(args):
     from trcnas.nas.config import list_configs
-
     from trcnas.spaces.architecture import shipped_architectures
 
     print("configs (--config NAME):")
