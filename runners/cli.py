@@ -127,7 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--architecture", default=None, help=ARCH_HELP)
     p.add_argument("--json", action="store_true")
 
-    sub.add_parser("configs", help="list the shipped configs")
+    sub.add_parser("configs", help="list the shipped configs and architectures")
+
+    p = sub.add_parser("data", help="`data check`: read a dataset copy once and report what is wrong with it")
+    p.add_argument("action", choices=["check"], help="check: every sample of the splits read once, per task what "
+                   "was found and every problem; exit 2 when the copy cannot be used")
+    p.add_argument("--config", default="nyud-hrnet18", help="a YAML path or shipped config naming the dataset")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a config value, e.g. --set data.root=/data/NYUDv2")
+    p.add_argument("--split", dest="splits", action="append", choices=["train", "val"], default=None,
+                   help="a split to read (repeatable; default: train and val)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     p = sub.add_parser("export", help="write an architecture file from a search run dir or a JSON genotype")
     p.add_argument("source", help="search run directory, architecture YAML, or reference JSON genotype")
@@ -379,6 +389,16 @@ def cmd_configs(args):
         print(f"  {name:22s} {desc}")
 
 
+def cmd_data(args):
+    from trcnas.nas.config import load_config
+    from trcnas.nas.data.check import check_dataset
+
+    cfg = load_config(args.config, args.overrides, plugins=args.plugins)
+    report = check_dataset(cfg["data"], tuple(args.splits or ("train", "val")), progress=not args.no_progress)
+    print("\n".join(report.lines()))
+    return 0 if report.usable else 2
+
+
 def cmd_export(args):
     from trcnas.runners.export import export
 
@@ -429,7 +449,7 @@ COMMANDS = {
     "run": cmd_run, "train": cmd_train, "retrain": cmd_train, "search": cmd_search, "export": cmd_export,
     "table": cmd_table, "hpo": cmd_hpo, "dashboard": cmd_dashboard, "summary": cmd_summary, "configs": cmd_configs,
     "bench": cmd_bench, "importance": cmd_importance, "report": cmd_report,
-    "predict": cmd_predict, "compare": cmd_compare,
+    "predict": cmd_predict, "compare": cmd_compare, "data": cmd_data,
 }
 
 

@@ -253,6 +253,7 @@ CASES = [
     ("table-architecture", lambda g, t: ["table", "--architecture", str(_arch(t, tasks=["semseg", "depth"])),
                                          "--out", str(t / "o")], lambda g, t: str(t / "arch.yaml")),
     ("bench-device", lambda g, t: ["bench", "--device", "tpu", "--out", str(t / "o")], "tpu"),
+    ("data-check-root", lambda g, t: ["data", "check", "--set", f"data.root={t}/nyud"], lambda g, t: f"{t}/nyud"),
     ("usage-int", lambda g, t: ["importance", "--run", "x", "--repeats", "y"], "--repeats"),
     ("usage-command", lambda g, t: ["teleport"], "teleport"),
 ]

@@ -83,61 +83,82 @@ def _to_sample(image: np.ndarray, labels: dict[str, np.ndarray]) -> dict[str, to
     return out
 
 
-class NYUD(DenseDataset):
+class RealDataset(DenseDataset):
+    """A dataset copy on disk: ``raw(index)`` reads one sample's files as stored (what ``trcnas data check``
+    inspects), ``load(index)`` converts them to training labels."""
+
+    name = ""
+    tasks_known: tuple[str, ...] = ()
+
+    def __len__(self):
+        return len(self.ids)
+
+    def raw(self, index: int) -> tuple[Path, np.ndarray, dict[str, tuple[Path, np.ndarray]]]:
+        """(image path, image H x W x 3 uint8, {task: (label path, the stored array)}); the shape checks run."""
+        raise NotImplementedError
+
+    def convert(self, task: str, arr: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+        raise NotImplementedError
+
+    def load(self, index):
+        _, image, raw = self.raw(index)
+        return _to_sample(image, {t: self.convert(t, arr, image.shape[:2]) for t, (_, arr) in raw.items()})
+
+    def _unknown(self, t: str):
+        return UserError(f"task {t!r} has no labels in {self.name} ({', '.join(self.tasks_known)})")
+
+
+class NYUD(RealDataset):
     """NYUD-v2: 40 classes stored 1..40 with 0 = unlabelled (-> 255); depth in metres, 0 = invalid."""
+
+    name, tasks_known = "NYUD-v2", ("semseg", "depth", "normals", "edge")
+    # task -> (folder, file extensions, channels of the stored label)
+    files = {"semseg": ("segmentation", (".png",), None), "depth": ("depth", (".npy", ".png"), None),
+             "normals": ("normals", (".npy", ".png"), 3), "edge": ("edge", (".npy", ".png"), None)}
 
     def __init__(self, root, split, tasks, transform=None, seed=0, limit=None):
         super().__init__(tasks, transform, seed)
         self.root = Path(root)
         self.ids = _read_split(self.root, f"gt_sets/{split}.txt", NYUD_LAYOUT)[:limit]
 
-    def __len__(self):
-        return len(self.ids)
-
-    def load(self, index):
+    def raw(self, index):
         i, r = self.ids[index], self.root
         img_path = _find(r / "images", i, (".jpg", ".png"), NYUD_LAYOUT)
         image = _read_image(img_path, "RGB")
-        hw = image.shape[:2]
-        labels = {}
+        out = {}
         for t in self.tasks:
-            if t == "semseg":
-                p = _find(r / "segmentation", i, (".png",), NYUD_LAYOUT)
-                s = _read_image(p).astype(np.int64)
-                _check_shape(p, s, hw)
-                labels[t] = np.where(s == 0, 255, s - 1)
-            elif t == "depth":
-                p = _find(r / "depth", i, (".npy", ".png"), NYUD_LAYOUT)
-                d = _read_array(p).astype(np.float32)
-                _check_shape(p, d, hw)
-                labels[t] = np.where(np.isfinite(d) & (d > 0), d, 0)
-            elif t == "normals":
-                p = _find(r / "normals", i, (".npy", ".png"), NYUD_LAYOUT)
-                n = _read_array(p)
-                _check_shape(p, n, hw, 3)
-                labels[t] = _normals_from(n)
-            elif t == "edge":
-                p = _find(r / "edge", i, (".npy", ".png"), NYUD_LAYOUT)
-                e = _read_array(p)
-                _check_shape(p, e, hw)
-                labels[t] = (e > 0).astype(np.float32)
-            else:
-                raise UserError(f"task {t!r} has no labels in NYUD-v2 (semseg, depth, normals, edge)")
-        return _to_sample(image, labels)
+            if t not in self.files:
+                raise self._unknown(t)
+            folder, exts, channels = self.files[t]
+            p = _find(r / folder, i, exts, NYUD_LAYOUT)
+            a = _read_array(p)
+            _check_shape(p, a, image.shape[:2], channels)
+            out[t] = (p, a)
+        return img_path, image, out
+
+    def convert(self, task, arr, hw):
+        if task == "semseg":
+            s = arr.astype(np.int64)
+            return np.where(s == 0, 255, s - 1)
+        if task == "depth":
+            d = arr.astype(np.float32)
+            return np.where(np.isfinite(d) & (d > 0), d, 0)
+        if task == "normals":
+            return _normals_from(arr)
+        return (arr > 0).astype(np.float32)  # edge
 
 
-class PascalContext(DenseDataset):
+class PascalContext(RealDataset):
     """PASCAL-Context multi-task: 59 classes (0 = background kept as class 0 when ``num_classes`` is 60),
     human parts from .mat (key ``parts``; a missing file = no person, all background), distilled normals
     and saliency, edges from the boundaries of the context label maps."""
+
+    name, tasks_known = "PASCAL-Context", ("semseg", "parts", "saliency", "normals", "edge")
 
     def __init__(self, root, split, tasks, transform=None, seed=0, limit=None):
         super().__init__(tasks, transform, seed)
         self.root = Path(root)
         self.ids = _read_split(self.root, f"ImageSets/Context/{split}.txt", PASCAL_LAYOUT)[:limit]
-
-    def __len__(self):
-        return len(self.ids)
 
     def _mat(self, path: Path, keys: tuple[str, ...]) -> np.ndarray:
         try:
@@ -149,43 +170,45 @@ class PascalContext(DenseDataset):
                 return np.asarray(m[k])
         raise UserError(f"{path} has none of the keys {keys}")
 
-    def load(self, index):
+    def raw(self, index):
         i, r = self.ids[index], self.root
-        image = _read_image(_find(r / "JPEGImages", i, (".jpg",), PASCAL_LAYOUT), "RGB")
+        img_path = _find(r / "JPEGImages", i, (".jpg",), PASCAL_LAYOUT)
+        image = _read_image(img_path, "RGB")
         hw = image.shape[:2]
-        labels = {}
+        out = {}
         for t in self.tasks:
             if t == "semseg":
                 p = _find(r / "semseg" / "pascal-context", i, (".png",), PASCAL_LAYOUT)
-                s = _read_image(p).astype(np.int64)
-                _check_shape(p, s, hw)
-                labels[t] = s
+                a = _read_image(p)
             elif t == "parts":
                 p = r / "human_parts" / f"{i}.mat"
-                a = self._mat(p, ("parts", "PartMap")).astype(np.int64) if p.exists() else np.zeros(hw, np.int64)
-                _check_shape(p, a, hw)
-                labels[t] = a
+                a = self._mat(p, ("parts", "PartMap")) if p.exists() else np.zeros(hw, np.int64)
             elif t == "normals":
                 p = _find(r / "normals_distill", i, (".png",), PASCAL_LAYOUT)
-                n = _read_image(p, "RGB")
-                _check_shape(p, n, hw, 3)
-                labels[t] = _normals_from(n)
+                a = _read_image(p, "RGB")
             elif t == "saliency":
                 p = _find(r / "sal_distill", i, (".png",), PASCAL_LAYOUT)
-                s = _read_image(p, "L")
-                _check_shape(p, s, hw)
-                labels[t] = (s > 127).astype(np.float32)
+                a = _read_image(p, "L")
             elif t == "edge":
                 p = _find(r / "pascal-context" / "trainval", i, (".mat",), PASCAL_LAYOUT)
-                lm = self._mat(p, ("LabelMap",))
-                _check_shape(p, lm, hw)
-                e = np.zeros(hw, np.float32)
-                e[:, :-1] += lm[:, :-1] != lm[:, 1:]
-                e[:-1, :] += lm[:-1, :] != lm[1:, :]
-                labels[t] = (e > 0).astype(np.float32)
+                a = self._mat(p, ("LabelMap",))
             else:
-                raise UserError(f"task {t!r} has no labels in PASCAL-Context")
-        return _to_sample(image, labels)
+                raise self._unknown(t)
+            _check_shape(p, a, hw, 3 if t == "normals" else None)
+            out[t] = (p, a)
+        return img_path, image, out
+
+    def convert(self, task, arr, hw):
+        if task in ("semseg", "parts"):
+            return arr.astype(np.int64)
+        if task == "normals":
+            return _normals_from(arr)
+        if task == "saliency":
+            return (arr > 127).astype(np.float32)
+        e = np.zeros(hw, np.float32)  # edge: the boundaries of the context label map
+        e[:, :-1] += arr[:, :-1] != arr[:, 1:]
+        e[:-1, :] += arr[:-1, :] != arr[1:, :]
+        return (e > 0).astype(np.float32)
 
 
 CENTROID_IMAGES = 200  # training images the normal centroids are computed from
@@ -230,6 +253,7 @@ def _build(cls, name, fixed):
         train = ds if split == "train" else cls(cfg["root"], "train", tasks, None, seed, cfg.get("limit"))
         return ds, _real_info(name, train, cfg, **fixed)
 
+    builder.adapter, builder.fixed_info = cls, DatasetInfo(name=name, **fixed)  # what `trcnas data check` reads
     return builder
 
 
