@@ -234,6 +234,18 @@ class HpoSection(Section):
     params: dict[str, Any] = {}  # the format of runners/params.py (shared with ray.param_space)
 
 
+class LoggingSection(Section):
+    """Live metrics of a run in progress (nas/engine/live.py); none of this changes what a run computes."""
+
+    tensorboard: bool = True  # event files in <run>/tensorboard (in-process); Ray trials: Ray's TensorBoard logger
+    mlflow: bool = False  # an MLflow run (extra: mlflow); its store: mlflow_uri, default sqlite:///<run>/mlflow.db
+    mlflow_uri: str | None = None
+    wandb: bool = False  # a Weights & Biases run (extra: wandb); WANDB_MODE=offline needs no network
+    experiment: str | None = None  # MLflow experiment / W&B project; default the config's name
+    # off a terminal (a log file, a Ray trial) at most one console line per this many seconds
+    console_interval_s: float = Field(30.0, ge=0)
+
+
 class ReportSection(Section):
     importance_repeats: int = Field(2, gt=0)  # permutations per block that `trcnas run` computes after retraining
 
@@ -255,6 +267,7 @@ class ConfigBase(Section):
     ray: RaySection = RaySection()
     hpo: HpoSection = HpoSection()
     report: ReportSection = ReportSection()
+    logging: LoggingSection = LoggingSection()
 
     @model_validator(mode="after")
     def _batch(self):

@@ -461,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help (0) or a usage mistake (2, one line already printed)
         return e.code if isinstance(e.code, int) else 2
     try:
+        from trcnas.nas.engine.live import console_logging
         from trcnas.nas.plugins import load_entry_points, load_plugin
 
         load_entry_points()
@@ -468,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
             load_plugin(name, "--plugin")
         if getattr(args, "command", None) == "retrain" and args.config is None:
             args.config = _config_for_architecture(args.architecture)
+        console_logging()
         rc = COMMANDS[args.command](args)
     except (UserError, SpecError) as e:
         print(f"error: {e}", file=sys.stderr)

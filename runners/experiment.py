@@ -30,7 +30,8 @@ def trial_rows(exp_dir: Path) -> list[dict]:
     rows = []
     for t in trial_dirs(exp_dir):
         params = json.loads((t / "params.json").read_text())
-        res = _results(t)
+        # the checkpoint and final reports (they carry "done"); the live metrics between them do not
+        res = [r for r in _results(t) if "done" in r]
         last = res[-1] if res else {}
         error = None
         err_file = t / "error.txt"

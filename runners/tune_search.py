@@ -11,9 +11,11 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
+from trcnas.nas.engine.live import log
 from trcnas.nas.errors import UserError
 
 ARTIFACTS = ("architecture.yaml", "metrics.json", "alpha_history.csv", "freeze_events.csv", "train_curve.csv",
@@ -108,7 +110,8 @@ def search_trial(config: dict) -> None:
         if cfg["ray"]["workers"] > 1:
             summary = ddp_search(cfg, run_dir, cpus, config.get("gpus") or 0)
         else:
-            summary = search_run(cfg, run_dir, progress=False, resume=True, on_checkpoint=report)
+            summary = search_run(cfg, run_dir, progress=False, resume=True, on_checkpoint=report,
+                                 report=lambda step, scalars: tune.report({"step": step, **scalars}))
     except DivergedError as e:
         marker.write_text(json.dumps({"error": str(e)}))
         raise
@@ -230,17 +233,23 @@ def run_tune_search(cfg: dict, name: str, address: str | None = None, num_sample
             from trcnas.nas.engine.search import full_length
 
             space["cfg"] = full_length(cfg, f"the {n_trials} trials are ranked by their val metrics")
+        from trcnas.runners.live_ray import callbacks
+
+        exp_dir = Path(storage) / name
         tuner = tune.Tuner(
             trainable,
             param_space=space,
             tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=r["max_concurrent_trials"]),
             run_config=tune.RunConfig(
-                name=name, storage_path=storage, verbose=verbose,
+                # Ray's trial-status box on a terminal only; in a log file the trials' console lines say more
+                name=name, storage_path=storage, verbose=verbose if sys.stderr.isatty() else 0,
+                callbacks=callbacks(cfg, exp_dir, console=verbose > 0),
                 failure_config=tune.FailureConfig(max_failures=r["max_failures"]),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             ),
         )
-        exp_dir = Path(storage) / name
+        if "://" not in storage and verbose:
+            log.info(f"watch it live: tensorboard --logdir {exp_dir}")
     tuner.fit()
     from trcnas.runners.experiment import write_summary
 

@@ -86,7 +86,9 @@ def _trcnas(*args, cache, storage, timeout=600, check=True, **kwargs):
 
 
 def _steps(trial: Path) -> list[int]:
-    return [json.loads(ln)["step"] for ln in (trial / "result.json").read_text().splitlines() if ln.strip()]
+    """The steps of a trial's checkpoint and final reports (those carry "done"; the live metrics do not)."""
+    rows = [json.loads(ln) for ln in (trial / "result.json").read_text().splitlines() if ln.strip()]
+    return [r["step"] for r in rows if "done" in r]
 
 
 def test_trials_land_on_both_nodes_and_export_best(cluster, cache_dir, tmp_path):

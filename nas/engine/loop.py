@@ -29,6 +29,7 @@ from trcnas.nas.data import StepBatchSampler, build_dataset
 from trcnas.nas.engine import distributed
 from trcnas.nas.engine.checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
 from trcnas.nas.engine.evaluate import delta_m_of, evaluate, forward_batch, losses_of, primary, to_device
+from trcnas.nas.engine.live import Live
 from trcnas.nas.errors import DivergedError, UserError
 from trcnas.nas.pool import set_eval_workers
 from trcnas.nas.progress import bar as progress_bar
@@ -65,6 +66,7 @@ class RunContext:
     train_set: Any
     val_set: Any
     resume: bool = True
+    live: Any = None  # the run's live metrics (nas/engine/live.py), from fit until finish_run
 
     def start(self) -> None:
         """Creates the run directory and writes config.yaml: called by ``fit`` once the data and the model
@@ -85,7 +87,8 @@ class RunContext:
 
 
 # settings that do not change what a run computes: a run may resume under other values of these
-RESUME_FREE = ("name", "device", "ray", "hpo", "plugins", "data.num_workers", "data.cache_dir", "train.eval_workers")
+RESUME_FREE = ("name", "device", "ray", "hpo", "plugins", "logging", "data.num_workers", "data.cache_dir",
+               "train.eval_workers")
 
 
 def _differences(a, b, prefix="", free=RESUME_FREE) -> list[str]:
@@ -146,6 +149,8 @@ def prepare(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bool 
 class LoopPlugin:
     """Hooks for extending the loop. Default: plain training."""
 
+    kind = "train"  # what the console line calls the run
+
     def optimizers(self) -> list[torch.optim.Optimizer]:
         return []
 
@@ -156,6 +161,10 @@ class LoopPlugin:
         return None, {}
 
     def after_step(self, step: int, total: int) -> dict:
+        return {}
+
+    def live_scalars(self) -> dict[str, float]:
+        """What the plugin adds to the live metrics at a logging step (e.g. each candidate's probability)."""
         return {}
 
     def state_dict(self) -> dict:
@@ -258,11 +267,12 @@ def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) ->
 def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int, plugin: LoopPlugin | None = None,
         progress: bool = True, resume: bool = True, curve_name: str = "train_curve.csv",
         on_checkpoint: Callable[[int, Path], None] | None = None, stop_after: int | None = None,
-        grad_clip: float | None = None) -> LoopResult:
+        grad_clip: float | None = None, report: Callable[[int, dict], None] | None = None) -> LoopResult:
     """Train ``model`` for ``steps`` steps. ``stop_after`` ends early (still checkpointing) for tests that
     simulate an interrupted run; ``grad_clip`` (None: ``train.grad_clip``) clips the weights' gradient norm.
     Inside a process group (Ray Train workers) every rank trains on its slice of each global batch with DDP and
-    cross-rank batch norm; rank 0 writes the files."""
+    cross-rank batch norm; rank 0 writes the files. Every logging step goes to the live metrics (``logging``
+    section; ``report``: a Ray trial's reporter instead of the in-process sinks)."""
     cfg, tr = ctx.cfg, ctx.cfg["train"]
     plugin = plugin or LoopPlugin()
     ctx.start()
@@ -331,8 +341,12 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
             on_checkpoint(step, ckpt_path)
 
     t0, c0 = time.perf_counter(), time.process_time()
+    # a live bar on a terminal; elsewhere (a log file, a Ray trial) the live metrics' console line instead
+    tty = sys.stderr.isatty()
+    ctx.live = Live(cfg, ctx.out_dir, steps, plugin.kind, start, report, enabled=rank == 0,
+                    console=progress and not tty)
     model.train()
-    bar = progress_bar(total=steps, initial=start, desc=ctx.cfg["name"], enabled=progress and rank == 0)
+    bar = progress_bar(total=steps, initial=start, desc=ctx.cfg["name"], enabled=progress and rank == 0 and tty)
     step, ended_early = start, False
     for step, batch in enumerate(loader, start=start):
         lr = tr["lr"] * plateau.scale if plateau is not None else poly_lr(tr["lr"], step, steps, tr["poly_power"])
@@ -365,6 +379,9 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
                    **{k: float(v) for k, v in {**extra_log, **log}.items()}}
             rows.append(row)
             bar.set_postfix(loss=f"{value:.3f}", refresh=False)  # drawn at the bar's own rate
+            ctx.live.log(step, {"loss": value, "lr": lr, **{f"loss/{k}": row[f"loss_{k}"] for k in parts},
+                                **{k: v for k, v in row.items() if k not in ("step", "loss", "lr")
+                                   and not k.startswith("loss_")}, **plugin.live_scalars()})
         if plateau is not None:  # the epoch's mean of the logged losses (no extra host sync)
             plateau.observe(step, value)
         bar.update(1)
@@ -377,6 +394,8 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
                 checkpoint(step + 1)
             break
     bar.close()
+    if step + 1 < steps and not ended_early:  # interrupted on purpose (stop_after): no finish_run follows
+        ctx.live.close()
     return LoopResult(step + 1, rows, elapsed + time.perf_counter() - t0, ended_early,
                       elapsed_cpu + time.process_time() - c0)
 
@@ -420,6 +439,9 @@ def finish_run(model, ctx: RunContext, result: LoopResult, model_name: str, prog
         "loss_rise": loss_rise(r["loss"] for r in result.rows),
         **extra,
     }
+    if ctx.live is not None:
+        ctx.live.evaluation(result.step, summary["primary"], summary["delta_m"])
+        ctx.live.close()
     if distributed.is_main():
         write_json(ctx.out_dir / "metrics.json", summary)
         if summary["loss_rise"] > LOSS_RISE:

@@ -37,12 +37,14 @@ def full_length(cfg: dict, why: str | None = None) -> dict:
 
 def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bool = True,
                on_checkpoint: Callable | None = None, stop_after: int | None = None,
-               on_eval: Callable[[int, dict], None] | None = None) -> dict:
+               on_eval: Callable[[int, dict], None] | None = None,
+               report: Callable[[int, dict], None] | None = None) -> dict:
     """Writes config.yaml, checkpoint.pt, train_curve.csv, alpha_history.csv, freeze_events.csv,
     architecture.yaml and metrics.json into ``out_dir``; returns the metrics summary.
 
     ``on_checkpoint(step, path)`` follows every checkpoint; ``on_eval(step, {"primary", "delta_m"})``, if
-    given, receives the argmax subgraph's val metrics at every intermediate checkpoint (for pruning)."""
+    given, receives the argmax subgraph's val metrics at every intermediate checkpoint (for pruning);
+    ``report(step, scalars)`` receives the live metrics instead of the in-process sinks (a Ray trial)."""
     load_plugins(cfg)
     out = Path(out_dir)
     space = resolve_space(cfg)
@@ -63,10 +65,13 @@ def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bo
         if on_eval and step < steps:
             m = evaluate(model, ctx.val_loader(), ctx.tasks, ctx.device, bf16=cfg["train"]["bf16"])
             model.train()
-            on_eval(step, {"primary": primary(m, ctx.tasks), "delta_m": delta_m_of(m, ctx.tasks, cfg["baselines"])})
+            scores = {"primary": primary(m, ctx.tasks), "delta_m": delta_m_of(m, ctx.tasks, cfg["baselines"])}
+            ctx.live.evaluation(step, scores["primary"], scores["delta_m"])
+            on_eval(step, scores)
 
     result = fit(ctx, model, weights, steps, plugin=controller, progress=progress, resume=resume,
-                 on_checkpoint=checkpoint_hook, stop_after=stop_after, grad_clip=cfg["search"]["grad_clip"])
+                 on_checkpoint=checkpoint_hook, stop_after=stop_after, grad_clip=cfg["search"]["grad_clip"],
+                 report=report)
     if result.step < steps and not result.ended_early:
         return {"step": result.step, "finished": False}
     if result.ended_early and progress and main:

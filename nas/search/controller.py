@@ -21,6 +21,8 @@ from trcnas.nas.search.schedules import Schedule
 
 
 class ArchitectureSearch(LoopPlugin):
+    kind = "search"
+
     def __init__(self, model: torch.nn.Module, search_cfg: dict, seed: int = 0):
         self.model = model
         # architecture samples come from their own generator: independent of data and dropout randomness,
@@ -106,6 +108,14 @@ class ArchitectureSearch(LoopPlugin):
                 self.events.append({"step": step, "decision": m.name, "choice": m.chosen(),
                                     "probability": self.probabilities_of(m)[m.chosen()], "margin": margin})
         return {"frozen": sum(m.frozen for m in self.ops)}
+
+    def live_scalars(self) -> dict[str, float]:
+        """The number of decisions and each candidate's probability after the last step (``prob/<decision>/<c>``)."""
+        out = {"decisions": float(len(self.ops))}
+        if self._pending:
+            for m, p in zip(self.ops, self._pending[-1][3]):
+                out.update({f"prob/{m.name}/{c}": v for c, v in zip(m.candidates, p.tolist())})
+        return out
 
     def finished(self) -> bool:
         """With ``search.stop_when_frozen``: every decision is frozen, so no later step can change the
