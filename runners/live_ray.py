@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ray import tune
 
-from trcnas.nas.engine.live import console_line, log, require
+from trcnas.nas.engine.live import console_line, log, mlflow_uri, require
 
 
 class LiveConsole(tune.Callback):
@@ -39,7 +39,7 @@ def callbacks(cfg: dict, exp_dir: Path, console: bool = True) -> list[tune.Callb
         require("mlflow", "mlflow")
         from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-        out.append(MLflowLoggerCallback(tracking_uri=lg["mlflow_uri"] or f"sqlite:///{(exp_dir / 'mlflow.db').resolve()}",
+        out.append(MLflowLoggerCallback(tracking_uri=mlflow_uri(cfg, exp_dir),
                                         experiment_name=lg["experiment"] or cfg["name"]))
     if lg["wandb"]:
         require("wandb", "wandb")

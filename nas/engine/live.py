@@ -37,6 +37,11 @@ def require(module: str, key: str):
                         f"(or set logging.{key}=false)") from None
 
 
+def mlflow_uri(cfg: dict, folder: Path) -> str:
+    """``logging.mlflow_uri``, else a SQLite store in ``folder`` (MLflow's file store is deprecated)."""
+    return cfg["logging"]["mlflow_uri"] or f"sqlite:///{(Path(folder) / 'mlflow.db').resolve()}"
+
+
 def flat_params(cfg: dict, prefix: str = "") -> dict[str, str]:
     """A nested config as ``a.b.c -> value`` strings (an MLflow run's params)."""
     out = {}
@@ -67,8 +72,7 @@ class TensorBoardSink:
 class MlflowSink:
     def __init__(self, cfg: dict, out_dir: Path):
         mlflow = require("mlflow", "mlflow")
-        uri = cfg["logging"]["mlflow_uri"] or f"sqlite:///{(out_dir / 'mlflow.db').resolve()}"
-        self.client = mlflow.MlflowClient(tracking_uri=uri)
+        self.client = mlflow.MlflowClient(tracking_uri=mlflow_uri(cfg, out_dir))
         name = cfg["logging"]["experiment"] or cfg["name"]
         exp = self.client.get_experiment_by_name(name)
         exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(name)
