@@ -152,7 +152,7 @@ def test_deterministic_per_seed_and_index(tmp_path):
     ("data.relations.red.green=telepathy", "data.relations.red.green: unknown relation type 'telepathy'"),
     ("data.relations.red.purple=local", "data.relations.red.purple: 'purple' is not one of data.tasks"),
     ("data.relations.red.red=tlabel", "data.relations.red.red: a self pair can plant none, global, local"),
-    ("data.relations={red: {red: none}}", "data.relations.red.green is missing"),
+    ("data.relations={_delete_: true, red: {red: none}}", "data.relations.red.green is missing"),  # replaced whole
     ("data.tasks=[red, semseg]", "'semseg' is not a task of the relations dataset"),
 ])
 def test_bad_matrix_is_one_error_line(capsys, tmp_path, override, match):
