@@ -127,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--architecture", default=None, help=ARCH_HELP)
     p.add_argument("--json", action="store_true")
 
-    sub.add_parser("configs", help="list the shipped configs and architectures")
+    p = sub.add_parser("configs", help="list the shipped configs and architectures")
+    p.add_argument("--reference", action="store_true",
+                   help="print the configuration reference (every key; docs/configuration.md) instead")
 
     p = sub.add_parser("data", help="`data check`: read a dataset copy once and report what is wrong with it")
     p.add_argument("action", choices=["check"], help="check: every sample of the splits read once, per task what "
@@ -381,6 +383,11 @@ def cmd_configs(args):
     from trcnas.nas.config import list_configs
     from trcnas.spaces.architecture import shipped_architectures
 
+    if args.reference:
+        from trcnas.nas.configdoc import reference_markdown
+
+        print(reference_markdown(), end="")
+        return
     print("configs (--config NAME):")
     for name, desc in list_configs().items():
         print(f"  {name:22s} {desc}")

@@ -219,3 +219,13 @@ def test_worker_settings_change_no_result(tmp_path, fast_args, command, key, val
         assert main(argv) == 0
         runs.append(json.loads((out / "metrics.json").read_text())["metrics"])
     assert runs[0] == runs[1]
+
+
+def test_configuration_reference_is_not_stale(capsys):
+    """docs/configuration.md is what `trcnas configs --reference` prints now: regenerate it after a schema change."""
+    from pathlib import Path
+
+    assert main(["configs", "--reference"]) == 0
+    page = Path(__file__).parent.parent / "docs" / "configuration.md"
+    assert capsys.readouterr().out == page.read_text(), "stale: trcnas configs --reference > docs/configuration.md"
+    assert "| `logging.mlflow` | `bool` | `False` |" in page.read_text()
