@@ -7,7 +7,7 @@ import json
 import math
 from pathlib import Path
 
-from trcnas.analysis import context, decisions, resources, search_plots, studies
+from trcnas.analysis import context, decisions, resources, search_plots, studies, style
 from trcnas.analysis.loaders import first, read_architecture, read_csv, read_importance, read_json, search_runs
 from trcnas.spaces.io import atomic_write_text
 
@@ -21,6 +21,7 @@ def make_report(root: str | Path, out: str | Path | None = None, importance: lis
     out = Path(out) if out else root / "figures"
     out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"figures": str(out)}
+    style.NOT_DRAWN.clear()
 
     runs = []
     groups: dict[str, list[Path]] = {}
@@ -70,9 +71,18 @@ def make_report(root: str | Path, out: str | Path | None = None, importance: lis
             maximize=(meta.get("directions") or ["maximize"])[0] == "maximize")
     else:
         summary["study"] = studies.study_figures(None, None, None, out)
+    summary["not_drawn"] = dict(style.NOT_DRAWN)  # figure -> what it needs (more runs, a study, ...)
     summary["files"] = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     atomic_write_text(out / "report.json", json.dumps(json_safe(summary), indent=2, default=str, allow_nan=False))
     return summary
+
+
+def not_drawn_line(summary: dict) -> str | None:
+    """One line naming the figures a report left out for want of data, and what each needs."""
+    skipped = summary.get("not_drawn") or {}
+    if not skipped:
+        return None
+    return "not drawn, nothing to show yet: " + "; ".join(f"{k} (needs {v})" for k, v in skipped.items())
 
 
 def _recovery(root: Path, runs: list[Path], chosen: dict | None, out: Path) -> dict | None:

@@ -69,6 +69,7 @@ def no_data(ax, what: str, fontsize: float = 10) -> None:
     import textwrap
 
     ax.set_axis_off()
+    ax._trcnas_no_data = what  # a figure of such panels only is not written (save)
     fig = ax.get_figure()
     width_in = ax.get_position().width * fig.get_figwidth()
     chars = max(12, int(0.9 * width_in * 72 / (0.6 * fontsize)))  # average glyph ~0.6 em wide
@@ -94,8 +95,20 @@ def number(v: float, floatfmt: str = "%.3f") -> str:
 
 
 
+NOT_DRAWN: dict[str, str] = {}  # figure name -> what it needed, for the report's one line (reset per report)
+
+
 def save(fig, out_dir: Path, name: str) -> list[Path]:
-    """Writes ``name.png`` and ``name.pdf`` (temporary file, then rename) and closes the figure."""
+    """Writes ``name.png`` and ``name.pdf`` (temporary file, then rename) and closes the figure. A figure whose
+    every panel says 'no data' is not written (an older copy of it is removed): its name and what it needs go
+    to ``NOT_DRAWN``."""
+    panels = [a for a in fig.axes if a.get_visible()]
+    if panels and all(getattr(a, "_trcnas_no_data", None) for a in panels):
+        NOT_DRAWN[name] = "; ".join(dict.fromkeys(a._trcnas_no_data for a in panels))
+        plt.close(fig)
+        for ext in ("png", "pdf"):
+            (out_dir / f"{name}.{ext}").unlink(missing_ok=True)
+        return []
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for ext in ("png", "pdf"):

@@ -258,6 +258,8 @@ def cmd_run(args):
     _print_metrics(res["metrics"])
     for k, v in res["outputs"].items():
         print(f"  {k:13s} {v}")
+    if res["not_drawn"]:
+        print(res["not_drawn"])
 
 
 def cmd_hpo(args):
@@ -337,7 +339,7 @@ def cmd_predict(args):
 
 
 def cmd_report(args):
-    from trcnas.analysis.report import make_report
+    from trcnas.analysis.report import make_report, not_drawn_line
 
     if not Path(args.dir).is_dir():
         raise UserError(f"report: {args.dir} is not a directory")
@@ -354,6 +356,8 @@ def cmd_report(args):
                             "folder holding them")
     s = make_report(args.dir, args.out, args.importance)
     print(f"figures and tables in {s['figures']}: {', '.join(s['files'])}")
+    if not_drawn_line(s):
+        print(not_drawn_line(s))
 
 
 def cmd_summary(args):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from trcnas.analysis.report import make_report
+from trcnas.analysis.report import make_report, not_drawn_line
 from trcnas.nas.engine.importance import NothingToPermute, permutation_importance
 from trcnas.nas.engine.train import train_run
 from trcnas.nas.tasks import TASKS
@@ -44,4 +44,5 @@ def run_pipeline(cfg: dict, out: str | Path, address: str | None = None, num_sam
         "importance": out / "retrain" / "importance.csv", "figures": Path(report["figures"]),
     }
     wall = {"search": t_search, "retrain": t2 - t1, "importance": t3 - t2, "total": time.perf_counter() - t0}
-    return {"outputs": outputs, "metrics": summary, "wall_s": wall, "selected_by": f"{metric} ({mode})"}
+    return {"outputs": outputs, "metrics": summary, "wall_s": wall, "selected_by": f"{metric} ({mode})",
+            "not_drawn": not_drawn_line(report)}

@@ -93,10 +93,14 @@ def test_report_writes_figures_and_heatmap_equals_csv(tmp_path):
     summary = make_report(tmp_path)
     fig = tmp_path / "figures"
     for name in ("importance_heatmap", "chosen_context", "context_proportions", "search_reliability",
-                 "alpha_trajectories", "schedules", "search_vs_retrain", "resources", "optuna"):
+                 "alpha_trajectories", "schedules"):
         png, pdf = fig / f"{name}.png", fig / f"{name}.pdf"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
         assert pdf.read_bytes()[:5] == b"%PDF-"
+    # figures with nothing to show are not written; the report says what each needs
+    assert set(summary["not_drawn"]) == {"search_vs_retrain", "resources", "optuna"}
+    assert "trcnas hpo" in summary["not_drawn"]["optuna"] and "trcnas table" in summary["not_drawn"]["resources"]
+    assert not any(fig.glob("optuna.*")) and not any(fig.glob("resources.*"))
     m = pd.read_csv(fig / "importance_matrix.csv").set_index("target")
     for _, r in imp.iterrows():
         assert m.loc[r["target"], r["source"]] == pytest.approx(r["drop_delta_m_mean"])
@@ -154,9 +158,16 @@ def test_reliability_agreement_by_hand():
             assert rel.loc[(t, s), "agreement"] == pytest.approx(want)
 
 
-def test_empty_dir_report_says_no_data(tmp_path):
+def test_empty_dir_report_draws_nothing_and_says_what_each_figure_needs(tmp_path):
+    from trcnas.analysis.report import not_drawn_line
+
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "optuna.png").write_bytes(b"stale")  # an older report's figure goes too
     s = make_report(tmp_path)
-    assert "importance_heatmap.png" in s["files"] and s["search_runs"] == 0
+    assert s["search_runs"] == 0 and not any((tmp_path / "figures").glob("*.png"))
+    assert {"importance_heatmap", "search_reliability", "optuna"} <= set(s["not_drawn"])
+    line = not_drawn_line(s)
+    assert line.startswith("not drawn, nothing to show yet: ") and "search_reliability (needs at least two" in line
 
 
 def test_cached_encoder_gives_the_same_importance_as_full_forwards():
