@@ -159,10 +159,13 @@ REPLACE_KEY = "_delete_"  # in a mapping given with --set: replace the config's 
 def merge_override(old, new):
     """A ``--set`` value over the config's: a mapping merges into the mapping it overrides, key by key and at
     every depth (``--set 'loss_weights={semseg: 2}'`` keeps the other weights), unless it holds
-    ``_delete_: true``, which replaces the old mapping whole; any other value replaces the old one."""
+    ``_delete_: true``, which replaces the old mapping whole, or is empty (``{}`` empties it); any other value
+    replaces the old one."""
     if not isinstance(new, dict):
         return new
     new = dict(new)
+    if not new:  # `key={}` empties the mapping (merging nothing would silently keep it)
+        return {}
     if new.pop(REPLACE_KEY, False) is True or not isinstance(old, dict):
         return {k: merge_override(None, v) for k, v in new.items()}
     out = copy.deepcopy(old)

@@ -16,7 +16,7 @@ HEADER = """# Configuration reference
 Generated from the config schema (`nas/schema.py` and the sections families register) by
 `trcnas configs --reference > docs/configuration.md`; a test fails when this page is stale. A config is
 YAML that may extend another with `base:`; `--set key.path=value` overrides any key (a mapping merges into the
-config's; `_delete_: true` in it replaces it whole). Unknown keys are refused and values are strict.
+config's; `_delete_: true` in it replaces it whole, `{}` empties it). Unknown keys are refused and values are strict.
 """
 
 

@@ -26,7 +26,7 @@ def _common(p: argparse.ArgumentParser, config_default: str | None) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a config value (repeatable), e.g. --set train.steps=100; a mapping "
                         "merges into the config's (--set 'loss_weights={semseg: 2}' keeps the other weights); "
-                        "put _delete_: true in it to replace the whole mapping")
+                        "put _delete_: true in it to replace the whole mapping; {} empties it")
     p.add_argument("--out", default=None, help="run directory (default: results/<command>/<name>-<time>)")
     p.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
     p.add_argument("--seed", type=int, default=None)

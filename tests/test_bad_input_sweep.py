@@ -99,6 +99,7 @@ def test_set_of_one_loss_weight_keeps_the_others():
     cfg = load_config("synthetic-relations", ["data.relations={red: {green: local}}"])
     assert cfg["data"]["relations"]["red"] == {"red": "none", "green": "local", "blue": "local", "grain": "tlabel"}
     assert cfg["data"]["relations"]["green"]["red"] == "slabel"
+    assert load_config("synthetic-atrc", ["hpo.params={}"])["hpo"]["params"] == {}  # {} empties a mapping
 
 
 def test_set_of_a_number_in_e_notation_is_a_number():
