@@ -150,27 +150,29 @@ _SCIENTIFIC = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 def _number(value):
     """``1e30``, which YAML 1.1 (PyYAML) reads as a string for want of a dot, as the float a user means."""
     return float(value) if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()) else value
-    return value
 
 
 REPLACE_KEY = "_delete_"  # in a mapping given with --set: replace the config's mapping whole (as mmengine's)
+# mappings whose entries are single values (one search-space entry each): `--set` merges the mapping but replaces
+# an entry whole, so `{grid: [..]}` over `{type: float, low: .., high: ..}` is the grid, not a mixture of both
+WHOLE_ENTRIES = {("hpo", "params"), ("ray", "param_space")}
 
 
-def merge_override(old, new):
-    """A ``--set`` value over the config's: a mapping merges into the mapping it overrides, key by key and at
-    every depth (``--set 'loss_weights={semseg: 2}'`` keeps the other weights), unless it holds
-    ``_delete_: true``, which replaces the old mapping whole, or is empty (``{}`` empties it); any other value
-    replaces the old one."""
+def merge_override(old, new, path: tuple[str, ...] = ()):
+    """A ``--set`` value over the config's at ``path``: a mapping merges into the mapping it overrides, key by key
+    and at every depth (``--set 'loss_weights={semseg: 2}'`` keeps the other weights), unless it holds
+    ``_delete_: true``, which replaces the old mapping whole, or is empty (``{}`` empties it), or is an entry of a
+    search space (``WHOLE_ENTRIES``); any other value replaces the old one."""
     if not isinstance(new, dict):
         return new
     new = dict(new)
     if not new:  # `key={}` empties the mapping (merging nothing would silently keep it)
         return {}
-    if new.pop(REPLACE_KEY, False) is True or not isinstance(old, dict):
-        return {k: merge_override(None, v) for k, v in new.items()}
+    if new.pop(REPLACE_KEY, False) is True or not isinstance(old, dict) or path[:-1] in WHOLE_ENTRIES:
+        return {k: merge_override(None, v, (*path, k)) for k, v in new.items()}
     out = copy.deepcopy(old)
     for k, v in new.items():
-        out[k] = merge_override(out.get(k), v)
+        out[k] = merge_override(out.get(k), v, (*path, k))
     return out
 
 
@@ -194,7 +196,7 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
             if not isinstance(node.get(p), dict):
                 raise UserError(f"--set {item}: unknown config key {'.'.join(path)!r}")
             node = node[p]
-        node[path[-1]] = merge_override(node.get(path[-1]), value)
+        node[path[-1]] = merge_override(node.get(path[-1]), value, tuple(path))
         cfg = _validated(cfg, f"--set {item}")
     cfg["plugins"] = list(dict.fromkeys(absolute_plugins({"plugins": [*cfg["plugins"], *(plugins or [])]})))
     _check_semantics(cfg, source)

@@ -100,6 +100,13 @@ def test_set_of_one_loss_weight_keeps_the_others():
     assert cfg["data"]["relations"]["red"] == {"red": "none", "green": "local", "blue": "local", "grain": "tlabel"}
     assert cfg["data"]["relations"]["green"]["red"] == "slabel"
     assert load_config("synthetic-atrc", ["hpo.params={}"])["hpo"]["params"] == {}  # {} empties a mapping
+    # a search space merges entry by entry, but an entry is one value: it is replaced whole, never mixed
+    before = load_config("synthetic-atrc")["hpo"]["params"]
+    assert before["search.freeze_threshold"]["type"] == "float"
+    cfg = load_config("synthetic-atrc", ["hpo.params={search.freeze_threshold: {type: categorical, choices: [0.2]}}"])
+    assert cfg["hpo"]["params"]["search.freeze_threshold"] == {"type": "categorical", "choices": [0.2]}
+    assert {k: v for k, v in cfg["hpo"]["params"].items() if k != "search.freeze_threshold"} == {
+        k: v for k, v in before.items() if k != "search.freeze_threshold"}
 
 
 def test_set_of_a_number_in_e_notation_is_a_number():

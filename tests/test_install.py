@@ -93,4 +93,6 @@ def test_a_wheel_holds_every_module_and_shipped_yaml_and_runs_from_elsewhere(tmp
     assert p.returncode == 0, p.stderr[-2000:]
     lines = p.stdout.splitlines()
     assert lines[0].startswith(str(target / "trcnas" / "nas"))
-    assert any(ln.startswith("synthetic-atrc ") for ln in lines)  # shipped configs found in the wheel
+    listed = {ln.split()[0] for ln in lines[1:] if ln.startswith("  ")}
+    assert {"synthetic-atrc", "synthetic-relations", "atrc-nyud-hrnet18"} <= listed  # shipped configs and
+    # architectures found in the wheel

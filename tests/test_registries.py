@@ -407,7 +407,8 @@ def test_ray_and_optuna_read_one_hyperparameter_format():
     from trcnas.nas.errors import UserError
     from trcnas.runners.params import parse_params
 
-    space = ("{search.alpha_lr: {type: float, low: 0.001, high: 0.1, log: true}, "
+    # _delete_: the given space replaces the config's (a --set mapping otherwise merges into it)
+    space = ("{_delete_: true, search.alpha_lr: {type: float, low: 0.001, high: 0.1, log: true}, "
              "search.alpha_warmup: {type: int, low: 0, high: 400}, "
              "search.mode: {type: categorical, choices: [soft, hard]}}")
     cfg = load_config("synthetic-atrc", [f"ray.param_space={space}", f"hpo.params={space}"])
@@ -418,7 +419,8 @@ def test_ray_and_optuna_read_one_hyperparameter_format():
     assert hpo_p["search.mode"].to_optuna("hpo.params") == CategoricalDistribution(["soft", "hard"])
     t = ray_p["search.alpha_warmup"].to_tune()
     assert isinstance(t, tune.search.sample.Integer) and (t.lower, t.upper) == (0, 401)  # Ray's upper excluded
-    short = load_config("synthetic-atrc", ["ray.param_space={search.alpha_lr: {loguniform: [0.001, 0.1]}, "
+    short = load_config("synthetic-atrc", ["ray.param_space={_delete_: true, "
+                                           "search.alpha_lr: {loguniform: [0.001, 0.1]}, "
                                            "search.alpha_warmup: {randint: [0, 401]}, "
                                            "search.mode: {choice: [soft, hard]}}"])
     assert parse_params(short, "ray.param_space") == ray_p
