@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from trcnas.analysis.agreement import fleiss_kappa
 from trcnas.analysis.loaders import pair_choices, read_architecture
 from trcnas.analysis.style import (
     annotation,
@@ -21,7 +22,6 @@ from trcnas.analysis.style import (
     save,
     task_label,
 )
-from trcnas.spaces.architecture import fleiss_kappa
 
 
 def importance_matrix(imp: pd.DataFrame, tasks: list[str], column: str = "drop_delta_m_mean") -> pd.DataFrame:

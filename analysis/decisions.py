@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from trcnas.analysis.agreement import fleiss_kappa
 from trcnas.analysis.style import no_data, plt, save
-from trcnas.spaces.architecture import fleiss_kappa
 
 
 def decision_values(arch: dict) -> dict[str, str]:

@@ -8,10 +8,10 @@ All timings are medians of repeated runs after warm-up, in one process. Results 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +21,8 @@ import torch.nn as nn
 
 from trcnas.runners.memory import PeakMemory
 from trcnas.spaces.io import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 TASKS6 = ["semseg", "depth", "normals", "edge", "saliency", "parts"]
 
@@ -275,7 +277,7 @@ def run_bench(device: str = "cpu", out: str | Path = "results/bench", quick: boo
 
     def say(msg: str) -> None:  # phase lines on stderr (stdout may be the --json result)
         if progress:
-            print(f"[{time.perf_counter() - t_start:6.0f}s] {msg}", file=sys.stderr)
+            log.info("[%6.0fs] %s", time.perf_counter() - t_start, msg)
 
     res: dict = {"machine": machine(dev), "quick": quick, "units": {
         "images_per_s": "images/s", "step_s": "s", "peak_memory_MiB": "MiB", "fwd_bwd_s": "s",

@@ -7,13 +7,15 @@ its checkpoints to Tune; the ratio of the wall times (Ray start included) is the
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from trcnas.nas.config import load_config
+
+log = logging.getLogger(__name__)
 
 
 def ray_overhead(n: int = 4, steps: int = 100, config: str = "synthetic-atrc", cache_dir: str = "results/cache",
@@ -27,7 +29,7 @@ def ray_overhead(n: int = 4, steps: int = 100, config: str = "synthetic-atrc", c
     overrides = [f"search.steps={steps}", "train.checkpoint_every=50", f"data.cache_dir={cache_dir}",
                  "ray.max_concurrent_trials=1", f"ray.resources={{cpu: {cpus}}}"]
     cfg = load_config(config, overrides)
-    say = (lambda m: print(m, file=sys.stderr, flush=True)) if progress else (lambda m: None)
+    say = log.info if progress else (lambda m: None)
     with tempfile.TemporaryDirectory() as tmp:
         search_run(cfg, Path(tmp) / "warm", progress=False, stop_after=1)  # the data cache exists for both
         torch.set_num_threads(cpus)

@@ -465,8 +465,6 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trcnas.spaces.errors import SpecError
-
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage mistake (2, one line already printed)
@@ -482,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
             args.config = _config_for_architecture(args.architecture)
         console_logging()
         rc = COMMANDS[args.command](args)
-    except (UserError, SpecError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except DivergedError as e:
@@ -504,18 +502,16 @@ def _config_for_architecture(path: str) -> str:
     from trcnas.nas.families import family, is_family
     from trcnas.spaces import load_architecture
     from trcnas.spaces.architecture import find_architecture
-    from trcnas.spaces.errors import SpecError
-
     try:
         path = find_architecture(path)
-    except SpecError:
+    except UserError:
         return "synthetic-atrc"
     cand = path.parent / "config.yaml"
     if cand.is_file():
         return str(cand)
     try:
         arch = load_architecture(path)
-    except SpecError:
+    except UserError:
         return "synthetic-atrc"
     if arch.search.get("config"):  # a shipped architecture names the config it was searched with
         return str(arch.search["config"])

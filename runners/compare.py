@@ -36,9 +36,12 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from pathlib import Path
 
 from trcnas.nas.errors import UserError
+
+log = logging.getLogger(__name__)
 
 SHIPPED = Path(__file__).parent / "comparisons"
 VARIANT_KEYS = {"name", "label", "config", "set", "architecture", "retrain"}
@@ -282,7 +285,7 @@ def run_compare(spec_path: str | Path | dict, out: str | Path, extra: list[str] 
             if ray:
                 jobs.append((copy.deepcopy(cfgs[(v["name"], s)]), v, run_dir))
                 continue
-            print(f"[{done + 1}/{total}] {v['name']} seed {s} -> {run_dir}", flush=True)
+            log.info("[%d/%d] %s seed %d -> %s", done + 1, total, v["name"], s, run_dir)
             _run_variant(copy.deepcopy(cfgs[(v["name"], s)]), v, run_dir, progress)
             done += 1
     errors = _run_on_ray([j for j in jobs if not _finished(j[1], j[2])], out, address) if ray else []

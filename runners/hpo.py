@@ -129,11 +129,11 @@ def run_trial(cfg: dict, run_dir: Path, objectives: list[str], on_eval=None) -> 
     ``hpo.retrain``) into ``run_dir`` (``run_dir/seed<k>`` when several). Returns every objective — the mean
     over the searches; ``agreement``: the % of search pairs that took the same value, averaged over the
     decisions — and the first search's architecture file. ``on_eval`` follows the first search."""
+    from trcnas.analysis.agreement import mean_agreement
     from trcnas.nas.config import validate
     from trcnas.nas.engine.search import ARCHITECTURE, search_run
     from trcnas.nas.engine.train import train_run
     from trcnas.spaces import load_architecture
-    from trcnas.spaces.architecture import mean_agreement
 
     cfg = validate(cfg, "hpo trial")  # the suggested values together, checked like every other config
     n = cfg["hpo"]["seeds"]

@@ -52,11 +52,6 @@ class Architecture:
     def choice(self, path: tuple[str, ...]):
         return _get(self.choices, path)
 
-    def atrc_candidates(self) -> dict[str, dict[str, list[str]]]:
-        """``{target: {source: [context]}}`` for building a fixed ATRC module."""
-        rows = self.choices.get("atrc", {})
-        return {t: {s: [rows[t][s]] for s in self.tasks} for t in self.tasks}
-
     def validate(self, space: SearchSpace | None = None, tasks: list[str] | None = None, source: str = "",
                  known_tasks: list[str] | None = None) -> None:
         """Check against the space (every decision present, every value a candidate), the run's tasks and
@@ -188,33 +183,3 @@ def decision_leaves(choices: dict, prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{k}"] = tuple(v) if isinstance(v, list) else v
     return out
-
-
-def mean_agreement(choices: list[dict]) -> float:
-    """Search reliability: for each decision, the % of pairs of architectures that took the same value;
-    averaged over the decisions (100 = every search chose alike)."""
-    from itertools import combinations
-
-    leaves = [decision_leaves(c) for c in choices]
-    if len(leaves) < 2:
-        raise ValueError("agreement needs at least two architectures")
-    per = [sum(a[d] == b[d] for a, b in combinations(leaves, 2)) / (len(leaves) * (len(leaves) - 1) / 2)
-           for d in leaves[0]]
-    return 100.0 * sum(per) / len(per)
-
-
-def fleiss_kappa(choices: list[dict]) -> dict[str, float | None]:
-    """Agreement corrected for chance, Fleiss' kappa (the ATRC paper's percentage agreement is not corrected,
-    as its Sec. F notes): the decisions are the subjects, the searches the raters. ``observed`` is
-    ``mean_agreement`` / 100; ``chance`` the agreement expected if every search drew its values from the
-    pooled shares of all values (sum of squared shares); kappa = (observed - chance) / (1 - chance): 0 at
-    chance, 1 when all agree; None when every value is the same (chance = 1)."""
-    from collections import Counter
-
-    leaves = [decision_leaves(c) for c in choices]
-    counts = Counter(repr(leaf[d]) for leaf in leaves for d in leaves[0])
-    total = sum(counts.values())
-    chance = sum((n / total) ** 2 for n in counts.values())
-    observed = mean_agreement(choices) / 100.0
-    kappa = None if chance >= 1.0 else (observed - chance) / (1.0 - chance)
-    return {"observed": observed, "chance": chance, "kappa": kappa}

@@ -364,7 +364,7 @@ def test_report_cli_takes_importance_from_elsewhere_and_refuses_a_missing_path(t
 def test_fleiss_kappa_by_hand_and_in_the_report(tmp_path):
     """Three searches, two decisions: d1 = a, a, b (agreement 1/3), d2 = a, a, a (1): observed 2/3; pooled
     shares a 5/6, b 1/6, chance 26/36; kappa = (2/3 - 13/18) / (5/18) = -0.2. All alike: chance 1, kappa None."""
-    from trcnas.spaces.architecture import fleiss_kappa
+    from trcnas.analysis.agreement import fleiss_kappa
 
     runs = [{"g": {"d1": "a", "d2": "a"}}, {"g": {"d1": "a", "d2": "a"}}, {"g": {"d1": "b", "d2": "a"}}]
     k = fleiss_kappa(runs)

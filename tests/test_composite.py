@@ -11,7 +11,6 @@ from trcnas.nas.composite.embedding import SearchTaskEmbedding, TaskEmbedding, t
 from trcnas.nas.composite.outputs import AnchorOutput, class_anchors
 from trcnas.nas.composite.palette import build_palette_rule, load_palette_image, save_palette_image
 from trcnas.nas.config import load_config
-from trcnas.nas.engine.evaluate import forward_batch, losses_of
 from trcnas.nas.engine.loop import fit, prepare
 from trcnas.nas.errors import UserError
 from trcnas.nas.models import build_model, build_supergraph
@@ -454,8 +453,8 @@ def test_batch_losses_are_masked_to_the_palette(cache_dir):
          "normals": torch.nn.functional.normalize(torch.randn(2, 3, 32, 32), dim=1),
          "edge": (torch.rand(2, 1, 32, 32) > 0.8).float()}
     model.rule = build_palette_rule({"rule": "single", "task": "depth"}, TASKS)
-    out = forward_batch(model, b)
-    _, parts = losses_of(model, out, b, tasks, cfg["loss_weights"])
+    out = model.forward_batch(b)
+    _, parts = model.compute_losses(out, b, tasks, cfg["loss_weights"])
     assert float(parts["depth"]) > 0 and all(float(parts[t]) == 0 for t in ("semseg", "normals", "edge"))
 
 

@@ -94,7 +94,7 @@ def test_bad_storage_is_one_line(tmp_path, capsys, fast_args):
 
 
 def test_mean_agreement_by_hand():
-    from trcnas.spaces.architecture import mean_agreement
+    from trcnas.analysis.agreement import mean_agreement
 
     a = {"atrc": {"s": {"d": "global", "n": "local"}}, "mteb": {"scales": [1, 2]}}
     b = {"atrc": {"s": {"d": "global", "n": "none"}}, "mteb": {"scales": [1, 2]}}
@@ -105,8 +105,8 @@ def test_mean_agreement_by_hand():
 
 
 def test_a_reliability_objective_runs_several_searches_per_trial(tmp_path, fast_args):
+    from trcnas.analysis.agreement import mean_agreement
     from trcnas.spaces import load_architecture
-    from trcnas.spaces.architecture import mean_agreement
 
     out = tmp_path / "hpo"
     argv = ["hpo", "--storage", f"sqlite:///{tmp_path / 'o.db'}", "--out", str(out), "--n-trials", "1",

@@ -178,3 +178,28 @@ def test_ray_trial_reports_every_logging_step_to_rays_tensorboard_logger(tmp_pat
     lines = [ln for ln in p.stderr.splitlines() if " step " in ln and "frozen" in ln]
     assert len(lines) == 3 and all("search synthetic-atrc-fast-dev (" in ln for ln in lines)
     assert "Trial status" not in p.stdout + p.stderr
+
+
+def test_the_console_handler_writes_warnings_as_one_line_to_the_current_stderr(capsys):
+    """What the package logs reaches a user's terminal: progress with its time, a warning as ``warning: …``, on
+    whatever stderr is at the time (so a redirect after the handler was made still receives it)."""
+    import logging
+
+    from trcnas.nas.engine import live
+
+    logger = logging.getLogger("trcnas")
+    saved, root = (logger.handlers[:], logger.level), logging.getLogger().handlers[:]
+    logger.handlers, logging.getLogger().handlers = [], []
+    try:
+        live.console_logging()
+        logging.getLogger("trcnas.nas.engine.loop").warning("%s: the training loss rose", "run")
+        logging.getLogger("trcnas.runners.compare").info("[1/2] planted seed 0 -> out")
+        err = capsys.readouterr().err.splitlines()
+        assert err[0] == "warning: run: the training loss rose"
+        assert len(err) == 2 and err[1].endswith(" [1/2] planted seed 0 -> out") and err[1][2] == ":"
+        live.console_logging(verbose=False)
+        logging.getLogger("trcnas.runners.compare").info("hidden")
+        assert capsys.readouterr().err == ""
+    finally:
+        logger.handlers, logging.getLogger().handlers = saved[0], root
+        logger.setLevel(saved[1])

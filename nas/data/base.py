@@ -49,17 +49,13 @@ class DenseDataset(Dataset):
         self.tasks = list(tasks)
         self.transform = transform
         self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def load(self, index: int) -> dict[str, torch.Tensor]:  # pragma: no cover - interface
         raise NotImplementedError
 
     def __getitem__(self, item) -> dict[str, torch.Tensor]:
-        """``item`` is an index, or ``(index, epoch)`` from StepBatchSampler (augmentation depends on both)."""
-        index, epoch = item if isinstance(item, tuple) else (item, self.epoch)
+        """``item`` is an index (epoch 0) or ``(index, epoch)`` from StepBatchSampler (augmentation reads both)."""
+        index, epoch = item if isinstance(item, tuple) else (item, 0)
         sample = self.load(index)
         sample = {k: v for k, v in sample.items() if k == "image" or k in self.tasks}
         if self.transform is not None:

@@ -90,9 +90,7 @@ class TrainForward(nn.Module):
         self.model = model
 
     def forward(self, batch):
-        from trcnas.nas.engine.evaluate import forward_batch
-
-        return forward_batch(self.model, batch)
+        return self.model.forward_batch(batch)
 
 
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:

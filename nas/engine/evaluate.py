@@ -16,21 +16,6 @@ def to_device(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def forward_batch(model, batch: dict):
-    """The training forward: ``model.forward_batch(batch)`` for networks that need more than the image
-    (CompositeTasking draws its palette there), else ``model(image)``."""
-    return model.forward_batch(batch)
-
-
-def losses_of(model, out, batch: dict, tasks: Mapping[str, Task], weights: Mapping[str, float]):
-    return model.compute_losses(out, batch, tasks, weights)
-
-
-def predict(model, batch: dict) -> dict:
-    """``{"pred": {task: prediction}}`` in each task's meter format (``model.predict`` when it has one)."""
-    return model.predict(batch)
-
-
 def compute_losses(out: dict, batch: dict, tasks: Mapping[str, Task], weights: Mapping[str, float]):
     """-> (total, {name: detached value}). Final, aux and intermediate (``out["inter"][scale]``, multi-scale
     decoders) losses use the same per-task weight; intermediate losses are averaged over the scales that
@@ -74,7 +59,7 @@ def evaluate(model, loader, tasks: Mapping[str, Task], device, progress: bool = 
     for batch in bar(loader, desc="evaluating", enabled=progress, leave=False):
         batch = to_device(batch, device)
         with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
-            out = predict(model, batch)
+            out = model.predict(batch)
         size = batch["image"].shape[-2:]
         for t in tasks:
             meters[t].update(upsample_to(out["pred"][t].float(), size), batch[t])
@@ -92,7 +77,7 @@ def validation_loss(model, loader, tasks: Mapping[str, Task], weights: Mapping[s
         if batches is not None and k >= batches:
             break
         batch = to_device(batch, device)
-        loss, _ = losses_of(model, forward_batch(model, batch), batch, tasks, weights)
+        loss, _ = model.compute_losses(model.forward_batch(batch), batch, tasks, weights)
         total += float(loss) * batch["image"].shape[0]
         n += batch["image"].shape[0]
     return total / max(n, 1)

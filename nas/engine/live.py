@@ -15,6 +15,7 @@ No sink changes what a run computes: they only read the scalars the loop already
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -195,11 +196,33 @@ def _duration(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler on whatever ``sys.stderr`` is when a line is written (a test's capture, a redirected stream)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _):
+        pass
+
+
+class _ConsoleFormat(logging.Formatter):
+    """Progress as ``HH:MM:SS message``; a warning or an error as ``warning: message`` / ``error: message``, the
+    form the command line's own error lines have."""
+
+    def format(self, record):
+        if record.levelno >= logging.WARNING:
+            return f"{record.levelname.lower()}: {record.getMessage()}"
+        return super().format(record)
+
+
 def console_logging(verbose: bool = True) -> None:
     """The package's log lines to stderr (``trcnas`` logger, INFO), unless the user configured logging."""
     logger = logging.getLogger("trcnas")
     if not logger.handlers and not logging.getLogger().handlers:
-        h = logging.StreamHandler()
-        h.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        h = _Stderr()
+        h.setFormatter(_ConsoleFormat("%(asctime)s %(message)s", "%H:%M:%S"))
         logger.addHandler(h)
     logger.setLevel(logging.INFO if verbose else logging.WARNING)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import random
 import sys
@@ -28,7 +29,7 @@ from trcnas.nas.curves import LOSS_RISE, loss_rise
 from trcnas.nas.data import StepBatchSampler, build_dataset
 from trcnas.nas.engine import distributed
 from trcnas.nas.engine.checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
-from trcnas.nas.engine.evaluate import delta_m_of, evaluate, forward_batch, losses_of, primary, to_device
+from trcnas.nas.engine.evaluate import delta_m_of, evaluate, primary, to_device
 from trcnas.nas.engine.live import Live
 from trcnas.nas.errors import DivergedError, UserError
 from trcnas.nas.pool import set_eval_workers
@@ -36,6 +37,8 @@ from trcnas.nas.progress import bar as progress_bar
 from trcnas.nas.schema import OPTIMIZERS  # the config schema owns the choices
 from trcnas.nas.tasks import Task, build_tasks
 from trcnas.spaces.io import atomic_write_text
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -307,7 +310,7 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
         start, rows, elapsed = state["step"], list(state["rows"]), state.get("wall_s", 0.0)
         elapsed_cpu = state.get("cpu_s", 0.0)
         if progress and rank == 0 and start:
-            print(f"resuming {ctx.out_dir} from step {start} of {steps}", flush=True)
+            logger.info("resuming %s from step %d of %d", ctx.out_dir, start, steps)
         if plateau is not None:
             plateau.load_state_dict(state["plateau"])
     if start < steps and plugin.finished():  # a run its plugin ended early resumes as done
@@ -357,8 +360,8 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
         if label_rule is not None:
             batch = palette_masked(batch, label_rule, ctx.tasks)
         with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=tr["bf16"]):
-            out = ddp(batch) if ddp is not None else forward_batch(model, batch)
-        loss, parts = losses_of(model, out, batch, ctx.tasks, weights)
+            out = ddp(batch) if ddp is not None else model.forward_batch(batch)
+        loss, parts = model.compute_losses(out, batch, ctx.tasks, weights)
         extra, extra_log = plugin.extra_loss(step, steps)
         if extra is not None:
             loss = loss + extra
@@ -445,7 +448,7 @@ def finish_run(model, ctx: RunContext, result: LoopResult, model_name: str, prog
     if distributed.is_main():
         write_json(ctx.out_dir / "metrics.json", summary)
         if summary["loss_rise"] > LOSS_RISE:
-            print(f"warning: {ctx.out_dir}: the training loss ended at {summary['loss_rise']:.3g}x its best (mean of "
-                  "the last 10 % of logged steps against the lowest such window), a late divergence the non-finite "
-                  "check does not stop; its metrics are written as they are", file=sys.stderr, flush=True)
+            logger.warning("%s: the training loss ended at %.3gx its best (mean of the last 10 %% of logged steps "
+                           "against the lowest such window), a late divergence the non-finite check does not stop; "
+                           "its metrics are written as they are", ctx.out_dir, summary["loss_rise"])
     return summary

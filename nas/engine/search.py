@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +18,8 @@ from trcnas.nas.search.mixed import split_parameters
 from trcnas.nas.search.perturbation import select_by_perturbation
 from trcnas.spaces.architecture import architecture_from_decisions
 
+log = logging.getLogger(__name__)
+
 ARCHITECTURE = "architecture.yaml"
 SELECTION = "selection.json"  # perturbation-based selection: each decision's loss rise per removed candidate
 FREEZE_COLUMNS = ["step", "decision", "choice", "probability", "margin"]
@@ -30,8 +32,7 @@ def full_length(cfg: dict, why: str | None = None) -> dict:
     if not cfg["search"]["stop_when_frozen"]:
         return cfg
     if why:
-        print(f"note: {why}, so search.stop_when_frozen is off for them: each search runs all its search.steps",
-              file=sys.stderr, flush=True)
+        log.info("note: %s, so search.stop_when_frozen is off for them: each search runs all its search.steps", why)
     return {**cfg, "search": {**cfg["search"], "stop_when_frozen": False}}
 
 
@@ -75,8 +76,8 @@ def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bo
     if result.step < steps and not result.ended_early:
         return {"step": result.step, "finished": False}
     if result.ended_early and progress and main:
-        print(f"{cfg['name']}: every decision frozen at step {result.step} of {steps}; the search ends here "
-              "(search.stop_when_frozen)", flush=True)
+        log.info("%s: every decision frozen at step %d of %d; the search ends here (search.stop_when_frozen)",
+                 cfg["name"], result.step, steps)
     selection, t0, c0 = None, time.perf_counter(), time.process_time()
     if cfg["search"]["selection"] == "perturbation":
         selection = select_by_perturbation(
