@@ -41,7 +41,7 @@ def palette_pyramid(palette_onehot: torch.Tensor, sizes,
     at an exact factor of 2 that averages each 2x2 cell, so a level's value is the share of each task in its
     cell of the input), then, for a size that halving does not reach exactly (the reference only takes inputs
     divisible by 32), a final antialiased resize. ``antialias``: antialiased halving instead (a triangle filter
-    over 4 x 4 input pixels, not the reference's; trcnas used it before 2026-11-22)."""
+    over 4 x 4 input pixels, not the reference's; a deviation kept as an option)."""
     out, p = {}, palette_onehot
     want = sorted({tuple(s) for s in sizes}, key=lambda s: -s[0] * s[1])
     for size in want:

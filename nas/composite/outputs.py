@@ -9,7 +9,7 @@ the unit sphere:
 - normals: only the direction of the output counts, as in the reference, whose cosine loss and angular metric
   read the pre-sigmoid output (the sigmoid there feeds segmentation, parts and the edge / saliency
   probabilities): loss 1 - cos(o, n), prediction o / ||o||. (``normals="sigmoid"``: 2 sigmoid(o) - 1 first, the
-  [0, 1] image encoding of unit normals; trcnas did that before 2026-11-22.)
+  [0, 1] image encoding of unit normals, a deviation kept as an option.)
 - edge, saliency: each channel's sigmoid is the probability; the task's BCE is computed on the
   pre-sigmoid value (the same maths, numerically stable); decoded as the mean probability of the channels.
 - depth (not in the paper): each channel's sigmoid times ``depth_scale`` = 1.5 x the upper end of the

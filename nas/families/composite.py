@@ -26,26 +26,24 @@ class CompositeSection(Section):
     anchor_eps: float = Field(1.0e-8, gt=0)  # seg logits 1 / (distance of the sigmoid output to an anchor + eps)
     focal_gamma: float = Field(2.0, ge=0)
     # class anchors in [inset, 1 - inset]^3; 0 = the paper (anchors on the cube's corners and faces, where the
-    # sigmoid saturates). Measured (issue 13, 3 seeds, both with the settings before 2026-11-22): 0.1 is worse
-    # (Δm -18.26 ± 4.12 vs -9.45 ± 4.79)
+    # sigmoid saturates); 0.1 measured worse (docs/results.md)
     anchor_inset: float = Field(0.0, ge=0, lt=0.5)
     # where the class anchors sit: lattice (spread over the cube by farthest-point order on a 3-point-per-axis
     # lattice: corners, edge midpoints, centre) or voc (the PASCAL VOC colour map, the paper's 21 segmentation
-    # anchors; its first 9 colours lie in [0, 128/255]^3). Measured (issue 13, 3 seeds): voc is worse on the
-    # synthetic benchmark (Δm -34.18 ± 16.29 vs -6.16 ± 1.28)
+    # anchors; its first 9 colours lie in [0, 128/255]^3); voc measured worse on the synthetic benchmark
+    # (docs/results.md)
     anchors: Literal[ANCHOR_RULES] = "lattice"
     # raw (the reference): the normal is the direction of the pre-sigmoid output; sigmoid: of 2 sigmoid(o) - 1
-    # (trcnas before 2026-11-22)
+    # (a deviation kept as an option)
     normals: Literal[NORMALS_READINGS] = "raw"
-    # LeakyReLU slope in the task composition blocks: 0.01, the reference's (nn.LeakyReLU()); trcnas used the
-    # embedding network's 0.2 there before 2026-11-22
+    # LeakyReLU slope in the task composition blocks: 0.01, the reference's (nn.LeakyReLU())
     block_slope: float = Field(0.01, ge=0, lt=1)
     # the palette pyramid's 2x halving: plain bilinear, the reference's (each level holds each task's share of
-    # its cell); true: antialiased (a wider triangle filter), as trcnas did before 2026-11-22
+    # its cell); true: antialiased (a wider triangle filter, a deviation kept as an option)
     palette_antialias: bool = False
     # smaller details where trcnas differs from the reference, measured together (`trcnas compare
-    # composite-mosaic`'s composite_ref row, embedding_init below included; issue 13, 3 seeds: the reference's
-    # four give Δm -8.62 ± 3.27 against -6.16 ± 1.28, so trcnas's stay the defaults): the kernel of the block on
+    # composite-mosaic`'s composite_ref row, embedding_init below included; the reference's four measured worse,
+    # docs/results.md, so trcnas's stay the defaults): the kernel of the block on
     # the coarsest backbone level (reference: 1, a skip block), the decoder's bilinear upsampling (reference:
     # align_corners true) and the gamma/beta networks' hidden width (null: each block's output width;
     # reference: 128 or 256 by level, for its 64-512-channel blocks)
