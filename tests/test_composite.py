@@ -279,19 +279,6 @@ def test_every_parameter_is_in_one_adam_group_with_the_papers_lr_and_the_embeddi
     assert any(p is sup.embedding.layers[0].weight for p in w)
 
 
-def test_plateau_schedule_reduces_after_patience_epochs_and_resumes():
-    from trcnas.nas.engine.loop import Plateau
-
-    p = Plateau(0.3, 2, epoch_steps=2)
-    losses = [1.0, 1.0, 0.5, 0.5] + [0.6] * 6  # epochs: 1.0, 0.5, then three epochs without improvement
-    for step, v in enumerate(losses):
-        p.observe(step, v)
-    assert p.scale == pytest.approx(0.3) and p.best == 0.5
-    q = Plateau(0.3, 2, epoch_steps=2)
-    q.load_state_dict(p.state_dict())
-    assert q.state_dict() == p.state_dict()
-
-
 def test_mosaic_quadrants_hold_distinct_tasks():
     torch.manual_seed(0)
     p = build_palette_rule({"rule": "mosaic"}, TASKS)(_batch(b=200, h=32, w=32))

@@ -204,33 +204,57 @@ def weight_groups(model: torch.nn.Module, params: list, encoder_lr_mult: float =
     return [g for g in groups if g["params"]]
 
 
-class Plateau:
-    """ReduceLROnPlateau on the mean training loss of each epoch: after more than ``patience`` epochs
-    without a relative improvement of 1e-4, the lr scale is multiplied by ``factor``. Its state is
-    checkpointed with the run."""
+class LRSchedule:
+    """The weights' learning rate, set by torch's schedulers and stepped after every optimiser step:
+    ``poly`` is ``PolynomialLR`` over the run's steps (lr x (1 - step / steps) ^ poly_power; ATRC, xTAM);
+    ``plateau`` is ``ReduceLROnPlateau`` on each epoch's mean logged training loss (after more than ``patience``
+    epochs without a relative improvement of 1e-4 the lr is multiplied by ``factor``; CompositeTasking). Every
+    parameter group keeps its own multiple of ``train.lr`` (a pretrained encoder's). Its state is checkpointed
+    with the run."""
 
-    def __init__(self, factor: float, patience: int, epoch_steps: int):
-        self.factor, self.patience, self.epoch_steps = factor, patience, max(1, epoch_steps)
-        self.scale, self.best, self.bad, self.losses = 1.0, float("inf"), 0, []
+    def __init__(self, tr: dict, opt: torch.optim.Optimizer, steps: int, epoch_steps: int):
+        self.epoch_steps, self.losses = max(1, epoch_steps), []
+        if tr["schedule"] == "plateau":
+            p = tr["plateau"]
+            self.torch = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, mode="min", factor=p["factor"], patience=p["patience"], threshold=1e-4, threshold_mode="rel",
+                cooldown=0, min_lr=0.0, eps=0.0)
+        else:
+            self.torch = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=steps, power=tr["poly_power"])
 
-    def observe(self, step: int, loss: float | None) -> None:
+    @property
+    def plateau(self) -> bool:
+        return isinstance(self.torch, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+    def step(self, step: int, loss: float | None) -> None:
+        """After the optimiser's step ``step``; ``loss`` is that step's logged loss (None off a logging step)."""
+        if not self.plateau:
+            self.torch.step()
+            return
         if loss is not None:
             self.losses.append(loss)
-        if (step + 1) % self.epoch_steps or not self.losses:
-            return
-        mean, self.losses = sum(self.losses) / len(self.losses), []
-        if mean < self.best * (1 - 1e-4):
-            self.best, self.bad = mean, 0
-        else:
-            self.bad += 1
-            if self.bad > self.patience:
-                self.scale, self.bad = self.scale * self.factor, 0
+        if (step + 1) % self.epoch_steps == 0 and self.losses:
+            self.torch.step(sum(self.losses) / len(self.losses))
+            self.losses = []
 
     def state_dict(self) -> dict:
-        return {"scale": self.scale, "best": self.best, "bad": self.bad, "losses": list(self.losses)}
+        return {"torch": self.torch.state_dict(), "losses": list(self.losses)}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.scale, self.best, self.bad, self.losses = state["scale"], state["best"], state["bad"], state["losses"]
+    def load_state_dict(self, state: dict | None, start: int, legacy_plateau: dict | None = None) -> None:
+        """Resume at step ``start`` (the optimiser's groups already hold their saved lrs). A checkpoint written
+        before the schedulers were torch's has no state: poly continues from the saved lr, plateau from the
+        saved ``{scale, best, bad, losses}``."""
+        if state is not None:
+            self.torch.load_state_dict(state["torch"])
+            self.losses = list(state["losses"])
+        elif self.plateau and legacy_plateau is not None:
+            self.torch.best, self.torch.num_bad_epochs = legacy_plateau["best"], legacy_plateau["bad"]
+            self.losses = list(legacy_plateau["losses"])
+        elif not self.plateau and start:  # PolynomialLR's closed form at step ``start``
+            t = self.torch
+            for g, base in zip(t.optimizer.param_groups, t.base_lrs):
+                g["lr"] = base * (1 - min(start, t.total_iters) / t.total_iters) ** t.power
+            t.last_epoch = start
 
 
 def palette_masked(batch: dict, rule, tasks: Mapping[str, Task]) -> dict:
@@ -245,16 +269,15 @@ def palette_masked(batch: dict, rule, tasks: Mapping[str, Task]) -> dict:
 
 def make_optimizer(tr: dict, params: list) -> torch.optim.Optimizer:
     """The weight optimiser: ``sgd`` (momentum; ATRC, xTAM) or ``adam`` (CompositeTasking) over ``params``
-    (tensors or ``weight_groups`` dicts); the loop sets each group's lr every step."""
+    (tensors or ``weight_groups`` dicts, each starting at its ``lr_mult`` x ``train.lr``); ``LRSchedule``
+    moves the lrs."""
+    if params and isinstance(params[0], dict):
+        params = [{**g, "lr": tr["lr"] * g["lr_mult"]} for g in params]
     if tr["optimizer"] == "sgd":
         return torch.optim.SGD(params, lr=tr["lr"], momentum=tr["momentum"], weight_decay=tr["weight_decay"])
     if tr["optimizer"] == "adam":
         return torch.optim.Adam(params, lr=tr["lr"], weight_decay=tr["weight_decay"])
     raise UserError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {tr['optimizer']!r}")
-
-
-def poly_lr(base: float, step: int, total: int, power: float) -> float:
-    return base * (1 - min(step, total) / total) ** power
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> None:
@@ -290,8 +313,7 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
     groups = weight_groups(model, weight_params, weights_mult)
     opt = make_optimizer(tr, groups)
     optims = [opt, *plugin.optimizers()]
-    plateau = Plateau(tr["plateau"]["factor"], tr["plateau"]["patience"], len(ctx.train_set) // tr["batch_size"]) \
-        if tr["schedule"] == "plateau" else None
+    schedule = LRSchedule(tr, opt, steps, len(ctx.train_set) // tr["batch_size"])
     label_rule = None
     if tr["label_palette"]:
         from trcnas.nas.composite.palette import build_palette_rule
@@ -311,8 +333,7 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
         elapsed_cpu = state.get("cpu_s", 0.0)
         if progress and rank == 0 and start:
             logger.info("resuming %s from step %d of %d", ctx.out_dir, start, steps)
-        if plateau is not None:
-            plateau.load_state_dict(state["plateau"])
+        schedule.load_state_dict(state.get("schedule"), start, state.get("plateau"))
     if start < steps and plugin.finished():  # a run its plugin ended early resumes as done
         return LoopResult(start, rows, elapsed, ended_early=True, cpu_s=elapsed_cpu)
     if len(ctx.train_set) < tr["batch_size"]:
@@ -336,8 +357,7 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
         state = {"model": model.state_dict(), "optimizers": [o.state_dict() for o in optims],
                  "plugin": plugin.state_dict(), "rng": rng_state(), "step": step, "rows": rows,
                  "wall_s": elapsed + time.perf_counter() - t0, "cpu_s": elapsed_cpu + time.process_time() - c0}
-        if plateau is not None:
-            state["plateau"] = plateau.state_dict()
+        state["schedule"] = schedule.state_dict()
         save_checkpoint(ckpt_path, state)
         write_csv(ctx.out_dir / curve_name, rows)
         if on_checkpoint:
@@ -352,9 +372,7 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
     bar = progress_bar(total=steps, initial=start, desc=ctx.cfg["name"], enabled=progress and rank == 0 and tty)
     step, ended_early = start, False
     for step, batch in enumerate(loader, start=start):
-        lr = tr["lr"] * plateau.scale if plateau is not None else poly_lr(tr["lr"], step, steps, tr["poly_power"])
-        for g, spec in zip(opt.param_groups, groups):
-            g["lr"] = lr * spec["lr_mult"]
+        lr = opt.param_groups[0]["lr"] / groups[0]["lr_mult"]  # train.lr as scheduled (groups hold multiples)
         plugin.before_step(step, steps)
         batch = to_device(batch, ctx.device)
         if label_rule is not None:
@@ -385,8 +403,7 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
             ctx.live.log(step, {"loss": value, "lr": lr, **{f"loss/{k}": row[f"loss_{k}"] for k in parts},
                                 **{k: v for k, v in row.items() if k not in ("step", "loss", "lr")
                                    and not k.startswith("loss_")}, **plugin.live_scalars()})
-        if plateau is not None:  # the epoch's mean of the logged losses (no extra host sync)
-            plateau.observe(step, value)
+        schedule.step(step, value)  # plateau: the epoch's mean of the logged losses (no extra host sync)
         bar.update(1)
         saved = (step + 1) % tr["checkpoint_every"] == 0 or step == steps - 1
         if saved:
