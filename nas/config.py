@@ -12,7 +12,11 @@ from typing import Any
 import yaml
 
 from trcnas.nas import schema
+from trcnas.nas.data.relations import check_relations
 from trcnas.nas.errors import UserError
+from trcnas.nas.families import family, is_family, model_types, resolve_space
+from trcnas.nas.plugins import absolute_plugins, load_plugins
+from trcnas.nas.tasks import TASKS
 
 RETIRED = ("debug",)  # keys of older configs that no longer mean anything (dropped when such a config is read)
 # settings added after runs were stored, with what their absence from a stored config meant (the behaviour
@@ -22,6 +26,12 @@ ADDED_LATER = {("model", "composite", "anchor_inset"): 0.0, ("model", "composite
                ("model", "composite", "palette_antialias"): True, ("model", "composite", "top_kernel"): 3,
                ("model", "composite", "align_corners"): False, ("model", "composite", "film_hidden"): None,
                ("model", "composite", "embedding_init"): "kaiming"}
+
+
+def config_schema():
+    """The config model with every section: the core's, the shipped families' (imported above) and those of
+    the plugins loaded so far."""
+    return schema.schema()
 
 
 def defaults() -> dict:
@@ -104,7 +114,6 @@ def stored_as_today(cfg: dict) -> dict:
     null."""
     import copy
 
-    from trcnas.nas.families import family, is_family
 
     cfg = copy.deepcopy({k: v for k, v in cfg.items() if k not in RETIRED})
     for path, before in ADDED_LATER.items():
@@ -182,8 +191,6 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
     is validated against the schema after the file chain and after every override (so an error names the step
     that broke it), then the checks that need the registries run with the plugins loaded (file paths made
     absolute, so every process finds them)."""
-    from trcnas.nas.plugins import absolute_plugins, load_plugins
-
     user = _load_chain(name_or_path) if name_or_path else {}
     source = str(name_or_path) if name_or_path else "defaults"
     plugins_of = user.get("plugins") if isinstance(user.get("plugins"), list) else []
@@ -210,11 +217,26 @@ def _validated(cfg: dict, source: str) -> dict:
         raise UserError(str(e)) from None
 
 
+def apply_overrides(cfg: dict, overrides: dict, where: str = "ray.param_space") -> dict:
+    """``{"search.alpha_lr": 0.01}`` -> nested assignment on a copy; the key must exist in the config (else one
+    error naming ``where``, the section the key came from). Values are not validated here (``validate``)."""
+    cfg = copy.deepcopy(cfg)
+    for dotted, value in overrides.items():
+        node = cfg
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            if not isinstance(node.get(p), dict):
+                raise UserError(f"{where}: unknown config key {dotted!r}")
+            node = node[p]
+        if leaf not in node:
+            raise UserError(f"{where}: unknown config key {dotted!r}")
+        node[leaf] = value
+    return cfg
+
+
 def validate(cfg: dict, source: str) -> dict:
     """Every check ``load_config`` makes, on a config built another way (a Ray trial's ``param_space`` values,
     an Optuna trial's suggestions); returns the validated config."""
-    from trcnas.nas.plugins import load_plugins
-
     load_plugins(cfg if isinstance(cfg.get("plugins"), list) else {}, source)
     cfg = _validated(cfg, source)
     _check_semantics(cfg, source)
@@ -235,9 +257,6 @@ def has_key(dotted: str) -> bool:
 def _check_semantics(cfg: dict, source: str) -> None:
     """The checks the schema cannot make: names looked up in registries that plugins extend (tasks, model
     types, the search space's family) and the device."""
-    from trcnas.nas.plugins import load_plugins
-    from trcnas.nas.tasks import TASKS
-
     load_plugins(cfg, source)  # before anything is looked up in a registry a plugin may extend
     for t in cfg["data"]["tasks"]:
         if t not in TASKS:
@@ -247,7 +266,6 @@ def _check_semantics(cfg: dict, source: str) -> None:
         if unknown:
             raise UserError(f"{source}: {section}.{unknown[0]}: unknown task; known: {', '.join(TASKS.names())}")
     if cfg["data"]["dataset"] == "relations":
-        from trcnas.nas.data.relations import check_relations
 
         try:
             check_relations(cfg["data"]["relations"], cfg["data"]["tasks"])
@@ -256,7 +274,6 @@ def _check_semantics(cfg: dict, source: str) -> None:
     elif cfg["data"]["relations"] is not None:
         raise UserError(f"{source}: data.relations is a matrix of the relations dataset, but data.dataset is "
                         f"{cfg['data']['dataset']!r}; remove it or use data.dataset: relations")
-    from trcnas.nas.models import model_types
 
     if cfg["model"]["type"] not in model_types():
         raise UserError(f"{source}: model.type {cfg['model']['type']!r} unknown; "
@@ -265,7 +282,6 @@ def _check_semantics(cfg: dict, source: str) -> None:
     # it must be a space of model.type's family; a space file that is gone is only needed (and reported) by a
     # search: a retrain reads the space its architecture file embeds
     if space is not None and (Path(space).suffix not in (".yaml", ".yml") or Path(space).is_file()):
-        from trcnas.nas.families import resolve_space
 
         resolve_space(cfg, source)
     import torch

@@ -9,7 +9,7 @@ import re
 
 from pydantic import BaseModel
 
-from trcnas.nas.schema import schema
+from trcnas.nas.config import config_schema
 
 HEADER = """# Configuration reference
 
@@ -73,7 +73,7 @@ def rows(cls: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str, st
 
 def reference_markdown() -> str:
     lines = [HEADER, "| key | type | default | range | what |", "|---|---|---|---|---|"]
-    for key, typ, default, rng, note in rows(schema()):
+    for key, typ, default, rng, note in rows(config_schema()):
         cell = [key, typ, default, rng, note]
         lines.append("| " + " | ".join(f"`{c}`" if i < 3 and c else c.replace("|", "\\|")
                                         for i, c in enumerate(cell)) + " |")

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
-from trcnas.nas.tensorops import channel_norm, cosine, masked_mean, unit
+from trcnas.nas.tensorops import channel_norm, cosine, downsample_nearest, masked_mean, unit, upsample_to
+
+if TYPE_CHECKING:
+    from trcnas.nas.tasks import Task
 
 IGNORE = 255
 
@@ -64,3 +70,29 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -
     t = torch.where(valid, target.long(), torch.zeros_like(target.long()))
     logp = torch.log_softmax(logits.float(), dim=1).gather(1, t[:, None])[:, 0]
     return masked_mean(-(1 - logp.exp()) ** gamma * logp, valid)
+
+
+def compute_losses(out: dict, batch: dict, tasks: Mapping[str, Task], weights: Mapping[str, float]):
+    """-> (total, {name: detached value}). Final, aux and intermediate (``out["inter"][scale]``, multi-scale
+    decoders) losses use the same per-task weight; intermediate losses are averaged over the scales that
+    produced them, so they weigh as much as the final loss together whatever the number of placed blocks."""
+    size = batch["image"].shape[-2:]
+    total = 0.0
+    parts = {}
+    for t, task in tasks.items():
+        w = float(weights.get(t, 1.0))
+        loss = task.loss(upsample_to(out["pred"][t].float(), size), batch[t])
+        parts[t] = loss.detach()
+        total = total + w * loss
+        if t in out["aux"]:  # aux CE at feature resolution against nearest-downsampled labels (cheaper)
+            logits = out["aux"][t].float()
+            aux = task.aux_loss(logits, downsample_nearest(batch[t], logits.shape[-2:]))
+            parts[f"aux_{t}"] = aux.detach()
+            total = total + w * aux
+    inter = out.get("inter", {})
+    for k, preds in inter.items():  # averaged over the placed scales (xTAM supplement)
+        for t, p in preds.items():
+            loss = tasks[t].loss(upsample_to(p.float(), size), batch[t])
+            parts[f"inter{k}_{t}"] = loss.detach()
+            total = total + float(weights.get(t, 1.0)) * loss / len(inter)
+    return total, parts

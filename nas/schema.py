@@ -294,10 +294,8 @@ def register_section(path: str, model: type[Section]) -> None:
 
 @lru_cache(maxsize=1)
 def schema() -> type[ConfigBase]:
-    """The config model with every registered section (the shipped families' included)."""
-    from trcnas.nas.families import _builtin
-
-    _builtin()
+    """The config model with every registered section (the shipped families' register theirs when
+    ``trcnas.nas.families`` is imported, as ``trcnas.nas.config`` does)."""
     model_extra = {p.split(".")[1]: (m, m()) for p, m in _SECTIONS.items() if p.startswith("model.")}
     top = {p: (m, m()) for p, m in _SECTIONS.items() if "." not in p}
     model = create_model("Model", __base__=ModelSection, **model_extra) if model_extra else ModelSection

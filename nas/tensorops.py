@@ -8,6 +8,7 @@ values (up to floating-point reordering; ``tests/test_losses.py`` pins them agai
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def _wide(x: torch.Tensor) -> torch.Tensor:
@@ -41,3 +42,19 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``x[mask].mean()`` (``mask`` broadcast to ``x``) without a boolean-index copy; NaN when mask is empty."""
     mask = mask.expand_as(x)
     return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum() / mask.sum()
+
+
+def upsample_to(pred: torch.Tensor, size) -> torch.Tensor:
+    """``pred`` resized bilinearly to ``size`` (itself when it has that size)."""
+    if pred.shape[-2:] == tuple(size):
+        return pred
+    return F.interpolate(pred, size=size, mode="bilinear", align_corners=False)
+
+
+def downsample_nearest(label: torch.Tensor, size) -> torch.Tensor:
+    """A label map (B x H x W or B x C x H x W) resized to ``size`` by nearest neighbour, in its own dtype."""
+    if label.shape[-2:] == tuple(size):
+        return label
+    x = label[:, None] if label.dim() == 3 else label
+    y = F.interpolate(x.float(), size=tuple(size), mode="nearest").to(label.dtype)
+    return y[:, 0] if label.dim() == 3 else y

@@ -80,8 +80,7 @@ def run_loop_step(kind: str, overrides: list[str], warm: int = 3, steps: int = 2
     from trcnas.nas.config import load_config
     from trcnas.nas.engine.loop import fit, prepare
     from trcnas.nas.engine.train import load_run_architecture
-    from trcnas.nas.families import resolve_space
-    from trcnas.nas.models import build_model, build_supergraph
+    from trcnas.nas.families import build_model, build_supergraph, resolve_space
     from trcnas.nas.search.controller import ArchitectureSearch
     from trcnas.nas.search.mixed import split_parameters
 

@@ -364,7 +364,7 @@ def cmd_summary(args):
     from trcnas.nas.data import label_spaces
     from trcnas.nas.engine.summary import model_summary
     from trcnas.nas.engine.train import load_run_architecture
-    from trcnas.nas.models import build_model
+    from trcnas.nas.families import build_model
     from trcnas.nas.tasks import build_tasks
 
     cfg, _ = _load_cfg(args, "summary")

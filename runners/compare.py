@@ -307,7 +307,7 @@ def architecture_cost(cfg: dict, info, arch) -> dict:
     """``params_M`` and ``madds_G`` of the config's network with ``arch`` at the training size (empty when the
     network cannot be counted)."""
     from trcnas.nas.engine.train import network_cost
-    from trcnas.nas.models import build_model
+    from trcnas.nas.families import build_model
     from trcnas.nas.tasks import build_tasks
 
     return network_cost(build_model(cfg, build_tasks(cfg["data"]["tasks"], info), architecture=arch), cfg)

@@ -21,6 +21,12 @@ def _results(trial: Path) -> list[dict]:
     return [json.loads(ln) for ln in f.read_text().splitlines() if ln.strip()]
 
 
+def is_live(row: dict) -> bool:
+    """A live-metrics report (every logging step; it carries the run's ``total_steps``), not a checkpoint,
+    final or study report. Ray fills ``done`` into every row, so that key does not tell them apart."""
+    return "total_steps" in row
+
+
 def latest_checkpoint(trial: Path) -> Path | None:
     cks = sorted(trial.glob("checkpoint_*"), key=lambda p: int(p.name.split("_")[-1]))
     return cks[-1] if cks else None
@@ -30,8 +36,7 @@ def trial_rows(exp_dir: Path) -> list[dict]:
     rows = []
     for t in trial_dirs(exp_dir):
         params = json.loads((t / "params.json").read_text())
-        # the checkpoint and final reports (they carry "done"); the live metrics between them do not
-        res = [r for r in _results(t) if "done" in r]
+        res = [r for r in _results(t) if not is_live(r)]  # the checkpoint and final reports
         last = res[-1] if res else {}
         error = None
         err_file = t / "error.txt"

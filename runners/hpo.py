@@ -10,7 +10,15 @@ import json
 import shutil
 from pathlib import Path
 
+from trcnas.analysis.agreement import mean_agreement
+from trcnas.nas.config import apply_overrides, validate
+from trcnas.nas.engine.search import ARCHITECTURE, full_length, search_run
+from trcnas.nas.engine.train import train_run
 from trcnas.nas.errors import UserError
+from trcnas.runners.compare import architecture_cost, dataset_info
+from trcnas.runners.params import parse_params
+from trcnas.runners.tune_search import absolute_paths, init_ray
+from trcnas.spaces import load_architecture
 from trcnas.spaces.io import atomic_write_text
 
 OBJECTIVES = ("delta_m", "params_M", "madds_G", "agreement")
@@ -54,8 +62,6 @@ def check_study(cfg: dict) -> dict:
     """Check the study definition before any study is created or loaded: objectives and directions, the
     pruner, and every ``hpo.params`` entry (a config key, a well-formed range, and a range whose ends are
     values the config accepts). Returns the params as Optuna distributions."""
-    from trcnas.runners.params import parse_params
-
     h = cfg["hpo"]
     objectives, directions = list(h["objectives"]), list(h["directions"])
     if not objectives or len(objectives) != len(directions):
@@ -100,8 +106,6 @@ def _value(objective: str, summary: dict, cfg: dict, arch_path: Path) -> float:
     if objective in ("params_M", "madds_G"):
         if objective in summary:  # a retrain records its network's cost
             return float(summary[objective])
-        from trcnas.runners.compare import architecture_cost, dataset_info
-        from trcnas.spaces import load_architecture
 
         return float(architecture_cost(cfg, dataset_info(cfg), load_architecture(arch_path))[objective])
     raise UserError(f"unknown hpo objective {objective!r}; use delta_m, val/<task>, params_M or madds_G")
@@ -116,8 +120,6 @@ def reads_metrics(objective: str) -> bool:
 def comparable_searches(cfg: dict) -> dict:
     """The study's config: its searches run all their steps when an objective reads the search's own val
     metrics (``delta_m`` or ``val/<task>`` without ``hpo.retrain``)."""
-    from trcnas.nas.engine.search import full_length
-
     h = cfg["hpo"]
     if h["retrain"] or not any(reads_metrics(o) for o in h["objectives"]):
         return cfg
@@ -129,12 +131,6 @@ def run_trial(cfg: dict, run_dir: Path, objectives: list[str], on_eval=None) -> 
     ``hpo.retrain``) into ``run_dir`` (``run_dir/seed<k>`` when several). Returns every objective — the mean
     over the searches; ``agreement``: the % of search pairs that took the same value, averaged over the
     decisions — and the first search's architecture file. ``on_eval`` follows the first search."""
-    from trcnas.analysis.agreement import mean_agreement
-    from trcnas.nas.config import validate
-    from trcnas.nas.engine.search import ARCHITECTURE, search_run
-    from trcnas.nas.engine.train import train_run
-    from trcnas.spaces import load_architecture
-
     cfg = validate(cfg, "hpo trial")  # the suggested values together, checked like every other config
     n = cfg["hpo"]["seeds"]
     per_seed, archs = [], []
@@ -158,8 +154,6 @@ def run_study(cfg: dict, out: str | Path, storage: str | None = None, study_name
     counts, so a study that tunes ``search.steps`` still checks its setup in seconds)."""
     import optuna
 
-    from trcnas.runners.tune_search import apply_overrides
-
     dists = check_study(cfg)
     h = cfg["hpo"]
     out = Path(out)
@@ -175,7 +169,7 @@ def run_study(cfg: dict, out: str | Path, storage: str | None = None, study_name
 
     def objective(trial):
         overrides = {k: suggest(trial, k, d) for k, d in dists.items()}
-        tcfg = apply_overrides(apply_overrides(copy.deepcopy(cfg), overrides), pinned or {})
+        tcfg = apply_overrides(apply_overrides(copy.deepcopy(cfg), overrides, "hpo.params"), pinned or {}, "hpo.pinned")
         run_dir = out / f"trial_{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir.resolve()))
 
@@ -203,9 +197,8 @@ def hpo_trial(config: dict) -> None:
     import torch
     from ray import tune
 
-    from trcnas.runners.tune_search import apply_overrides
-
-    cfg = apply_overrides(apply_overrides(config["cfg"], {k: config[k] for k in config["params"]}), config["pinned"])
+    cfg = apply_overrides(apply_overrides(config["cfg"], {k: config[k] for k in config["params"]}, "hpo.params"),
+                          config["pinned"], "hpo.pinned")
     torch.set_num_threads(max(1, int(config["cpus"])))
     objectives = config["objectives"]
     run_dir = Path(tune.get_context().get_trial_dir()) / "run"
@@ -232,7 +225,6 @@ def run_study_ray(cfg: dict, out: str | Path, storage: str | None = None, study_
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
-    from trcnas.runners.tune_search import absolute_paths, init_ray
 
     dists = check_study(cfg)
     h = cfg["hpo"]
@@ -278,7 +270,6 @@ def run_study_ray(cfg: dict, out: str | Path, storage: str | None = None, study_
 def export_study(study, out: Path, objectives: list[str], architectures: dict[int, str] | None = None) -> dict:
     """trials.csv always; best.yaml (single objective) or pareto.csv + pareto/trial_N.yaml (multi).
     A trial's architecture file is its ``architecture`` user attribute, else ``architectures[number]``."""
-
     def arch_of(t):
         return t.user_attrs.get("architecture") or (architectures or {}).get(t.number)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from trcnas.nas.config import apply_overrides, has_key, validate
 from trcnas.nas.errors import UserError
 
 TYPES = ("float", "int", "categorical", "grid")
@@ -118,9 +119,6 @@ def parse_param(key: str, spec, where: str) -> Param:
 def parse_params(cfg: dict, where: str) -> dict[str, Param]:
     """``where`` (``ray.param_space`` or ``hpo.params``) of ``cfg`` parsed, every key a config key and every end
     of every range a value the config accepts (one error line otherwise)."""
-    from trcnas.nas.config import has_key, validate
-    from trcnas.runners.tune_search import apply_overrides
-
     section, name = where.split(".")
     out = {}
     for key, spec in (cfg[section][name] or {}).items():

@@ -15,8 +15,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from trcnas.nas.config import apply_overrides, validate, with_defaults
 from trcnas.nas.engine.live import log
 from trcnas.nas.errors import UserError
+from trcnas.runners.params import grid_size, parse_params
 
 ARTIFACTS = ("architecture.yaml", "metrics.json", "alpha_history.csv", "freeze_events.csv", "train_curve.csv",
              "config.yaml")
@@ -35,29 +37,12 @@ def absolute_paths(cfg: dict) -> dict:
     return cfg
 
 
-def apply_overrides(cfg: dict, overrides: dict) -> dict:
-    """``{"search.alpha_lr": 0.01}`` -> nested assignment; the key must exist in the config."""
-    cfg = copy.deepcopy(cfg)
-    for dotted, value in overrides.items():
-        node = cfg
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            if not isinstance(node.get(p), dict):
-                raise UserError(f"ray.param_space: unknown config key {dotted!r}")
-            node = node[p]
-        if leaf not in node:
-            raise UserError(f"ray.param_space: unknown config key {dotted!r}")
-        node[leaf] = value
-    return cfg
-
-
 def param_space(cfg: dict, num_samples: int) -> dict:
     """The Tune param space of ``ray.param_space`` (the one format of ``runners/params.py``); every grid /
     choice value and both ends of every range are checked against the config first (a trial never starts with
     a value the config refuses)."""
     from ray import tune
 
-    from trcnas.runners.params import parse_params
 
     space = {k: p.to_tune() for k, p in parse_params(cfg, "ray.param_space").items()}
     seeds = list(range(cfg["seed"], cfg["seed"] + num_samples))
@@ -77,7 +62,6 @@ def search_trial(config: dict) -> None:
     import torch
     from ray import tune
 
-    from trcnas.nas.config import validate, with_defaults
     from trcnas.nas.engine.loop import CHECKPOINT
     from trcnas.nas.engine.search import search_run
     from trcnas.nas.errors import DivergedError
@@ -189,7 +173,6 @@ def run_tune_search(cfg: dict, name: str, address: str | None = None, num_sample
     import ray
     from ray import tune
 
-    from trcnas.runners.params import grid_size, parse_params
 
     if not resume:
         param_space(cfg, num_samples)  # refuses a bad ray.param_space before a cluster is started

@@ -172,7 +172,7 @@ def test_empty_dir_report_draws_nothing_and_says_what_each_figure_needs(tmp_path
 
 def test_cached_encoder_gives_the_same_importance_as_full_forwards():
     from trcnas.nas.config import load_config
-    from trcnas.nas.models import build_model
+    from trcnas.nas.families import build_model
 
     g = torch.Generator().manual_seed(0)
     n = 10

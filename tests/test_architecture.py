@@ -95,7 +95,7 @@ def test_fixed_variants_cover_every_pair():
 
 def test_fixed_network_builds_only_chosen_blocks_and_needed_aux():
     from trcnas.nas.config import load_config
-    from trcnas.nas.models import build_model
+    from trcnas.nas.families import build_model
     from trcnas.nas.models.context import GlobalContext, LocalContext, SLabelContext, TLabelContext
     from trcnas.nas.tasks import DatasetInfo, build_tasks
 

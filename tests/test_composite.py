@@ -13,7 +13,7 @@ from trcnas.nas.composite.palette import build_palette_rule, load_palette_image,
 from trcnas.nas.config import load_config
 from trcnas.nas.engine.loop import fit, prepare
 from trcnas.nas.errors import UserError
-from trcnas.nas.models import build_model, build_supergraph
+from trcnas.nas.families import build_model, build_supergraph
 from trcnas.nas.search.mixed import split_parameters
 from trcnas.nas.tasks import DatasetInfo, build_tasks
 from trcnas.runners.cli import FAST_DEV, main

@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from trcnas.nas.config import load_config
-from trcnas.nas.models import build_model, build_supergraph
+from trcnas.nas.families import build_model, build_supergraph
 from trcnas.nas.models.mteb import MTEBNet
 from trcnas.nas.models.xtam import MTEB, Directional, Fusion, downscale_for
 from trcnas.nas.search.mixed import mixed_ops
@@ -53,7 +53,7 @@ def test_mteb_fuses_as_the_paper_with_no_gate(fusion):
 
 def test_every_mteb_parameter_learns_from_the_first_steps_of_the_shipped_search():
     from trcnas.nas.data import build_dataset
-    from trcnas.nas.engine.evaluate import compute_losses
+    from trcnas.nas.losses import compute_losses
 
     tasks, cfg = _tasks(), _cfg()
     torch.manual_seed(0)
@@ -113,7 +113,7 @@ def test_scales_are_named_by_their_downsamplings_and_default_is_the_finest():
 
 
 def test_intermediate_losses_are_averaged_over_the_placed_scales():
-    from trcnas.nas.engine.evaluate import compute_losses
+    from trcnas.nas.losses import compute_losses
 
     tasks = build_tasks(["depth"], DatasetInfo("synthetic", num_classes=9))
     batch = {"image": torch.zeros(1, 3, 8, 8), "depth": torch.ones(1, 1, 8, 8)}

@@ -12,9 +12,8 @@ from PIL import Image
 from test_data import _nyud_tree  # the NYUD fixture layout, here at the paper's crop size
 
 from trcnas.nas.config import load_config
-from trcnas.nas.families import resolve_space
+from trcnas.nas.families import build_model, build_supergraph, resolve_space
 from trcnas.nas.genotype import from_genotype
-from trcnas.nas.models import build_model, build_supergraph
 from trcnas.nas.tasks import DatasetInfo, build_tasks
 from trcnas.runners.cli import main
 

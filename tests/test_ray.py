@@ -86,9 +86,11 @@ def _trcnas(*args, cache, storage, timeout=600, check=True, **kwargs):
 
 
 def _steps(trial: Path) -> list[int]:
-    """The steps of a trial's checkpoint and final reports (those carry "done"; the live metrics do not)."""
+    """The steps of a trial's checkpoint and final reports (not the live metrics between them)."""
+    from trcnas.runners.experiment import is_live
+
     rows = [json.loads(ln) for ln in (trial / "result.json").read_text().splitlines() if ln.strip()]
-    return [r["step"] for r in rows if "done" in r]
+    return [r["step"] for r in rows if not is_live(r)]
 
 
 def test_trials_land_on_both_nodes_and_export_best(cluster, cache_dir, tmp_path):

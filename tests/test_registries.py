@@ -91,7 +91,7 @@ def test_every_space_family_builds_supergraph_and_fixed_network(family, tmp_path
     import numpy as np
 
     from trcnas.nas.config import load_config
-    from trcnas.nas.models import build_model, build_supergraph
+    from trcnas.nas.families import build_model, build_supergraph
     from trcnas.nas.search.mixed import mixed_ops
     from trcnas.nas.tasks import DatasetInfo, build_tasks
     from trcnas.spaces import default_architecture, fixed_architecture, load_architecture, load_space
@@ -211,7 +211,7 @@ def test_atrc_without_an_architecture_is_its_multitask_baseline():
     import numpy as np
 
     from trcnas.nas.config import load_config
-    from trcnas.nas.models import build_model
+    from trcnas.nas.families import build_model
     from trcnas.nas.tasks import DatasetInfo, build_tasks
 
     tasks = build_tasks(["semseg", "depth"], DatasetInfo("s", num_classes=9, normal_centroids=np.eye(3)))
@@ -341,7 +341,7 @@ def test_every_network_keeps_the_contract(family):
     import numpy as np
 
     from trcnas.nas.config import load_config
-    from trcnas.nas.models import build_model, build_supergraph
+    from trcnas.nas.families import build_model, build_supergraph
     from trcnas.nas.models.contract import DenseNetwork, PermutableUnit, SplitNetwork
     from trcnas.nas.tasks import DatasetInfo, build_tasks
     from trcnas.spaces import default_architecture, fixed_architecture, load_space

@@ -212,7 +212,7 @@ def test_global_block_equals_explicit_formula():
 
 def test_weights_and_alphas_partition_every_parameter():
     from trcnas.nas.config import load_config
-    from trcnas.nas.models import build_supergraph
+    from trcnas.nas.families import build_supergraph
     from trcnas.nas.search.mixed import split_parameters
     from trcnas.nas.tasks import DatasetInfo, build_tasks
     from trcnas.spaces import load_space

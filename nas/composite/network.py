@@ -20,8 +20,8 @@ from trcnas.nas.composite.blocks import BLOCK_SLOPE, TaskCompositionBlock, embed
 from trcnas.nas.composite.outputs import build_outputs
 from trcnas.nas.composite.palette import PaletteRule
 from trcnas.nas.models.contract import DenseNetwork
-from trcnas.nas.models.multitask import upsample_to
 from trcnas.nas.tasks import Task
+from trcnas.nas.tensorops import upsample_to
 
 CONDITIONING = ("pixel", "image")  # image: Task Switching Networks (one task per image)
 

@@ -7,47 +7,13 @@ from collections.abc import Mapping
 import torch
 
 from trcnas.nas.metrics import delta_m
-from trcnas.nas.models.multitask import upsample_to
 from trcnas.nas.progress import bar
 from trcnas.nas.tasks import Task
+from trcnas.nas.tensorops import upsample_to
 
 
 def to_device(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-def compute_losses(out: dict, batch: dict, tasks: Mapping[str, Task], weights: Mapping[str, float]):
-    """-> (total, {name: detached value}). Final, aux and intermediate (``out["inter"][scale]``, multi-scale
-    decoders) losses use the same per-task weight; intermediate losses are averaged over the scales that
-    produced them, so they weigh as much as the final loss together whatever the number of placed blocks."""
-    size = batch["image"].shape[-2:]
-    total = 0.0
-    parts = {}
-    for t, task in tasks.items():
-        w = float(weights.get(t, 1.0))
-        loss = task.loss(upsample_to(out["pred"][t].float(), size), batch[t])
-        parts[t] = loss.detach()
-        total = total + w * loss
-        if t in out["aux"]:  # aux CE at feature resolution against nearest-downsampled labels (cheaper)
-            logits = out["aux"][t].float()
-            aux = task.aux_loss(logits, downsample_nearest(batch[t], logits.shape[-2:]))
-            parts[f"aux_{t}"] = aux.detach()
-            total = total + w * aux
-    inter = out.get("inter", {})
-    for k, preds in inter.items():  # averaged over the placed scales (xTAM supplement)
-        for t, p in preds.items():
-            loss = tasks[t].loss(upsample_to(p.float(), size), batch[t])
-            parts[f"inter{k}_{t}"] = loss.detach()
-            total = total + float(weights.get(t, 1.0)) * loss / len(inter)
-    return total, parts
-
-
-def downsample_nearest(label: torch.Tensor, size) -> torch.Tensor:
-    if label.shape[-2:] == tuple(size):
-        return label
-    x = label[:, None] if label.dim() == 3 else label
-    y = torch.nn.functional.interpolate(x.float(), size=tuple(size), mode="nearest").to(label.dtype)
-    return y[:, 0] if label.dim() == 3 else y
 
 
 @torch.no_grad()

@@ -23,13 +23,13 @@ from trcnas.nas.engine.evaluate import primary, to_device
 from trcnas.nas.engine.loop import CHECKPOINT, RunContext, resolve_device, write_csv, write_json
 from trcnas.nas.engine.train import load_run_architecture
 from trcnas.nas.errors import UserError
+from trcnas.nas.families import build_model
 from trcnas.nas.metrics import delta_m
-from trcnas.nas.models import build_model
 from trcnas.nas.models.contract import SplitNetwork
-from trcnas.nas.models.multitask import upsample_to
 from trcnas.nas.pool import set_eval_workers
 from trcnas.nas.progress import bar
 from trcnas.nas.tasks import build_tasks
+from trcnas.nas.tensorops import upsample_to
 
 
 class NothingToPermute(UserError):

@@ -10,8 +10,7 @@ from pathlib import Path
 from trcnas.nas.engine import distributed
 from trcnas.nas.engine.evaluate import delta_m_of, evaluate, primary, validation_loss
 from trcnas.nas.engine.loop import cost_of, finish_run, fit, prepare, write_csv, write_json
-from trcnas.nas.families import resolve_space
-from trcnas.nas.models import build_supergraph
+from trcnas.nas.families import build_supergraph, resolve_space
 from trcnas.nas.plugins import load_plugins
 from trcnas.nas.search.controller import ArchitectureSearch
 from trcnas.nas.search.mixed import split_parameters

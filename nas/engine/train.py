@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from trcnas.nas.engine.loop import finish_run, fit, prepare
-from trcnas.nas.models import build_model
+from trcnas.nas.families import build_model
 from trcnas.nas.tasks import TASKS
 
 

@@ -14,6 +14,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
 from trcnas.nas.errors import UserError
+from trcnas.nas.models import MODELS
+from trcnas.nas.plugins import load_plugins
 from trcnas.nas.registry import Registry
 
 FAMILIES = Registry("space family")
@@ -65,26 +67,22 @@ def register_family(cls):
 
 
 def family(name: str) -> SpaceFamily:
-    _builtin()
     return FAMILIES.get(name)
 
 
 def family_names() -> list[str]:
     """Every registered family (the shipped ones and those of loaded plugins)."""
-    _builtin()
     return FAMILIES.names()
 
 
 def foreign_sections(model_type: str) -> tuple[str, ...]:
     """The config sections of the families other than ``model_type``'s: they do not change what its run
     computes (a run may resume after such a section gained a key)."""
-    _builtin()
     return tuple(FAMILIES.get(n).section for n in FAMILIES.names()
                  if n != model_type and FAMILIES.get(n).section)
 
 
 def is_family(model_type: str) -> bool:
-    _builtin()
     return model_type in FAMILIES
 
 
@@ -93,7 +91,6 @@ def resolve_space(cfg: dict, source: str = "config"):
     space of the family ``model.type`` selects."""
     from trcnas.spaces import load_space
 
-    _builtin()
     mtype, name = cfg["model"]["type"], cfg["search"]["space"]
     if mtype not in FAMILIES:
         if name is None:
@@ -111,6 +108,34 @@ def resolve_space(cfg: dict, source: str = "config"):
     return space
 
 
-def _builtin() -> None:
-    """The shipped families register on first use (importing this package stays cheap)."""
-    from trcnas.nas.families import atrc, composite, mteb  # noqa: F401
+def model_types() -> list[str]:
+    """Every valid ``model.type``: the plain networks, then the space families."""
+    return MODELS.names() + family_names()
+
+
+def build_model(cfg: dict, tasks: Mapping, architecture=None):
+    """The network ``model.type`` names: a plain network, or the fixed network of a family (``architecture``;
+    None: the family's defaults where it declares them)."""
+    load_plugins(cfg)
+    mtype = cfg["model"]["type"]
+    if is_family(mtype):
+        if architecture is not None and architecture.group != mtype:
+            raise UserError(f"the architecture is of space family {architecture.group!r} but model.type is "
+                            f"{mtype!r}; set model.type: {architecture.group}")
+        return family(mtype).fixed(cfg, tasks, architecture)
+    if architecture is not None:
+        raise UserError(f"model.type {mtype!r} is a plain network and takes no architecture; set model.type: "
+                        f"{architecture.group}")
+    if mtype not in MODELS:
+        raise UserError(f"model.type {mtype!r} unknown; use one of {', '.join(model_types())}")
+    return MODELS.build(mtype, cfg, tasks)
+
+
+def build_supergraph(cfg: dict, tasks: Mapping, space):
+    """The search network of ``space`` (one MixedOp per decision), built by the space's family."""
+    load_plugins(cfg)
+    return family(space.group).supergraph(cfg, tasks, space)
+
+
+# the shipped families register themselves (after the names they import from this package are defined)
+from trcnas.nas.families import atrc, composite, mteb  # noqa: E402, F401

@@ -6,8 +6,8 @@ from trcnas.nas.families import SpaceFamily, register_family
 
 
 def atrc_net(cfg: dict, tasks, pairs, search: bool):
-    from trcnas.nas.models import backbone_of
     from trcnas.nas.models.atrc import ATRCModule
+    from trcnas.nas.models.backbones import backbone_of
     from trcnas.nas.models.multitask import MultiTaskNet
 
     m = cfg["model"]

@@ -62,7 +62,7 @@ def composite_net(cfg: dict, tasks, embedding):
     from trcnas.nas.composite.network import CompositeNet
     from trcnas.nas.composite.palette import build_palette_rule
     from trcnas.nas.errors import UserError
-    from trcnas.nas.models import backbone_of
+    from trcnas.nas.models.backbones import backbone_of
 
     m, c = cfg["model"], cfg["model"]["composite"]
     if c["conditioning"] == "image" and c["palette"].get("rule", "mosaic") != "single":

@@ -21,7 +21,7 @@ register_section("model.mteb", MtebSection)
 
 
 def mteb_net(cfg: dict, tasks, scales, fusion, search: bool):
-    from trcnas.nas.models import backbone_of
+    from trcnas.nas.models.backbones import backbone_of
     from trcnas.nas.models.mteb import MTEBNet
 
     m, x = cfg["model"], cfg["model"]["mteb"]

@@ -229,3 +229,9 @@ for _n in ("resnet18", "resnet34", "resnet50", "resnet101"):
 BACKBONES.add("hrnet18", _timm("hrnet_w18_small_v2", [1, 2, 3, 4], any_size=True, feature_location=""))
 BACKBONES.add("hrnet48", _timm("hrnet_w48", [1, 2, 3, 4], any_size=True, feature_location=""))
 BACKBONES.add_prefix("timm:", _any_timm)
+
+
+def backbone_of(cfg: dict):
+    """A new backbone as ``model.backbone`` declares it."""
+    b = cfg["model"]["backbone"]
+    return BACKBONES.build(b["name"], b.get("weights"), **(b.get("options") or {}))

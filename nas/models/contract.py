@@ -19,6 +19,8 @@ from typing import NamedTuple, TypedDict
 import torch
 import torch.nn as nn
 
+from trcnas.nas.losses import compute_losses
+
 
 class NetOutput(TypedDict, total=False):
     pred: dict[str, torch.Tensor]
@@ -60,8 +62,6 @@ class DenseNetwork(nn.Module):
 
     def compute_losses(self, out: NetOutput, batch: Mapping, tasks: Mapping, weights: Mapping[str, float]):
         """-> (total, {name: detached value}); the standard per-task losses by default."""
-        from trcnas.nas.engine.evaluate import compute_losses
-
         return compute_losses(out, batch, tasks, weights)
 
     def permutable(self) -> list[PermutableUnit]:

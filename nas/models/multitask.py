@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from trcnas.nas.models.contract import DenseNetwork, PermutableUnit, SplitNetwork
 from trcnas.nas.tasks import Task
@@ -107,9 +106,3 @@ class SingleTaskNets(DenseNetwork):
         for net in self.nets.values():
             out["pred"].update(net(image)["pred"])
         return out
-
-
-def upsample_to(pred: torch.Tensor, size) -> torch.Tensor:
-    if pred.shape[-2:] == tuple(size):
-        return pred
-    return F.interpolate(pred, size=size, mode="bilinear", align_corners=False)
