@@ -112,9 +112,6 @@ def stored_as_today(cfg: dict) -> dict:
     keys dropped; keys added later filled in with what their absence meant (``ADDED_LATER``); ``search.space``
     written out as the family's own space (or set for a plain network, where it meant nothing) is the default,
     null."""
-    import copy
-
-
     cfg = copy.deepcopy({k: v for k, v in cfg.items() if k not in RETIRED})
     for path, before in ADDED_LATER.items():
         node = cfg
@@ -266,7 +263,6 @@ def _check_semantics(cfg: dict, source: str) -> None:
         if unknown:
             raise UserError(f"{source}: {section}.{unknown[0]}: unknown task; known: {', '.join(TASKS.names())}")
     if cfg["data"]["dataset"] == "relations":
-
         try:
             check_relations(cfg["data"]["relations"], cfg["data"]["tasks"])
         except UserError as e:
@@ -274,7 +270,6 @@ def _check_semantics(cfg: dict, source: str) -> None:
     elif cfg["data"]["relations"] is not None:
         raise UserError(f"{source}: data.relations is a matrix of the relations dataset, but data.dataset is "
                         f"{cfg['data']['dataset']!r}; remove it or use data.dataset: relations")
-
     if cfg["model"]["type"] not in model_types():
         raise UserError(f"{source}: model.type {cfg['model']['type']!r} unknown; "
                         f"use one of {', '.join(model_types())}")
@@ -282,7 +277,6 @@ def _check_semantics(cfg: dict, source: str) -> None:
     # it must be a space of model.type's family; a space file that is gone is only needed (and reported) by a
     # search: a retrain reads the space its architecture file embeds
     if space is not None and (Path(space).suffix not in (".yaml", ".yml") or Path(space).is_file()):
-
         resolve_space(cfg, source)
     import torch
 
