@@ -21,7 +21,7 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("poly", "plateau")  # poly (ATRC, xTAM) | plateau (CompositeTasking)
 MODES = ("soft", "soft-all", "hard")  # search modes of the mixed ops
 WEIGHTINGS = ("softmax", "sigmoid")  # how a mixed op weighs its candidates (sigmoid: Fair DARTS)
-SELECTIONS = ("alpha", "perturbation")  # how a search decides its decisions (perturbation: DARTS-PT)
+SELECTIONS = ("alpha", "perturbation", "evaluation")  # how a search decides (DARTS-PT, SPOS-style evaluation)
 WARMUPS = ("mixture", "paths")  # what the weight-only warm-up trains
 SHAPES = ("linear", "cosine", "exp")  # schedule shapes
 MIN_SIZE = 32  # smallest input side: the coarsest backbone level is 1/32 of the input
@@ -186,8 +186,12 @@ class SearchSection(Section):
     # how the decisions are decided: alpha (argmax, freezing at the margin; the paper's) or perturbation
     # (DARTS-PT, Wang et al. 2021: nothing freezes during the search; at its end, decision by decision in a
     # seeded order, the candidate whose removal from the supergraph's mixture raises the validation loss most)
+    # or evaluation (single-path one-shot, Guo et al. 2020: every step trains one uniformly drawn candidate per
+    # decision, alpha unused; at the end each decision takes the candidate whose single path has the lowest
+    # validation loss, by greedy coordinate descent over the decisions in a seeded order)
     selection: Literal[SELECTIONS] = "alpha"
-    selection_batches: int | None = Field(None, gt=0)  # val batches per perturbation score (null: the split)
+    selection_batches: int | None = Field(None, gt=0)  # val batches per selection score (null: the split)
+    selection_sweeps: int = Field(2, gt=0)  # evaluation: at most this many coordinate-descent sweeps
     # what the alpha_warmup steps train: mixture (the search's own mixture, alphas held at their start) or paths
     # (one candidate per decision drawn uniformly each step at full weight, as single-path one-shot NAS trains a
     # supergraph: every candidate learns on its own before alpha moves)

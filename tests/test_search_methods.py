@@ -15,6 +15,7 @@ from trcnas.nas.errors import UserError
 from trcnas.nas.schema import defaults
 from trcnas.nas.search.controller import ArchitectureSearch
 from trcnas.nas.search.mixed import MixedOp, split_parameters
+from trcnas.nas.search.oneshot import select_by_evaluation
 from trcnas.nas.search.perturbation import select_by_perturbation
 
 D = 8
@@ -74,9 +75,11 @@ def search(overrides: dict, seed: int, init_std: float, steps: int = 300):
             opt.step()
             ctl.alpha_opt.step()
         ctl.after_step(step, steps)
+    xv = torch.randn(256, D, generator=torch.Generator().manual_seed(9))
     if cfg["selection"] == "perturbation":
-        xv = torch.randn(256, D, generator=torch.Generator().manual_seed(9))
         select_by_perturbation([model.mixed], lambda: _val_loss(model, xv), seed)
+    elif cfg["selection"] == "evaluation":
+        select_by_evaluation([model.mixed], lambda: _val_loss(model, xv), seed)
     return model.mixed.chosen()
 
 
@@ -87,6 +90,7 @@ METHODS = {
     "sigmoid": {"weights": "sigmoid", "entropy": NO_ENTROPY, "zero_one": 1.0},
     "paths": {"alpha_warmup": 100, "warmup": "paths"},
     "perturbation": {"selection": "perturbation"},
+    "evaluation": {"selection": "evaluation"},
 }
 
 
@@ -104,7 +108,7 @@ def test_the_parameter_free_candidate_is_tempting_for_alpha_selection():
         assert "good" not in [search(METHODS[method], s, init_std=3.0) for s in range(3)], method
 
 
-@pytest.mark.parametrize("method", ["paths", "perturbation"])
+@pytest.mark.parametrize("method", ["paths", "perturbation", "evaluation"])
 def test_the_remedies_find_the_right_candidate_where_none_is_tempting(method):
     assert [search(METHODS[method], s, init_std=3.0) for s in range(3)] == ["good"] * 3
 
@@ -166,6 +170,56 @@ def test_path_warmup_trains_one_candidate_per_step_at_full_weight():
     assert all(n == 2 for n, _ in seen[50:])  # then the soft mixture of the two parametric candidates
 
 
+def test_evaluation_trains_single_paths_all_search_long_and_leaves_alpha_alone():
+    torch.manual_seed(0)
+    model = Toy(0.1)
+    ctl = ArchitectureSearch(model, {**defaults()["search"], "selection": "evaluation"}, seed=0)
+    picked = []
+    for step in range(90):
+        ctl.before_step(step, 90)
+        sel = model.mixed.selection()
+        assert len(sel) == 1 and sel[0][1] is None  # one candidate at full weight, every step
+        picked.append(sel[0][0])
+        assert all(g["lr"] == 0.0 for g in ctl.alpha_opt.param_groups)
+        ctl.after_step(step, 90)
+    assert sorted(set(picked)) == [0, 1, 2] and all(abs(picked.count(i) - 30) < 15 for i in range(3))
+    assert not model.mixed.frozen  # nothing freezes during the search
+
+
+class Table(nn.Module):
+    """Two decisions whose validation loss is a given table of their choices (no weights)."""
+
+    def __init__(self, table: torch.Tensor):
+        super().__init__()
+        self.table = table
+        self.a = MixedOp("a", ["none", "x", "y"], [None, nn.Identity(), nn.Identity()])
+        self.b = MixedOp("b", ["none", "x", "y"], [None, nn.Identity(), nn.Identity()])
+
+    def score(self):
+        return float(self.table[self.a._frozen, self.b._frozen])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_evaluation_selection_descends_to_the_best_architecture(seed):
+    # b's best choice depends on a's; from any start the sweeps end at the one architecture no single change
+    # improves (coordinate descent is greedy: a table with two such points could end at either)
+    table = torch.tensor([[5.0, 4.0, 6.0],
+                          [3.0, 0.8, 0.5],
+                          [4.0, 1.0, 3.5]])
+    net = Table(table)
+    records = select_by_evaluation([net.a, net.b], net.score, seed=seed, sweeps=4)
+    assert (net.a.chosen(), net.b.chosen()) == ("x", "y") and net.a.frozen and net.b.frozen
+    by = {r["decision"]: r for r in records}
+    assert by["b"]["loss"] == dict(zip(["none", "x", "y"], table[1].tolist()))  # scored with a at x
+    assert by["a"]["choice"] == "x" and min(by["a"]["loss"].values()) == 0.5
+
+
+def test_evaluation_selection_takes_none_when_every_block_hurts():
+    net = Table(torch.tensor([[1.0, 2.0, 3.0], [2.0, 3.0, 4.0], [2.5, 3.5, 4.5]]))
+    select_by_evaluation([net.a, net.b], net.score, seed=0)
+    assert (net.a.chosen(), net.b.chosen()) == ("none", "none")
+
+
 @pytest.mark.parametrize("override,match", [
     ("search.weights=sigmoid", None),
     ("search.mode=hard", None),
@@ -178,7 +232,7 @@ def test_method_keys_in_config(override, match):
 @pytest.mark.parametrize("overrides,match", [
     (["search.weights=sigmoid", "search.mode=hard"], "weights sigmoid (Fair DARTS gates) needs mode soft"),
     (["search.zero_one=1.0"], "zero_one is the loss of sigmoid gates"),
-    (["search.selection=argmax"], "search.selection must be one of alpha, perturbation"),
+    (["search.selection=argmax"], "search.selection must be one of alpha, perturbation, evaluation"),
 ])
 def test_bad_method_keys_are_one_line(overrides, match):
     with pytest.raises(UserError, match=match.replace("(", r"\(").replace(")", r"\)")):
@@ -191,23 +245,46 @@ def test_paper_configs_keep_the_paper_method():
         assert (s["mode"], s["weights"], s["selection"], s["warmup"]) == ("soft", "softmax", "alpha", "mixture")
 
 
-def test_a_search_decided_by_perturbation_end_to_end(tmp_path, fast_args):
+@pytest.mark.parametrize("method", ["perturbation", "evaluation"])
+def test_a_search_decided_after_training_end_to_end(tmp_path, fast_args, method):
     import json
 
     import yaml
 
     from trcnas.runners.cli import main
 
-    out = tmp_path / "pt"
+    out = tmp_path / method
     assert main(["search", "--local", "--config", "synthetic-relations", "--out", str(out), "--set",
-                 "search.selection=perturbation", "--set", "search.freeze_threshold=0.0", *fast_args]) == 0
+                 f"search.selection={method}", "--set", "search.freeze_threshold=0.0", *fast_args]) == 0
     sel = json.loads((out / "selection.json").read_text())
     arch = yaml.safe_load((out / "architecture.yaml").read_text())
-    assert sel["method"] == "perturbation" and len(sel["decisions"]) == 16
+    assert sel["method"] == method and len(sel["decisions"]) == 16
+    score = "rise" if method == "perturbation" else "loss"
+    pick = max if method == "perturbation" else min
     for r in sel["decisions"]:
         _, t, s = r["decision"].split(".")
-        assert arch["choices"]["atrc"][t][s] == r["choice"] == max(r["rise"], key=r["rise"].get)
+        assert arch["choices"]["atrc"][t][s] == r["choice"] == pick(r[score], key=r[score].get)
     # nothing froze during the search, even with a zero freeze margin
     assert all(v is None for v in arch["search"]["frozen_at_step"].values())
-    assert arch["search"]["selection"] == "perturbation" and set(arch["search"]["loss_rise_when_removed"]) == \
-        {r["decision"] for r in sel["decisions"]}
+    key = "loss_rise_when_removed" if method == "perturbation" else "validation_loss"
+    assert arch["search"]["selection"] == method
+    assert set(arch["search"][key]) == {r["decision"] for r in sel["decisions"]}
+
+
+def test_single_paths_are_scored_with_their_own_batch_norm_statistics():
+    from trcnas.nas.engine.evaluate import batch_norm_on_batches
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    with torch.no_grad():
+        net[1].running_mean.fill_(5.0)
+        net[1].running_var.fill_(9.0)
+    net.eval()
+    x = torch.randn(6, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    before = {k: v.clone() for k, v in net[1].named_buffers()}
+    with torch.no_grad(), batch_norm_on_batches(net):
+        y = net(x)
+    # each channel normalised by the batch's own statistics, not the running ones
+    assert y.mean((0, 2, 3)).abs().max() < 1e-5 and (y.var((0, 2, 3), unbiased=False) - 1).abs().max() < 1e-3
+    assert not net[1].training and all(torch.equal(v, before[k]) for k, v in net[1].named_buffers())
+    with torch.no_grad():
+        assert net(x).mean().abs() > 1.0  # outside, the running statistics again

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import contextmanager, nullcontext
 
 import torch
 
@@ -32,20 +33,41 @@ def evaluate(model, loader, tasks: Mapping[str, Task], device, progress: bool = 
     return {t: m.compute() for t, m in meters.items()}
 
 
+@contextmanager
+def batch_norm_on_batches(model: torch.nn.Module):
+    """Within: the model's batch norms normalise with each batch's own statistics (the rest of the model as it is
+    set); their running statistics are restored afterwards. A single path of a supergraph trained on sampled
+    paths meets running statistics averaged over every path; SPOS recalibrates them per path, this is the cheap
+    equivalent for batches of a dozen images or more."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [(m, m.training, {k: v.clone() for k, v in m.named_buffers(recurse=False)}) for m in norms]
+    for m in norms:
+        m.train()
+    try:
+        yield model
+    finally:
+        for m, training, buffers in saved:
+            m.train(training)
+            for k, v in buffers.items():
+                getattr(m, k).copy_(v)
+
+
 @torch.no_grad()
 def validation_loss(model, loader, tasks: Mapping[str, Task], weights: Mapping[str, float], device,
-                    batches: int | None = None) -> float:
+                    batches: int | None = None, batch_stats: bool = False) -> float:
     """The mean over val images of the weighted training objective (every task's loss and aux loss), on the
-    first ``batches`` batches (None: all): perturbation-based selection's score."""
+    first ``batches`` batches (None: all): the score of the selections after a search. ``batch_stats``: batch
+    norms use each batch's statistics (``batch_norm_on_batches``)."""
     model.eval()
     total, n = 0.0, 0
-    for k, batch in enumerate(loader):
-        if batches is not None and k >= batches:
-            break
-        batch = to_device(batch, device)
-        loss, _ = model.compute_losses(model.forward_batch(batch), batch, tasks, weights)
-        total += float(loss) * batch["image"].shape[0]
-        n += batch["image"].shape[0]
+    with batch_norm_on_batches(model) if batch_stats else nullcontext():
+        for k, batch in enumerate(loader):
+            if batches is not None and k >= batches:
+                break
+            batch = to_device(batch, device)
+            loss, _ = model.compute_losses(model.forward_batch(batch), batch, tasks, weights)
+            total += float(loss) * batch["image"].shape[0]
+            n += batch["image"].shape[0]
     return total / max(n, 1)
 
 

@@ -14,13 +14,14 @@ from trcnas.nas.families import build_supergraph, resolve_space
 from trcnas.nas.plugins import load_plugins
 from trcnas.nas.search.controller import ArchitectureSearch
 from trcnas.nas.search.mixed import split_parameters
+from trcnas.nas.search.oneshot import select_by_evaluation
 from trcnas.nas.search.perturbation import select_by_perturbation
 from trcnas.spaces.architecture import architecture_from_decisions
 
 log = logging.getLogger(__name__)
 
 ARCHITECTURE = "architecture.yaml"
-SELECTION = "selection.json"  # perturbation-based selection: each decision's loss rise per removed candidate
+SELECTION = "selection.json"  # perturbation / evaluation selection: each decision's scores per candidate
 FREEZE_COLUMNS = ["step", "decision", "choice", "probability", "margin"]
 
 
@@ -78,14 +79,20 @@ def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bo
         log.info("%s: every decision frozen at step %d of %d; the search ends here (search.stop_when_frozen)",
                  cfg["name"], result.step, steps)
     selection, t0, c0 = None, time.perf_counter(), time.process_time()
-    if cfg["search"]["selection"] == "perturbation":
-        selection = select_by_perturbation(
-            controller.ops, lambda: validation_loss(model, ctx.val_loader(), ctx.tasks, cfg["loss_weights"],
-                                                    ctx.device, cfg["search"]["selection_batches"]),
-            seed=cfg["seed"])
+    method = cfg["search"]["selection"]
+    if method in ("perturbation", "evaluation"):
+        def score():  # a single path (evaluation) is scored with its own batch-norm statistics
+            return validation_loss(model, ctx.val_loader(), ctx.tasks, cfg["loss_weights"], ctx.device,
+                                   cfg["search"]["selection_batches"], batch_stats=method == "evaluation")
+
+        if method == "perturbation":
+            selection = select_by_perturbation(controller.ops, score, seed=cfg["seed"])
+        else:
+            selection = select_by_evaluation(controller.ops, score, seed=cfg["seed"],
+                                             sweeps=cfg["search"]["selection_sweeps"])
         model.train()
         if main:
-            write_json(out / SELECTION, {"method": "perturbation", "step": result.step, "decisions": selection})
+            write_json(out / SELECTION, {"method": method, "step": result.step, "decisions": selection})
     cost = cost_of(result, ctx.device, time.perf_counter() - t0, time.process_time() - c0)  # loop and selection
     decisions = controller.decisions()
     values = {m.decision.path: m.chosen() for m in controller.ops if m.decision is not None}
@@ -98,7 +105,10 @@ def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bo
         "seed": cfg["seed"], "step": result.step, "selection": cfg["search"]["selection"],
         "probabilities": {k: v["probabilities"] for k, v in decisions.items()},
         "frozen_at_step": {k: v["frozen_at_step"] for k, v in decisions.items()},
-        **({"loss_rise_when_removed": {r["decision"]: r["rise"] for r in selection}} if selection else {}),
+        **({"loss_rise_when_removed": {r["decision"]: r["rise"] for r in selection}}
+           if selection and method == "perturbation" else {}),
+        **({"validation_loss": {r["decision"]: r["loss"] for r in selection}}
+           if selection and method == "evaluation" else {}),
         "cost": cost,
     })
     arch.validate(space)

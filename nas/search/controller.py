@@ -37,9 +37,10 @@ class ArchitectureSearch(LoopPlugin):
         self.mode = search_cfg["mode"]
         set_weighting(model, search_cfg["weights"])
         self.zero_one = float(search_cfg["zero_one"])
-        # perturbation-based selection decides every decision after the search: nothing freezes during it
+        # perturbation-based and one-shot selection decide every decision after the search: nothing freezes
         self.freezing = search_cfg["selection"] == "alpha"
         self.warmup_paths = search_cfg["warmup"] == "paths"
+        self.paths_only = search_cfg["selection"] == "evaluation"  # single-path training for the whole search
         _, alphas = split_parameters(model)
         self.alpha_opt = torch.optim.Adam(alphas, lr=search_cfg["alpha_lr"],
                                           weight_decay=search_cfg["alpha_weight_decay"])
@@ -70,10 +71,10 @@ class ArchitectureSearch(LoopPlugin):
     def before_step(self, step, total):
         self._ensure_generator()
         for g in self.alpha_opt.param_groups:
-            g["lr"] = 0.0 if step < self.warmup else self.alpha_lr
+            g["lr"] = 0.0 if step < self.warmup or self.paths_only else self.alpha_lr
         tau = self.tau(step, total)
         set_tau(self.model, tau)
-        if step < self.warmup and self.warmup_paths:  # one uniformly drawn candidate per live decision
+        if self.paths_only or (step < self.warmup and self.warmup_paths):  # one uniform candidate per decision
             live = [m for m in self.ops if not m.frozen]
             if live:
                 draws = (torch.rand(len(live), generator=self.generator, device=self.generator.device)
