@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from trcnas.analysis.loaders import pair_rows
 from trcnas.nas.curves import LOSS_RISE, loss_rise
 from trcnas.spaces.io import atomic_write_text
 
@@ -58,7 +59,7 @@ def _recovered(metrics: dict, final: Path, variant: dict) -> dict:
     (``recovered`` of ``pairs``; the search's own config names the matrix)."""
     from trcnas.analysis.planted import planted_of, recovery
 
-    choices = ((metrics.get("architecture") or {}).get("choices") or {}).get("atrc")
+    choices = pair_rows(metrics.get("architecture") or {})
     planted = planted_of(final.parent / "search") if variant.get("architecture") == "search" and choices else None
     if not planted:
         return {}

@@ -3,19 +3,55 @@
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
 import yaml
+
+from trcnas.spaces.errors import UserError
+from trcnas.spaces.space import SearchSpace, load_space
 
 
 def read_architecture(path: Path) -> dict:
     return yaml.safe_load(Path(path).read_text())
 
 
+@lru_cache(maxsize=64)
+def _space_per(name: str) -> tuple[str, str] | None:
+    try:
+        space = load_space(name)
+    except (UserError, OSError):
+        return None
+    return space.group, space.per
+
+
+def pair_group(arch: dict) -> str | None:
+    """The group of ``arch``'s choices that its space decides per task pair (``per: task_pair``, as ATRC's
+    space does: target -> source -> choice), or None: a space decided otherwise, or one this process cannot
+    load (a plugin's space not on this machine)."""
+    spec = arch.get("space_spec")
+    if isinstance(spec, dict):
+        try:
+            space = SearchSpace.from_dict(spec)
+        except UserError:
+            return None
+        group_per = (space.group, space.per)
+    else:
+        group_per = _space_per(str(arch.get("space")))
+    if group_per is None or group_per[1] != "task_pair":
+        return None
+    return group_per[0] if isinstance((arch.get("choices") or {}).get(group_per[0]), dict) else None
+
+
+def pair_rows(arch: dict) -> dict[str, dict[str, str]] | None:
+    """``{target: {source: choice}}`` of a space decided per task pair, else None (``pair_group``)."""
+    group = pair_group(arch)
+    return arch["choices"][group] if group else None
+
+
 def pair_choices(arch: dict) -> dict[tuple[str, str], str]:
-    rows = arch["choices"].get("atrc", {})
-    return {(t, s): c for t, row in rows.items() for s, c in row.items()}
+    return {(t, s): c for t, row in (pair_rows(arch) or {}).items() for s, c in row.items()}
 
 
 def search_runs(root: Path) -> list[Path]:

@@ -8,7 +8,16 @@ import math
 from pathlib import Path
 
 from trcnas.analysis import context, decisions, resources, search_plots, studies, style
-from trcnas.analysis.loaders import first, read_architecture, read_csv, read_importance, read_json, search_runs
+from trcnas.analysis.loaders import (
+    first,
+    pair_group,
+    pair_rows,
+    read_architecture,
+    read_csv,
+    read_importance,
+    read_json,
+    search_runs,
+)
 from trcnas.spaces.io import atomic_write_text
 
 
@@ -92,16 +101,17 @@ def _recovery(root: Path, runs: list[Path], chosen: dict | None, out: Path) -> d
 
     sources = [*runs, *(p.parent for p in sorted(root.rglob("config.yaml")))]
     planted = next((m for r in sources if (m := planted_of(r))), None)
-    if planted is None or chosen is None or "atrc" not in chosen["choices"]:
+    rows = pair_rows(chosen) if chosen is not None else None
+    if planted is None or rows is None:
         return None
-    score = plot_recovery(planted, chosen["choices"]["atrc"], out)
+    score = plot_recovery(planted, rows, out)
     per_run = {}
     for r in runs:
         a = _readable_architecture(r / "architecture.yaml")
         m = planted_of(r)
-        if a and m and "atrc" in a["choices"]:
-            per_run[str(r.relative_to(root)) if r != root else "."] = recovery(a["choices"]["atrc"], m)["recovered"]
-    return {**score, "planted": planted, "chosen": chosen["choices"]["atrc"], "per_search_run": per_run}
+        if a and m and (run_rows := pair_rows(a)) is not None:
+            per_run[str(r.relative_to(root)) if r != root else "."] = recovery(run_rows, m)["recovered"]
+    return {**score, "planted": planted, "chosen": rows, "per_search_run": per_run}
 
 
 def _readable_architecture(path: Path) -> dict | None:
@@ -133,7 +143,7 @@ def _decision_figures(archs: list[dict], runs: list[Path], chosen: dict | None, 
     and the first run's alpha trajectories and schedules."""
     summary: dict = {}
     ref = chosen or (archs[0] if archs else None)
-    pairwise = ref is None or "atrc" in ref["choices"]
+    pairwise = ref is None or pair_group(ref) is not None
     if pairwise:  # per task pair (ATRC): heatmaps over target x source
         c = context.chosen_context_heatmap(chosen, out)
         if c is not None:

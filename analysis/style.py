@@ -11,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from trcnas.nas.tasks import TASKS, task_title  # noqa: E402
+
 
 def _context_types() -> dict:
     """name -> ContextType of every registered context type (the built-in ones and those of loaded plugins)."""
@@ -44,19 +46,16 @@ def context_colour(name, default: str | None = "auto") -> str | None:
     from matplotlib.colors import to_hex
 
     return to_hex(plt.get_cmap("tab10")(zlib.crc32(str(name).encode()) % 10))
-TASK_LABELS = {"semseg": "SemSeg", "parts": "PartSeg", "depth": "Depth", "normals": "Normals", "edge": "Boundary",
-               "saliency": "Saliency"}
-
-
 def task_label(t: str) -> str:
-    return TASK_LABELS.get(t, t)
+    """The task's own title (``Task.title``), or its name."""
+    return task_title(t)
 
 
 def decision_label(name: str) -> str:
     """A decision's figure title: ``target ← source`` for an ATRC pair, ``scale s (1/2^s)`` for an mTEB
     placement (the paper's numbering: feature map = input / 2^s), else the name after the group."""
     parts = name.split(".")
-    if parts[0] == "atrc" and len(parts) == 3:
+    if len(parts) == 3 and parts[1] in TASKS and parts[2] in TASKS:  # a task pair's decision
         return f"{task_label(parts[1])} ← {task_label(parts[2])}"
     if len(parts) == 3 and parts[1] == "scales" and parts[2].isdigit():
         return f"scale {parts[2]} (1/{2 ** int(parts[2])})"

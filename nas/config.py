@@ -25,7 +25,7 @@ ADDED_LATER = {("model", "composite", "anchor_inset"): 0.0, ("model", "composite
                ("model", "composite", "normals"): "sigmoid", ("model", "composite", "block_slope"): 0.2,
                ("model", "composite", "palette_antialias"): True, ("model", "composite", "top_kernel"): 3,
                ("model", "composite", "align_corners"): False, ("model", "composite", "film_hidden"): None,
-               ("model", "composite", "embedding_init"): "kaiming"}
+               ("model", "composite", "embedding_init"): "kaiming", ("search", "selection_sweeps"): 2}
 
 
 def config_schema():
@@ -109,10 +109,12 @@ def with_defaults(cfg: dict) -> dict:
 
 def stored_as_today(cfg: dict) -> dict:
     """A run's stored ``config.yaml`` as this version writes the same settings (for the resume check): retired
-    keys dropped; keys added later filled in with what their absence meant (``ADDED_LATER``); ``search.space``
+    keys dropped; keys added later filled in with what their absence meant (``ADDED_LATER``; a task without a
+    loss weight weighed 1.0); ``search.space``
     written out as the family's own space (or set for a plain network, where it meant nothing) is the default,
     null."""
     cfg = copy.deepcopy({k: v for k, v in cfg.items() if k not in RETIRED})
+    with_task_weights(cfg, lambda t: 1.0)  # a task without a weight weighed 1.0 before configs listed them all
     for path, before in ADDED_LATER.items():
         node = cfg
         for key in path[:-1]:
@@ -204,6 +206,18 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
         cfg = _validated(cfg, f"--set {item}")
     cfg["plugins"] = list(dict.fromkeys(absolute_plugins({"plugins": [*cfg["plugins"], *(plugins or [])]})))
     _check_semantics(cfg, source)
+    return with_task_weights(cfg)
+
+
+def with_task_weights(cfg: dict, weight_of=None) -> dict:
+    """``cfg`` with a ``loss_weights`` entry for each of its tasks: one the config does not give is the task's own
+    default (``Task.loss_weight``, else 1.0; ``weight_of(task)`` instead when given), so that config.yaml states
+    every weight the run used."""
+    weight_of = weight_of or (lambda t: TASKS.get(t).loss_weight if TASKS.get(t).loss_weight is not None else 1.0)
+    tasks = (cfg.get("data") or {}).get("tasks") or []
+    lw = cfg.get("loss_weights")
+    if isinstance(lw, dict) and isinstance(tasks, list):
+        cfg["loss_weights"] = {**lw, **{t: float(weight_of(t)) for t in tasks if t not in lw}}
     return cfg
 
 
@@ -237,7 +251,7 @@ def validate(cfg: dict, source: str) -> dict:
     load_plugins(cfg if isinstance(cfg.get("plugins"), list) else {}, source)
     cfg = _validated(cfg, source)
     _check_semantics(cfg, source)
-    return cfg
+    return with_task_weights(cfg)
 
 
 def has_key(dotted: str) -> bool:

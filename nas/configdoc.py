@@ -66,8 +66,13 @@ def rows(cls: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str, st
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             out += rows(ann, f"{key}.")
             continue
-        default = f.get_default(call_default_factory=True)
-        out.append((key, _type(ann), repr(default) if default != "" else "''", _range(f), notes.get(name, "")))
+        if f.default_factory is not None and getattr(f.default_factory, "__doc__", None) and \
+                f.default_factory.__module__.startswith("trcnas."):  # a default read from a registry: what it is
+            shown = f.default_factory.__doc__.strip().split("\n")[0].rstrip(".")
+        else:
+            default = f.get_default(call_default_factory=True)
+            shown = repr(default) if default != "" else "''"
+        out.append((key, _type(ann), shown, _range(f), notes.get(name, "")))
     return out
 
 

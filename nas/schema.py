@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from trcnas.nas.tasks import published_loss_weights
+
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("poly", "plateau")  # poly (ATRC, xTAM) | plateau (CompositeTasking)
 MODES = ("soft", "soft-all", "hard")  # search modes of the mixed ops
@@ -263,9 +265,9 @@ class ConfigBase(Section):
     model: ModelSection = ModelSection()
     data: DataSection = DataSection()
     train: TrainSection = TrainSection()
-    # per-task loss weights (the paper's); aux heads use the same weights
-    loss_weights: dict[str, NonNegative] = {"semseg": 1.0, "parts": 2.0, "saliency": 5.0, "normals": 10.0, "depth": 1.0,
-                                      "edge": 50.0}
+    # per-task loss weights; aux heads use the same weights. Default: each registered task's published weight
+    # (Task.loss_weight, the papers'); a task without one weighs 1.0
+    loss_weights: dict[str, NonNegative] = Field(default_factory=published_loss_weights)
     baselines: dict[str, float] = {}  # single-task metrics per task, for Delta_m
     search: SearchSection = SearchSection()
     ray: RaySection = RaySection()

@@ -75,10 +75,19 @@ def label_layout(key: str) -> LabelLayout:
 
 
 class Task:
+    """A dense task. Besides its loss, aux partition and meter it carries its own metadata: ``title`` (how
+    tables and figures name it; empty: its name), ``loss_weight`` (its published loss weight, the config's
+    default ``loss_weights`` entry; None: no published weight, it weighs 1.0 unless the config says otherwise)
+    and ``composite_output`` (the CompositeTasking output kind that decodes it, an ``OUTPUTS`` name; None: the
+    task has no CompositeTasking output)."""
+
     name: str = ""
     metric: str = ""  # the primary metric key in the meter's output
     higher_is_better: bool = True
     unit: str = ""
+    title: str = ""
+    loss_weight: float | None = None
+    composite_output: str | None = None
 
     def __init__(self, info: DatasetInfo):
         self.info = info
@@ -137,7 +146,7 @@ class _Segmentation(Task):
 
 @TASKS.register("semseg")
 class SemSeg(_Segmentation):
-    name = "semseg"
+    name, title, loss_weight, composite_output = "semseg", "SemSeg", 1.0, "anchor"
 
     @property
     def num_labels(self):
@@ -146,7 +155,7 @@ class SemSeg(_Segmentation):
 
 @TASKS.register("parts")
 class HumanParts(_Segmentation):
-    name = "parts"
+    name, title, loss_weight, composite_output = "parts", "PartSeg", 2.0, "anchor"
 
     @property
     def num_labels(self):
@@ -156,6 +165,7 @@ class HumanParts(_Segmentation):
 @TASKS.register("depth")
 class Depth(Task):
     name, metric, higher_is_better, unit = "depth", "rmse", False, "m"
+    title, loss_weight, composite_output = "Depth", 1.0, "scalar"
     out_channels = 1
     label = LabelLayout(1, 0.0)  # metres, 0 = invalid depth
     aux_regions = 40
@@ -179,6 +189,7 @@ class Depth(Task):
 @TASKS.register("normals")
 class Normals(Task):
     name, metric, higher_is_better, unit = "normals", "mean", False, "deg"
+    title, loss_weight, composite_output = "Normals", 10.0, "normals"
     out_channels = 3
     label = LabelLayout(3, 0.0, flip="negate_x")  # unit vectors, zero vector = invalid; a flip negates x
 
@@ -217,6 +228,7 @@ class _Binary(Task):
 @TASKS.register("edge")
 class Edge(_Binary):
     name, metric = "edge", "odsF"
+    title, loss_weight, composite_output = "Boundary", 50.0, "probability"
 
     def loss(self, pred, target):
         return losses.balanced_bce(pred, target, self.info.edge_pos_weight)
@@ -228,6 +240,7 @@ class Edge(_Binary):
 @TASKS.register("saliency")
 class Saliency(_Binary):
     name, metric = "saliency", "maxF"
+    title, loss_weight, composite_output = "Saliency", 5.0, "probability"
 
     def loss(self, pred, target):
         return losses.balanced_bce(pred, target)
@@ -284,6 +297,16 @@ class PlantedLayer(Task):
 
 for _layer in ("red", "green", "blue", "grain"):
     TASKS.add(_layer, type(f"Planted{_layer.title()}", (PlantedLayer,), {"name": _layer}))
+
+
+def published_loss_weights() -> dict[str, float]:
+    """Every registered task's published loss weight (the config's default ``loss_weights``)."""
+    return {n: float(TASKS.get(n).loss_weight) for n in TASKS.names() if TASKS.get(n).loss_weight is not None}
+
+
+def task_title(name: str) -> str:
+    """How tables and figures name a task: its ``title``, or the name itself (also for a name no task has)."""
+    return (TASKS.get(name).title or name) if name in TASKS else name
 
 
 def build_tasks(names: list[str], info: DatasetInfo) -> dict[str, Task]:

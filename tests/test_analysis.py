@@ -388,3 +388,23 @@ def test_report_skips_unreadable_architecture_files(tmp_path):
     (bad / "alpha_history.csv").write_text("step\n0\n")
     s = make_report(tmp_path)
     assert s["search_runs"] == 2 and s["reliability"]["runs"] == 2
+
+
+def test_analysis_finds_pairwise_choices_by_the_space_not_by_its_name():
+    """A space decided per task pair under any group name (a user's, embedded in the architecture) is read as
+    target x source choices; a space decided otherwise (mTEB) is not, whatever its choices look like."""
+    from trcnas.analysis.loaders import pair_choices, pair_group, pair_rows
+    from trcnas.analysis.style import decision_label
+
+    own = {"format": "trcnas-space/1", "name": "mine", "group": "ctx", "per": "task_pair",
+           "candidates": ["none", "global", "local"]}
+    arch = {"space": "mine", "space_spec": own, "choices": {"ctx": {"semseg": {"semseg": "none", "depth": "local"}}}}
+    assert pair_group(arch) == "ctx"
+    assert pair_choices(arch) == {("semseg", "semseg"): "none", ("semseg", "depth"): "local"}
+    shipped = {"space": "atrc", "choices": {"atrc": {"depth": {"edge": "global"}}}}
+    assert pair_rows(shipped) == {"depth": {"edge": "global"}}
+    mteb = {"space": "mteb", "choices": {"mteb": {"semseg": {"depth": "x"}}}}
+    assert pair_group(mteb) is None and pair_choices(mteb) == {}
+    assert pair_group({"space": "no-such-space", "choices": {"atrc": {}}}) is None
+    assert decision_label("ctx.semseg.depth") == "SemSeg ← Depth"
+    assert decision_label("mteb.scales.1") == "scale 1 (1/2)"

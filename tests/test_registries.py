@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from trcnas.nas.errors import UserError
 from trcnas.nas.models.context import CONTEXTS, build_context, context_types
 from trcnas.nas.registry import Registry
 from trcnas.runners.cli import main
@@ -84,7 +85,7 @@ def _tensors(obj):
             yield from _tensors(v)
 
 
-@pytest.mark.parametrize("family", ["atrc", "composite", "mteb"])
+@pytest.mark.parametrize("family", __import__("trcnas.nas.families", fromlist=["x"]).family_names())
 def test_every_space_family_builds_supergraph_and_fixed_network(family, tmp_path):
     """Supergraph (one MixedOp per decision of the space) and the fixed network of the space's defaults:
     forward and backward, and the architecture file round-trips."""
@@ -267,6 +268,46 @@ def test_every_shipped_config_validates_and_its_dump_loads_again(name, tmp_path)
 
 
 @pytest.mark.parametrize("name", __import__("trcnas.nas.tasks", fromlist=["TASKS"]).TASKS.names())
+def test_every_task_carries_its_metadata(name):
+    """A task's title, default loss weight and CompositeTasking output live on the task class: the config's
+    default loss_weights, the figures' labels and the CompositeTasking outputs read them there."""
+    import numpy as np
+
+    from trcnas.analysis.style import task_label
+    from trcnas.nas.composite.outputs import OUTPUTS, build_outputs
+    from trcnas.nas.config import defaults
+    from trcnas.nas.tasks import TASKS, DatasetInfo
+
+    cls = TASKS.get(name)
+    assert task_label(name) == (cls.title or name)
+    assert defaults()["loss_weights"].get(name) == cls.loss_weight
+    task = TASKS.build(name, DatasetInfo("s", num_classes=5, num_parts=3, normal_centroids=np.eye(3)))
+    if cls.composite_output is None:
+        with pytest.raises(UserError, match=f"task {name} has no CompositeTasking output"):
+            build_outputs({name: task})
+    else:
+        assert cls.composite_output in OUTPUTS.names()
+        out = build_outputs({name: task})[name]
+        assert out.task is task and type(out).__name__ == {"anchor": "AnchorOutput", "normals": "NormalsOutput",
+                                                           "scalar": "ScalarOutput",
+                                                           "probability": "ScalarOutput"}[cls.composite_output]
+
+
+def test_the_papers_loss_weights_and_outputs_of_the_built_in_tasks():
+    from trcnas.nas.config import defaults
+    from trcnas.nas.tasks import TASKS
+
+    assert {k: v for k, v in defaults()["loss_weights"].items() if k in BUILT_IN_TASKS} == \
+        {"semseg": 1.0, "parts": 2.0, "saliency": 5.0, "normals": 10.0, "depth": 1.0, "edge": 50.0}
+    assert {t: TASKS.get(t).composite_output for t in BUILT_IN_TASKS} == \
+        {"semseg": "anchor", "parts": "anchor", "normals": "normals", "depth": "scalar", "edge": "probability",
+         "saliency": "probability"}
+
+
+BUILT_IN_TASKS = ("semseg", "parts", "depth", "normals", "edge", "saliency")
+
+
+@pytest.mark.parametrize("name", __import__("trcnas.nas.tasks", fromlist=["TASKS"]).TASKS.names())
 def test_every_task_has_one_label_layout_that_pads_flips_and_trains(name):
     """Each task's LabelLayout is the one place for its label's dtype, channels, pad (= ignore) value and flip
     rule: a padded crop and a flip follow it, and the task's loss and aux loss run on such a label."""
@@ -334,34 +375,41 @@ def test_every_palette_rule_draws_valid_palettes(rule, tmp_path):
         assert (pal == 1).all()
 
 
-@pytest.mark.parametrize("family", ["atrc", "composite", "mteb"])
-def test_every_network_keeps_the_contract(family):
-    """Every network a config builds is a DenseNetwork whose outputs are a NetOutput and whose permutable units
-    are PermutableUnits; the multi-scale / ATRC networks are SplitNetworks (importance reuses their encoder)."""
+@pytest.mark.parametrize("mtype", __import__("trcnas.nas.families", fromlist=["x"]).model_types())
+def test_every_network_keeps_the_contract(mtype):
+    """Every network a model type builds (plain networks and space families, fixed and supergraph) is a
+    DenseNetwork whose outputs are a NetOutput and whose permutable units are PermutableUnits; the multi-scale /
+    ATRC networks are SplitNetworks (importance reuses their encoder)."""
     import numpy as np
 
     from trcnas.nas.config import load_config
-    from trcnas.nas.families import build_model, build_supergraph
+    from trcnas.nas.families import build_model, build_supergraph, is_family
     from trcnas.nas.models.contract import DenseNetwork, PermutableUnit, SplitNetwork
     from trcnas.nas.tasks import DatasetInfo, build_tasks
     from trcnas.spaces import default_architecture, fixed_architecture, load_space
 
-    cfg = load_config("synthetic-mt", ["data.image_size=[64,64]", f"model.type={family}"])
+    cfg = load_config("synthetic-mt", ["data.image_size=[64,64]", f"model.type={mtype}"])
     names = cfg["data"]["tasks"]
     tasks = build_tasks(names, DatasetInfo("synthetic", num_classes=9, normal_centroids=np.eye(3, dtype=np.float32)))
-    space = load_space(family)
-    arch = fixed_architecture(space, names, "global") if family == "atrc" else default_architecture(space, names)
     batch = {"image": torch.randn(2, 3, 64, 64), **{t: None for t in names}}
-    for net in (build_model(cfg, tasks, architecture=arch), build_supergraph(cfg, tasks, space),
-                build_model({**cfg, "model": {**cfg["model"], "type": "multitask"}}, tasks)):
+    if is_family(mtype):
+        space = load_space(mtype)
+        arch = fixed_architecture(space, names, "global") if mtype == "atrc" else default_architecture(space, names)
+        nets = (build_model(cfg, tasks, architecture=arch), build_supergraph(cfg, tasks, space))
+    else:
+        nets = (build_model(cfg, tasks),)
+        with pytest.raises(UserError, match=f"model.type '{mtype}' is a plain network and takes no architecture"):
+            build_model(cfg, tasks, architecture=fixed_architecture(load_space("atrc"), names, "global"))
+    for net in nets:
         assert isinstance(net, DenseNetwork)
         out = net.eval().predict(batch)
         assert set(out) <= {"pred", "aux", "inter"} and set(out["pred"]) == set(names)
         units = net.permutable()
         assert all(isinstance(u, PermutableUnit) and u.target in names and u.source in names for u in units)
-    fixed = build_model(cfg, tasks, architecture=arch)
-    assert isinstance(fixed, SplitNetwork) == (family != "composite")
-    want = {"atrc": 16, "mteb": 12, "composite": 0}[family]  # ATRC: every pair global; mTEB: 4x3 at scale 1
+    fixed = nets[0]
+    assert isinstance(fixed, SplitNetwork) == (mtype not in ("composite", "single_task"))
+    # ATRC: every pair global; mTEB: 4x3 at scale 1; plain networks and CompositeTasking: no pair units
+    want = {"atrc": 16, "mteb": 12}.get(mtype, 0)
     assert len(fixed.permutable()) == want
 
 
@@ -369,11 +417,16 @@ def test_a_task_from_outside_the_package_trains_and_is_searched(tmp_path, fast_a
     """tests/plugins/gray_task.py: a task (and the dataset giving its labels) registered from one user file; a
     multi-task network trains on it and an ATRC search uses it as target and source."""
     plugin = str(PLUGINS / "gray_task.py")
-    sets = ["--plugin", plugin, "--set", "data.dataset=synthetic_gray", "--set", "data.tasks=[semseg, gray]",
-            "--set", "loss_weights.gray=2.0"]
+    sets = ["--plugin", plugin, "--set", "data.dataset=synthetic_gray", "--set", "data.tasks=[semseg, gray]"]
     assert main(["train", *fast_args, *sets, "--out", str(tmp_path / "t")]) == 0
     m = json.loads((tmp_path / "t" / "metrics.json").read_text())
     assert set(m["primary"]) == {"semseg", "gray"} and 0 < m["primary"]["gray"] < 2
+    # the task's own metadata: its loss weight is the config's default, its title names it in figures
+    stored = yaml.safe_load((tmp_path / "t" / "config.yaml").read_text())
+    assert stored["loss_weights"]["gray"] == 2.0 and stored["loss_weights"]["semseg"] == 1.0
+    from trcnas.analysis.style import task_label
+
+    assert task_label("gray") == "Gray level"
     assert main(["search", "--local", *fast_args, *sets, "--out", str(tmp_path / "s")]) == 0
     hist = pd.read_csv(tmp_path / "s" / "alpha_history.csv")
     assert {"atrc.gray.semseg:slabel", "atrc.semseg.gray:tlabel"} <= set(hist.columns)

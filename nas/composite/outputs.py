@@ -25,6 +25,7 @@ import math
 import torch
 
 from trcnas.nas import losses
+from trcnas.nas.errors import UserError
 from trcnas.nas.registry import Registry
 from trcnas.nas.tasks import Task
 from trcnas.nas.tensorops import unit
@@ -166,13 +167,18 @@ class ScalarOutput(Output):
         return self._channels(out.float()).mean(1, keepdim=True)
 
 
-OUTPUTS.add("semseg", AnchorOutput)
-OUTPUTS.add("parts", AnchorOutput)
+# output kinds; each task names its own (Task.composite_output)
+OUTPUTS.add("anchor", AnchorOutput)
 OUTPUTS.add("normals", NormalsOutput)
-OUTPUTS.add("depth", ScalarOutput)
-for _t in ("edge", "saliency"):
-    OUTPUTS.add(_t, functools.partial(ScalarOutput, probability=True))
+OUTPUTS.add("scalar", ScalarOutput)
+OUTPUTS.add("probability", functools.partial(ScalarOutput, probability=True))
 
 
 def build_outputs(tasks: dict[str, Task], **options) -> dict[str, Output]:
-    return {t: OUTPUTS.build(t, task, **options) for t, task in tasks.items()}
+    """Each task's output, of the kind the task names (``Task.composite_output``)."""
+    missing = [t for t, task in tasks.items() if task.composite_output is None]
+    if missing:
+        raise UserError(f"task {missing[0]} has no CompositeTasking output (Task.composite_output is unset); "
+                        f"give its task class one of the output kinds {', '.join(OUTPUTS.names())}, or leave it "
+                        "out of data.tasks for model.type composite")
+    return {t: OUTPUTS.build(task.composite_output, task, **options) for t, task in tasks.items()}

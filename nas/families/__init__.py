@@ -1,7 +1,9 @@
-"""Search-space families: one plugin per family (ATRC, CompositeTasking, mTEB, or a user's), registered by name
-in ``FAMILIES``. A family owns its shipped space (``spaces/<name>.yaml``), the supergraph and fixed-network
-builders (mixed ops built from the space's ``Decision`` objects), its defaults and fixed variants (Table 1's
-fixed rows, ``--architecture fixed:<value>``) and, where the reference has one, its genotype format.
+"""Every ``model.type``, registered by name in one registry, ``MODEL_TYPES``: the plain networks (``multitask``,
+``single_task``: a ``PlainNetwork``, no search space) and the search-space families (ATRC, CompositeTasking,
+mTEB, or a user's: a ``SpaceFamily``). A family owns its shipped space (``spaces/<name>.yaml``), the
+supergraph and fixed-network builders (mixed ops built from the space's ``Decision`` objects), its defaults
+and fixed variants (Table 1's fixed rows, ``--architecture fixed:<value>``) and, where the reference has one,
+its genotype format.
 
 ``model.type`` selects the family (``atrc``, ``composite``, ``mteb``; ``multitask`` and ``single_task`` are
 plain networks without a space); ``search.space`` may name another space *of that family* (a YAML of your own
@@ -14,31 +16,57 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
 from trcnas.nas.errors import UserError
-from trcnas.nas.models import MODELS
 from trcnas.nas.plugins import load_plugins
 from trcnas.nas.registry import Registry
 
-FAMILIES = Registry("space family")
+MODEL_TYPES = Registry("model type")
 
 
-class SpaceFamily(ABC):
+class ModelType(ABC):
+    """What a ``model.type`` names: ``fixed`` builds its network. ``label`` names it in tables; ``section`` is
+    the config section only its networks read (e.g. model.composite), if any."""
+
+    name: str
+    label: str
+    section: str | None = None
+
+    @abstractmethod
+    def fixed(self, cfg: dict, tasks: Mapping, architecture):
+        """The network (for a family: of one architecture; None: the space's declared defaults)."""
+
+
+class PlainNetwork(ModelType):
+    """A network without a search space: it takes no architecture."""
+
+    def __init__(self, name: str, label: str, build):
+        self.name, self.label, self._build = name, label, build
+
+    def fixed(self, cfg: dict, tasks: Mapping, architecture=None):
+        if architecture is not None:
+            raise UserError(f"model.type {self.name!r} is a plain network and takes no architecture; set "
+                            f"model.type: {architecture.group}")
+        return self._build(cfg, tasks)
+
+
+def register_network(name: str, label: str):
+    """Decorator: registers ``build(cfg, tasks)`` as the plain network ``model.type: name``."""
+    def deco(build):
+        MODEL_TYPES.add(name, PlainNetwork(name, label, build), info=label)
+        return build
+    return deco
+
+
+class SpaceFamily(ModelType):
     """The contract of a family. ``name`` is both the ``model.type`` that selects it and the ``group`` of its
     spaces' decisions; ``space`` the shipped space searched by default; ``config`` the shipped config a bare
     ``trcnas retrain --architecture`` of this family uses."""
 
-    name: str
     space: str
     config: str
-    label: str
-    section: str | None = None  # the config section only this family's networks read (e.g. model.composite)
 
     @abstractmethod
     def supergraph(self, cfg: dict, tasks: Mapping, space):
         """The search network: one MixedOp per ``space.decisions(tasks)`` (built with ``MixedOp.of``)."""
-
-    @abstractmethod
-    def fixed(self, cfg: dict, tasks: Mapping, architecture):
-        """The network of one architecture of the family (None: the space's declared defaults)."""
 
     def choices(self, cfg: dict, architecture) -> dict:
         """This family's choices of ``architecture``; without one, the defaults its space declares."""
@@ -62,28 +90,36 @@ class SpaceFamily(ABC):
 
 def register_family(cls):
     """Class decorator: registers one instance of a :class:`SpaceFamily` subclass under ``cls.name``."""
-    FAMILIES.add(cls.name, cls(), info=cls.label)
+    MODEL_TYPES.add(cls.name, cls(), info=cls.label)
     return cls
 
 
+def model_type(name: str) -> ModelType:
+    return MODEL_TYPES.get(name)
+
+
 def family(name: str) -> SpaceFamily:
-    return FAMILIES.get(name)
+    f = MODEL_TYPES.get(name)
+    if not isinstance(f, SpaceFamily):
+        raise UserError(f"model.type {name!r} is a plain network without a search space; use a space family "
+                        f"({', '.join(family_names())})")
+    return f
 
 
 def family_names() -> list[str]:
     """Every registered family (the shipped ones and those of loaded plugins)."""
-    return FAMILIES.names()
+    return [n for n in MODEL_TYPES.names() if is_family(n)]
 
 
-def foreign_sections(model_type: str) -> tuple[str, ...]:
-    """The config sections of the families other than ``model_type``'s: they do not change what its run
-    computes (a run may resume after such a section gained a key)."""
-    return tuple(FAMILIES.get(n).section for n in FAMILIES.names()
-                 if n != model_type and FAMILIES.get(n).section)
+def foreign_sections(name: str) -> tuple[str, ...]:
+    """The config sections of the model types other than ``name``: they do not change what its run computes
+    (a run may resume after such a section gained a key)."""
+    return tuple(MODEL_TYPES.get(n).section for n in MODEL_TYPES.names()
+                 if n != name and MODEL_TYPES.get(n).section)
 
 
-def is_family(model_type: str) -> bool:
-    return model_type in FAMILIES
+def is_family(name: str) -> bool:
+    return name in MODEL_TYPES and isinstance(MODEL_TYPES.get(name), SpaceFamily)
 
 
 def resolve_space(cfg: dict, source: str = "config"):
@@ -92,16 +128,16 @@ def resolve_space(cfg: dict, source: str = "config"):
     from trcnas.spaces import load_space
 
     mtype, name = cfg["model"]["type"], cfg["search"]["space"]
-    if mtype not in FAMILIES:
+    if not is_family(mtype):
         if name is None:
             raise UserError(f"{source}: model.type {mtype!r} is a plain network without a search space; set "
-                            f"model.type to a space family ({', '.join(FAMILIES.names())})")
+                            f"model.type to a space family ({', '.join(family_names())})")
         space = load_space(name)
         raise UserError(f"{source}: search.space {name!r} is a space of family {space.group!r} but model.type "
                         f"{mtype!r} is a plain network that searches nothing; model.type selects the family: to "
                         f"search it set model.type: {space.group} (search.space may then be left out), to train "
                         f"the {mtype} network remove search.space")
-    space = load_space(name or FAMILIES.get(mtype).space)
+    space = load_space(name or family(mtype).space)
     if space.group != mtype:
         raise UserError(f"{source}: search.space {name!r} is a space of family {space.group!r} but model.type is "
                         f"{mtype!r}; set model.type: {space.group}, or a space with group: {mtype}")
@@ -109,8 +145,8 @@ def resolve_space(cfg: dict, source: str = "config"):
 
 
 def model_types() -> list[str]:
-    """Every valid ``model.type``: the plain networks, then the space families."""
-    return MODELS.names() + family_names()
+    """Every valid ``model.type``: the plain networks, then the space families (registration order)."""
+    return MODEL_TYPES.names()
 
 
 def build_model(cfg: dict, tasks: Mapping, architecture=None):
@@ -118,17 +154,12 @@ def build_model(cfg: dict, tasks: Mapping, architecture=None):
     None: the family's defaults where it declares them)."""
     load_plugins(cfg)
     mtype = cfg["model"]["type"]
-    if is_family(mtype):
-        if architecture is not None and architecture.group != mtype:
-            raise UserError(f"the architecture is of space family {architecture.group!r} but model.type is "
-                            f"{mtype!r}; set model.type: {architecture.group}")
-        return family(mtype).fixed(cfg, tasks, architecture)
-    if architecture is not None:
-        raise UserError(f"model.type {mtype!r} is a plain network and takes no architecture; set model.type: "
-                        f"{architecture.group}")
-    if mtype not in MODELS:
+    if mtype not in MODEL_TYPES:
         raise UserError(f"model.type {mtype!r} unknown; use one of {', '.join(model_types())}")
-    return MODELS.build(mtype, cfg, tasks)
+    if is_family(mtype) and architecture is not None and architecture.group != mtype:
+        raise UserError(f"the architecture is of space family {architecture.group!r} but model.type is "
+                        f"{mtype!r}; set model.type: {architecture.group}")
+    return model_type(mtype).fixed(cfg, tasks, architecture)
 
 
 def build_supergraph(cfg: dict, tasks: Mapping, space):
@@ -137,5 +168,6 @@ def build_supergraph(cfg: dict, tasks: Mapping, space):
     return family(space.group).supergraph(cfg, tasks, space)
 
 
-# the shipped families register themselves (after the names they import from this package are defined)
+# the shipped model types register themselves (after the names they import from this package are defined)
+from trcnas.nas.families import plain  # noqa: E402, F401, I001  (the plain networks first)
 from trcnas.nas.families import atrc, composite, mteb  # noqa: E402, F401

@@ -36,9 +36,9 @@ class ATRC(SpaceFamily):
         """Only the chosen blocks; aux heads only for tasks some label block reads. Without an architecture:
         the multi-task baseline (the paper's Table 1 row the context blocks are added to)."""
         if architecture is None:  # no architecture: the multi-task network the ATRC module refines
-            from trcnas.nas.models import MODELS
+            from trcnas.nas.families import model_type
 
-            return MODELS.build("multitask", cfg, tasks)
+            return model_type("multitask").fixed(cfg, tasks, None)
         rows = architecture.choices["atrc"]
         return atrc_net(cfg, tasks, {t: {s: rows[t][s] for s in tasks} for t in tasks}, search=False)
 

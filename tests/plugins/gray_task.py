@@ -13,6 +13,7 @@ from trcnas.nas.tasks import TASKS, LabelLayout, Task
 @TASKS.register("gray")
 class Gray(Task):
     name, metric, higher_is_better, unit = "gray", "rmse", False, ""
+    title, loss_weight = "Gray level", 2.0  # how figures name it; its default loss weight
     out_channels = 1
     label = LabelLayout(1, 0.0)  # 1 x H x W in [0.1, 1.1]; 0 = not to be learned (e.g. padding)
     aux_regions = 4  # the aux head / label contexts see 4 gray bands

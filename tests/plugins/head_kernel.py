@@ -30,9 +30,9 @@ class HeadKernel(SpaceFamily):
     label = "Head kernels (searched)"
 
     def _net(self, cfg, tasks):
-        from trcnas.nas.models import MODELS
+        from trcnas.nas.families import model_type
 
-        return MODELS.build("multitask", cfg, tasks)
+        return model_type("multitask").fixed(cfg, tasks, None)
 
     def supergraph(self, cfg, tasks, space):
         net = self._net(cfg, tasks)
