@@ -12,7 +12,10 @@ import pandas as pd
 import yaml
 
 from trcnas.analysis.loaders import pair_rows
+from trcnas.analysis.planted import planted_of, recovery, write_proof
+from trcnas.analysis.style import no_data, plt, save
 from trcnas.nas.curves import LOSS_RISE, loss_rise
+from trcnas.nas.metrics import delta_m
 from trcnas.spaces.io import atomic_write_text
 
 COST = ("params_M", "madds_G")  # recorded by every finished train/retrain run (older runs: missing, n/a)
@@ -57,8 +60,6 @@ def collect_runs(out: Path, spec: dict) -> pd.DataFrame:
 def _recovered(metrics: dict, final: Path, variant: dict) -> dict:
     """For a searched ATRC architecture on the relations dataset: how many pairs chose the planted type
     (``recovered`` of ``pairs``; the search's own config names the matrix)."""
-    from trcnas.analysis.planted import planted_of, recovery
-
     choices = pair_rows(metrics.get("architecture") or {})
     planted = planted_of(final.parent / "search") if variant.get("architecture") == "search" and choices else None
     if not planted:
@@ -78,8 +79,6 @@ def _loss_rise(metrics: dict, final: Path) -> float:
 def rebase_delta_m(runs: pd.DataFrame, baseline: str, tasks: list[str], directions: dict[str, str]) -> dict:
     """Δm of every run against the ``baseline`` variant's per-task mean over its seeds (in place); returns
     that reference. Runs stay without Δm (NaN) until the baseline has a finished run."""
-    from trcnas.nas.metrics import delta_m
-
     base_runs = runs[runs["variant"] == baseline]
     if base_runs.empty:
         runs["delta_m"] = float("nan")
@@ -185,8 +184,6 @@ def plot_training_curves(curves: pd.DataFrame, out: Path) -> None:
     """Smoothed training loss per variant (mean over seeds, band: the seeds' range), log scale. The losses of
     different model types are different sums (a single-task row adds its networks' losses), so the figure
     compares shapes (has the curve flattened at the budget?), not levels."""
-    from trcnas.analysis.style import no_data, plt, save
-
     fig, ax = plt.subplots(figsize=(7, 4))
     if curves.empty:
         no_data(ax, "train_curve.csv")
@@ -231,7 +228,6 @@ def write_comparison(out: str | Path, spec: dict | None = None, metric_names: di
     curves = training_curves(out, spec)
     atomic_write_text(out / "training_curves.csv", curves.to_csv(index=False))
     plot_training_curves(curves, out)
-    from trcnas.analysis.planted import write_proof
 
     proof = write_proof(out, spec)
     return {"runs": len(runs), "summary": summary.to_dict("records"), "baseline": ref,

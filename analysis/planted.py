@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from trcnas.analysis.style import context_colour, context_label, context_order, plt, save, task_label
 from trcnas.spaces.io import atomic_write_text
 
 SEPARATION = 2.0  # standard deviations
@@ -118,8 +119,6 @@ def plot_recovery(planted: dict[str, dict[str, str]], chosen: dict[str, dict[str
     :func:`recovery`."""
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Rectangle
-
-    from trcnas.analysis.style import context_colour, context_label, context_order, plt, save, task_label
 
     tasks = list(planted)
     score = recovery(chosen, planted, same)

@@ -18,6 +18,7 @@ from trcnas.analysis.loaders import (
     read_json,
     search_runs,
 )
+from trcnas.analysis.planted import planted_of, plot_recovery, recovery
 from trcnas.spaces.io import atomic_write_text
 
 
@@ -97,8 +98,6 @@ def not_drawn_line(summary: dict) -> str | None:
 def _recovery(root: Path, runs: list[Path], chosen: dict | None, out: Path) -> dict | None:
     """On the planted-relations benchmark: the chosen architecture's pairs against the planted matrix (figure
     ``planted_vs_chosen``), and every search run's count."""
-    from trcnas.analysis.planted import planted_of, plot_recovery, recovery
-
     sources = [*runs, *(p.parent for p in sorted(root.rglob("config.yaml")))]
     planted = next((m for r in sources if (m := planted_of(r))), None)
     rows = pair_rows(chosen) if chosen is not None else None

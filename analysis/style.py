@@ -11,13 +11,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from trcnas.nas.models.context import context_types
 from trcnas.nas.tasks import TASKS, task_title  # noqa: E402
 
 
 def _context_types() -> dict:
     """name -> ContextType of every registered context type (the built-in ones and those of loaded plugins)."""
-    from trcnas.nas.models.context import context_types
-
     return {t.name: t for t in context_types()}
 
 

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from trcnas.nas.boundary import bsds_thresholds, image_counts, summarize
+from trcnas.nas.pool import WorkerPool
 from trcnas.nas.tensorops import channel_norm, unit
 
 IGNORE = 255
@@ -226,8 +228,6 @@ class SaliencyMeter(Meter):
 
 
 def _edge_counts(job) -> np.ndarray:
-    from trcnas.nas.boundary import image_counts
-
     prob, gt, max_dist, thresholds, nms, valid = job
     return image_counts(prob, gt, max_dist, thresholds, nms=nms, valid=valid)
 
@@ -242,9 +242,6 @@ class EdgeMeter(Meter):
     elsewhere and 255 for ignored pixels (e.g. padding), where neither predictions nor labels are counted."""
 
     def __init__(self, max_dist: float = 0.011, n_thresholds: int = 99, from_logits: bool = True, nms: bool = True):
-        from trcnas.nas.boundary import bsds_thresholds
-        from trcnas.nas.pool import WorkerPool
-
         self.max_dist, self.from_logits, self.nms = max_dist, from_logits, nms
         self.thresholds = bsds_thresholds(n_thresholds)
         self._pool = WorkerPool()  # per-image counts on train.eval_workers processes, ended by compute()
@@ -272,8 +269,6 @@ class EdgeMeter(Meter):
         return np.sum(self.per_image, 0) if self.per_image else np.zeros((4, len(self.thresholds)))
 
     def compute(self):
-        from trcnas.nas.boundary import summarize
-
         self._pool.close()  # the evaluation is over: no worker outlives it (a later update starts new ones)
         return summarize(np.asarray(self.per_image), self.thresholds)
 

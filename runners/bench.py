@@ -19,7 +19,17 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from trcnas.nas import pool
+from trcnas.nas.boundary import THINNING, bsds_thresholds, image_counts
+from trcnas.nas.data.scenes import SceneGenerator
+from trcnas.nas.metrics import EdgeMeter
+from trcnas.nas.models.atrc import ATRCModule
+from trcnas.nas.models.context import CONTEXTS
+from trcnas.nas.models.local_attention import local_attention, local_attention_unfold
+from trcnas.nas.search.mixed import entropy_loss, mixed_ops, set_mode, set_tau, split_parameters
+from trcnas.runners.bench_loop import run_loop_bench
 from trcnas.runners.memory import PeakMemory
+from trcnas.spaces import load_space
 from trcnas.spaces.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -50,8 +60,6 @@ class SupergraphBench(nn.Module):
 
     def __init__(self, tasks: list[str], channels: int):
         super().__init__()
-        from trcnas.nas.models.atrc import ATRCModule
-        from trcnas.spaces import load_space
 
         pairs = {t: {} for t in tasks}
         for d in load_space("atrc").decisions(tasks):
@@ -79,8 +87,6 @@ def _make_case(n_tasks, channels, res, batch, device, channels_last=False):
 def run_search_step(mode: str, frozen_fraction: float, n_tasks: int = 4, channels: int = 64, res: int = 64,
                     batch: int = 4, device="cpu", warmup: int = 1, reps: int = 3, bf16: bool = False,
                     channels_last: bool = False, flops: bool = False) -> dict:
-    from trcnas.nas.search.mixed import entropy_loss, mixed_ops, set_mode, set_tau, split_parameters
-
     device = torch.device(device)
     torch.manual_seed(0)
     model, feats, aux = _make_case(n_tasks, channels, res, batch, device, channels_last)
@@ -88,7 +94,6 @@ def run_search_step(mode: str, frozen_fraction: float, n_tasks: int = 4, channel
     set_tau(model, 1.0)
     ops = mixed_ops(model)
     n_frozen = int(round(frozen_fraction * len(ops)))
-    from trcnas.nas.models.context import CONTEXTS
 
     cycle = CONTEXTS.names()[1:] + CONTEXTS.names()[:1]  # every context type in turn, none last
     for i, m in enumerate(ops[:n_frozen]):
@@ -129,8 +134,6 @@ def run_search_step(mode: str, frozen_fraction: float, n_tasks: int = 4, channel
 
 def run_local_op(channels: int = 64, res: int = 128, batch: int = 1, device="cpu", warmup: int = 1,
                  reps: int = 3) -> list[dict]:
-    from trcnas.nas.models.local_attention import local_attention, local_attention_unfold
-
     device = torch.device(device)
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(batch, channels, res, res, generator=g).to(device).requires_grad_() for _ in range(3))
@@ -159,8 +162,6 @@ def growth_exponent(xs, ys) -> float:
 
 
 def run_data(n: int = 40, size: int = 128) -> dict:
-    from trcnas.nas.data.scenes import SceneGenerator
-
     gen = SceneGenerator(size, size)
     gen.render(0, 0)
     t = time.perf_counter()
@@ -175,8 +176,6 @@ def _edge_predictions(h: int, w: int, n: int, rng: np.random.Generator):
     over a smooth low floor (what a trained network gives: after NMS its low thresholds leave thick blobs
     that thinning takes dozens of iterations to erode). -> (labels, blurred, floored), lists of arrays."""
     from scipy import ndimage
-
-    from trcnas.nas.data.scenes import SceneGenerator
 
     gen = SceneGenerator(h, w)
     labels, blurred, floored = [], [], []
@@ -196,8 +195,6 @@ def run_edge_eval(sizes=((128, 128), (425, 560)), n: int = 3) -> list[dict]:
     one-to-one matching per threshold, as per-checkpoint validation runs it, on both predictions of
     ``_edge_predictions``; each with the border thinning (today) and scikit-image's whole-image ``thin``
     (before), same counts."""
-    from trcnas.nas.boundary import THINNING, bsds_thresholds, image_counts
-
     rows = []
     th = bsds_thresholds(99)
     rng = np.random.default_rng(0)
@@ -223,9 +220,6 @@ def run_edge_workers(size=(128, 128), n: int = 24, workers=(1, 2)) -> list[dict]
     floored predictions of ``_edge_predictions``, its per-image counts computed in this process and on
     ``train.eval_workers`` worker processes (forked by the meter, inside the clock): s/image, the ratio to one
     process, and whether the counts are the same."""
-    from trcnas.nas import pool
-    from trcnas.nas.metrics import EdgeMeter
-
     h, w = size
     labels, _, floored = _edge_predictions(h, w, n, np.random.default_rng(0))
     pred = torch.from_numpy(np.stack(floored)[:, None])
@@ -311,7 +305,6 @@ def run_bench(device: str = "cpu", out: str | Path = "results/bench", quick: boo
         "resolution": {"rows": res_rows, "exponent": growth_exponent([r["resolution"] for r in res_rows],
                                                                      [r["step_s"] for r in res_rows])},
     }
-    from trcnas.runners.bench_loop import run_loop_bench
 
     res["loop"] = run_loop_bench(quick, say)
     say("data ...")

@@ -10,7 +10,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from trcnas.nas.engine.loop import LoopPlugin
+from trcnas.nas.config import load_config
+from trcnas.nas.engine.loop import LoopPlugin, fit, prepare
+from trcnas.nas.engine.train import load_run_architecture
+from trcnas.nas.families import build_model, build_supergraph, resolve_space
+from trcnas.nas.search.controller import ArchitectureSearch
+from trcnas.nas.search.mixed import split_parameters
 
 # the settings the bench switches, each a config override: "today" is the first value
 SWITCHES = {"data.num_workers": (0, 1)}
@@ -77,13 +82,6 @@ def run_loop_step(kind: str, overrides: list[str], warm: int = 3, steps: int = 2
                   cache_dir: str = "results/cache") -> dict:
     """``kind`` ``train`` (the fixed all-S-label ATRC network, the heaviest retrain) or ``search`` (the
     ATRC supergraph with its alpha updates), ``steps`` timed steps after ``warm``."""
-    from trcnas.nas.config import load_config
-    from trcnas.nas.engine.loop import fit, prepare
-    from trcnas.nas.engine.train import load_run_architecture
-    from trcnas.nas.families import build_model, build_supergraph, resolve_space
-    from trcnas.nas.search.controller import ArchitectureSearch
-    from trcnas.nas.search.mixed import split_parameters
-
     total = warm + steps + 1
     cfg = load_config(config, [f"data.cache_dir={cache_dir}", f"train.checkpoint_every={total + 1}",
                                f"train.log_every={total + 1}", *overrides])

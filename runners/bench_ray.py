@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 from trcnas.nas.config import load_config
+from trcnas.nas.engine.search import search_run
+from trcnas.runners.tune_search import run_tune_search
 
 log = logging.getLogger(__name__)
 
@@ -21,9 +23,6 @@ log = logging.getLogger(__name__)
 def ray_overhead(n: int = 4, steps: int = 100, config: str = "synthetic-atrc", cache_dir: str = "results/cache",
                  progress: bool = True) -> dict:
     import torch
-
-    from trcnas.nas.engine.search import search_run
-    from trcnas.runners.tune_search import run_tune_search
 
     cpus = os.cpu_count() or 1
     overrides = [f"search.steps={steps}", "train.checkpoint_every=50", f"data.cache_dir={cache_dir}",

@@ -39,7 +39,20 @@ import json
 import logging
 from pathlib import Path
 
+from trcnas.analysis.compare import final_dir, write_comparison
+from trcnas.nas.config import load_config
+from trcnas.nas.data import build_dataset
+from trcnas.nas.data.relations import check_relations
+from trcnas.nas.engine.loop import write_json
+from trcnas.nas.engine.search import ARCHITECTURE, full_length, search_run
+from trcnas.nas.engine.train import network_cost, train_run
 from trcnas.nas.errors import UserError
+from trcnas.nas.families import build_model, resolve_space
+from trcnas.nas.plugins import load_plugins
+from trcnas.nas.tasks import TASKS, build_tasks
+from trcnas.runners.tune_search import absolute_paths, init_ray
+from trcnas.spaces.architecture import ARCH_FORMAT, from_dict
+from trcnas.spaces.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +125,6 @@ def check_comparison(spec, p) -> dict:
 
 def planted_choices(cfg: dict, source) -> dict:
     """The relations dataset's planted matrix (``data.relations``) as ATRC choices."""
-    from trcnas.nas.data.relations import check_relations
-
     if cfg["data"]["dataset"] != "relations":
         raise UserError(f"{source}: `architecture: planted` needs data.dataset: relations (its planted matrix), "
                         f"got {cfg['data']['dataset']!r}")
@@ -127,8 +138,6 @@ def expand_planted_pairs(spec: dict, config_of, source) -> dict:
     """``spec`` with every ``planted`` variant's architecture resolved to its own config's matrix
     (``config_of(variant)``) and, with ``expand: planted_pairs``, one variant per (pair, other candidate of the
     pair's decision)."""
-    from trcnas.nas.families import resolve_space
-
     variants = []
     for v in spec["variants"]:
         if v.get("architecture") != "planted":
@@ -156,17 +165,12 @@ def expand_planted_pairs(spec: dict, config_of, source) -> dict:
 
 
 def variant_config(spec: dict, variant: dict, seed: int, extra: list[str] = ()) -> dict:
-    from trcnas.nas.config import load_config
-
     overrides = [*spec["set"], *(variant.get("set") or []), *extra, f"seed={seed}"]
     return load_config(variant.get("config") or spec["config"], overrides)
 
 
 def _run_variant(cfg: dict, variant: dict, run_dir: Path, progress: bool) -> Path:
     """Trains (searches first if asked) into ``run_dir``; returns the folder holding the final metrics."""
-    from trcnas.nas.engine.search import ARCHITECTURE, full_length, search_run
-    from trcnas.nas.engine.train import train_run
-
     arch = variant.get("architecture")
     final = _final_of(variant, run_dir)
     if isinstance(arch, dict):
@@ -188,10 +192,6 @@ def _run_variant(cfg: dict, variant: dict, run_dir: Path, progress: bool) -> Pat
 def _inline_architecture(variant: dict, cfg: dict, source):
     """``architecture: {group: {decision: value}}`` in the comparison file, as a validated architecture of the
     config's search space."""
-    from trcnas.nas.families import resolve_space
-    from trcnas.nas.tasks import TASKS
-    from trcnas.spaces.architecture import ARCH_FORMAT, from_dict
-
     space = resolve_space(cfg, f"{source}: variants {variant['name']}")
     data = {"format": ARCH_FORMAT, "space": space.name, "tasks": list(cfg["data"]["tasks"]),
             "choices": variant["architecture"]}
@@ -208,8 +208,6 @@ def compare_trial(config: dict) -> None:
     import torch
     from ray import tune
 
-    from trcnas.nas.plugins import load_plugins
-
     job = config["job"]
     torch.set_num_threads(max(1, int(job["cpus"])))
     load_plugins(job["cfg"])
@@ -224,8 +222,6 @@ def _run_on_ray(jobs: list[tuple[dict, dict, Path]], out: Path, address: str | N
     import time
 
     from ray import tune
-
-    from trcnas.runners.tune_search import absolute_paths, init_ray
 
     if not jobs:
         return []
@@ -254,9 +250,6 @@ def run_compare(spec_path: str | Path | dict, out: str | Path, extra: list[str] 
     """Runs every (variant, seed) not finished yet — in this process, or with ``ray`` as Ray Tune trials (on a
     local Ray instance, or the cluster at ``address``) — then writes the tables (``analysis.compare``). The
     result's ``errors`` lists the runs that failed (Ray); the others are kept."""
-    from trcnas.analysis.compare import write_comparison
-    from trcnas.spaces.io import atomic_write_text
-
     spec = load_comparison(spec_path)
     source = spec["name"] if isinstance(spec_path, dict) else spec_path
     if any(v.get("architecture") == "planted" for v in spec["variants"]):
@@ -290,15 +283,12 @@ def run_compare(spec_path: str | Path | dict, out: str | Path, extra: list[str] 
             done += 1
     errors = _run_on_ray([j for j in jobs if not _finished(j[1], j[2])], out, address) if ray else []
     _record_costs(out, spec, cfgs)
-    from trcnas.nas.tasks import TASKS
 
     return {**write_comparison(out, spec, {t: TASKS.get(t).metric for t in TASKS.names()}), "errors": errors}
 
 
 def dataset_info(cfg: dict):
     """Label-space sizes for counting a network's cost (the runs have built and cached the dataset already)."""
-    from trcnas.nas.data import build_dataset
-
     _, info = build_dataset(cfg["data"], "val", train=False, progress=False)
     return info
 
@@ -306,19 +296,12 @@ def dataset_info(cfg: dict):
 def architecture_cost(cfg: dict, info, arch) -> dict:
     """``params_M`` and ``madds_G`` of the config's network with ``arch`` at the training size (empty when the
     network cannot be counted)."""
-    from trcnas.nas.engine.train import network_cost
-    from trcnas.nas.families import build_model
-    from trcnas.nas.tasks import build_tasks
-
     return network_cost(build_model(cfg, build_tasks(cfg["data"]["tasks"], info), architecture=arch), cfg)
 
 
 def _record_costs(out: Path, spec: dict, cfgs: dict) -> None:
     """Runs finished before runs recorded their network's cost get it counted now, from their own config and
     architecture, and added to their metrics.json (atomically; nothing else in the file changes)."""
-    from trcnas.nas.engine.loop import write_json
-    from trcnas.spaces.architecture import from_dict
-
     infos: dict[str, object] = {}  # per data config (variants may use other configs)
     for (name, seed), cfg in cfgs.items():
         variant = next(v for v in spec["variants"] if v["name"] == name)
@@ -338,8 +321,6 @@ def _record_costs(out: Path, spec: dict, cfgs: dict) -> None:
 
 
 def _final_of(variant: dict, run_dir: Path) -> Path:
-    from trcnas.analysis.compare import final_dir
-
     return final_dir(variant, run_dir)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from trcnas.nas.errors import UserError
 from trcnas.nas.genotype import from_genotype
 from trcnas.nas.tasks import TASKS
+from trcnas.runners.experiment import best_trial_dir
 from trcnas.spaces import Architecture, load_architecture
 
 ARCHITECTURE = "architecture.yaml"
@@ -22,8 +23,6 @@ def load_any(source: str | Path, tasks: list[str] | None = None, metric: str = "
         if (src / ARCHITECTURE).is_file():
             arch = load_architecture(src / ARCHITECTURE)
         else:
-            from trcnas.runners.experiment import best_trial_dir
-
             best = best_trial_dir(src, metric, mode)
             arch = load_architecture(best / ARCHITECTURE)
     elif src.suffix == ".json":

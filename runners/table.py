@@ -8,6 +8,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from trcnas.analysis.compare import format_mean_std
+from trcnas.analysis.report import json_safe
+from trcnas.analysis.resources import delta_m_bars
+from trcnas.nas.config import dump
+from trcnas.nas.errors import UserError
+from trcnas.nas.families import family, resolve_space
+from trcnas.nas.tasks import TASKS
+from trcnas.runners.compare import run_compare
 from trcnas.spaces import load_architecture
 from trcnas.spaces.io import atomic_write_text
 
@@ -18,8 +26,6 @@ def variant_labels(cfg: dict) -> dict[str, str]:
     """Table 1's rows for the config's space family: the two baselines, the family's fixed variants (ATRC: one
     per registered context type in the space; ``none`` is the multi-task baseline) and the searched
     architecture (named as the family), with their row labels."""
-    from trcnas.nas.families import family, resolve_space
-
     space = resolve_space(cfg)
     fam = family(space.group)
     return {**BASELINES, **fam.fixed_variants(space, list(cfg["data"]["tasks"])), fam.name: fam.label}
@@ -47,9 +53,6 @@ def run_table(cfg: dict, out: str | Path, architecture: str | None = None, varia
     """Trains every variant with ``seeds`` seeds (from ``cfg["seed"]`` on) as a resumable comparison (finished
     runs are kept: run it again to continue), then writes table.csv / .md / .tex / .json (mean ± std of every
     task metric and Δm, params and MAdds) and a figure of Δm per variant with its standard deviation."""
-    from trcnas.nas.errors import UserError
-    from trcnas.runners.compare import run_compare
-
     out = Path(out)
     labels = variant_labels(cfg)
     searched = cfg["model"]["type"]
@@ -66,7 +69,6 @@ def run_table(cfg: dict, out: str | Path, architecture: str | None = None, varia
         architecture = str(Path(architecture).resolve())
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "table-config.yaml"
-    from trcnas.nas.config import dump
 
     atomic_write_text(cfg_path, dump(cfg))
     spec = table_spec(cfg_path, [cfg["seed"] + i for i in range(seeds)], variants, architecture, labels, searched)
@@ -89,11 +91,6 @@ def run_table(cfg: dict, out: str | Path, architecture: str | None = None, varia
 
 def write_table(out: Path, rows: list[dict], tasks: list[str], directions: dict[str, str]) -> dict:
     import pandas as pd
-
-    from trcnas.analysis.compare import format_mean_std
-    from trcnas.analysis.report import json_safe
-    from trcnas.analysis.resources import delta_m_bars
-    from trcnas.nas.tasks import TASKS
 
     df = pd.DataFrame(rows)
     csv_path = out / "table.csv"

@@ -17,7 +17,11 @@ from pathlib import Path
 
 from trcnas.nas.config import apply_overrides, validate, with_defaults
 from trcnas.nas.engine.live import log
-from trcnas.nas.errors import UserError
+from trcnas.nas.engine.loop import CHECKPOINT
+from trcnas.nas.engine.search import full_length, search_run
+from trcnas.nas.errors import DivergedError, UserError
+from trcnas.nas.plugins import load_plugins
+from trcnas.runners.experiment import write_summary
 from trcnas.runners.params import grid_size, parse_params
 
 ARTIFACTS = ("architecture.yaml", "metrics.json", "alpha_history.csv", "freeze_events.csv", "train_curve.csv",
@@ -62,11 +66,6 @@ def search_trial(config: dict) -> None:
     import torch
     from ray import tune
 
-    from trcnas.nas.engine.loop import CHECKPOINT
-    from trcnas.nas.engine.search import search_run
-    from trcnas.nas.errors import DivergedError
-    from trcnas.nas.plugins import load_plugins
-
     cfg = apply_overrides(with_defaults(config["cfg"]), config.get("overrides") or {})
     cfg["seed"] = int(config["seed"])
     load_plugins(cfg)
@@ -109,8 +108,6 @@ def _ddp_worker(config: dict) -> None:
     import ray
     import torch
 
-    from trcnas.nas.engine.search import search_run
-
     torch.set_num_threads(max(1, int(config["cpus"])))
     cfg = config["cfg"]
     rank = ray.train.get_context().get_world_rank()
@@ -129,8 +126,6 @@ def ddp_search(cfg: dict, run_dir: Path, cpus: float, gpus: float) -> dict:
     last checkpoint left it; the trial reports when the workers finish."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
-
-    from trcnas.nas.errors import DivergedError
 
     workers = int(cfg["ray"]["workers"])
     per_worker = {"CPU": float(cpus), **({"GPU": float(gpus)} if gpus else {})}
@@ -213,8 +208,6 @@ def run_tune_search(cfg: dict, name: str, address: str | None = None, num_sample
         else:
             storage = str(Path(r["storage_path"]).resolve()) if "://" not in r["storage_path"] else r["storage_path"]
         if n_trials > 1:
-            from trcnas.nas.engine.search import full_length
-
             space["cfg"] = full_length(cfg, f"the {n_trials} trials are ranked by their val metrics")
         from trcnas.runners.live_ray import callbacks
 
@@ -234,7 +227,6 @@ def run_tune_search(cfg: dict, name: str, address: str | None = None, num_sample
         if "://" not in storage and verbose:
             log.info(f"watch it live: tensorboard --logdir {exp_dir}")
     tuner.fit()
-    from trcnas.runners.experiment import write_summary
 
     write_summary(exp_dir)
     return exp_dir

@@ -172,8 +172,8 @@ def test_searches_ranked_by_their_metrics_run_all_steps(tmp_path, cache_dir, cap
             "stop_when_frozen"] is True
     # a comparison's search without retrain is the run: its metrics are compared, so it runs all its steps
     seen = []
-    monkeypatch.setattr("trcnas.nas.engine.search.search_run", lambda c, *a, **k: seen.append(c))
-    monkeypatch.setattr("trcnas.nas.engine.train.train_run", lambda *a, **k: None)
+    monkeypatch.setattr("trcnas.runners.compare.search_run", lambda c, *a, **k: seen.append(c))
+    monkeypatch.setattr("trcnas.runners.compare.train_run", lambda *a, **k: None)
     for retrain in (False, True):
         compare._run_variant(on, {"name": "v", "architecture": "search", "retrain": retrain},
                              tmp_path / str(retrain), progress=False)

@@ -19,6 +19,7 @@ import torch
 
 from trcnas.nas.errors import UserError
 from trcnas.nas.registry import Registry
+from trcnas.spaces.io import atomic_write_bytes
 
 PALETTE_RULES = Registry("palette rule")
 
@@ -168,8 +169,6 @@ def load_palette_image(path: str | Path | None, num_tasks: int) -> torch.Tensor:
 def save_palette_image(palette: torch.Tensor, path: str | Path) -> Path:
     """Writes one palette (H x W task indices) as the PNG ``load_palette_image`` reads."""
     from PIL import Image
-
-    from trcnas.spaces.io import atomic_write_bytes
 
     buf = io.BytesIO()
     Image.fromarray(palette.cpu().numpy().astype(np.uint8), mode="L").save(buf, format="PNG")

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import torch
 
+from trcnas.nas.data import real, relations, synthetic  # noqa: F401  (registers the datasets)
 from trcnas.nas.data.base import DATASETS, DenseDataset
+from trcnas.nas.data.transforms import build_train_transforms
+from trcnas.nas.tasks import DatasetInfo
 
 
 def build_dataset(data_cfg: dict, split: str, train: bool, seed: int = 0, progress: bool = True):
     """-> (dataset, DatasetInfo). Training splits get the configured augmentations."""
-    from trcnas.nas.data import real, relations, synthetic  # noqa: F401  (registers the datasets)
-    from trcnas.nas.data.transforms import build_train_transforms
-
     transform = None
     if train:
         crop = data_cfg.get("crop")
@@ -23,9 +23,6 @@ def label_spaces(data_cfg: dict):
     """The DatasetInfo a network's output sizes follow, from the config alone where the dataset can say it
     without reading its files (its registry entry's info: a function of the data config); else the defaults of
     a DatasetInfo named after the dataset."""
-    from trcnas.nas.data import real, relations, synthetic  # noqa: F401  (registers the datasets)
-    from trcnas.nas.tasks import DatasetInfo
-
     of = DATASETS.info(data_cfg["dataset"])
     return of(data_cfg) if of is not None else DatasetInfo(data_cfg["dataset"])
 

@@ -24,14 +24,18 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from trcnas.nas.config import dump
+from trcnas.nas.composite.palette import build_palette_rule
+from trcnas.nas.config import dump, stored_as_today
 from trcnas.nas.curves import LOSS_RISE, loss_rise
 from trcnas.nas.data import StepBatchSampler, build_dataset
+from trcnas.nas.data.transforms import pad_collate
 from trcnas.nas.engine import distributed
 from trcnas.nas.engine.checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
 from trcnas.nas.engine.evaluate import delta_m_of, evaluate, primary, to_device
 from trcnas.nas.engine.live import Live
 from trcnas.nas.errors import DivergedError, UserError
+from trcnas.nas.families import foreign_sections
+from trcnas.nas.models.backbones import MultiScaleConcat
 from trcnas.nas.pool import set_eval_workers
 from trcnas.nas.progress import bar as progress_bar
 from trcnas.nas.schema import OPTIMIZERS  # the config schema owns the choices
@@ -82,7 +86,6 @@ class RunContext:
 
     def val_loader(self) -> DataLoader:
         # own generator: building the iterator must not draw from the global RNG of a run in progress
-        from trcnas.nas.data.transforms import pad_collate
 
         return DataLoader(self.val_set, batch_size=self.cfg["train"]["eval_batch_size"], shuffle=False,
                           num_workers=self.cfg["data"]["num_workers"], generator=torch.Generator(),
@@ -118,10 +121,7 @@ def check_resumable(cfg: dict, out: Path) -> None:
     except yaml.YAMLError:
         old = None
     if isinstance(old, dict):
-        from trcnas.nas.config import stored_as_today
-
         old = stored_as_today(old)
-    from trcnas.nas.families import foreign_sections
 
     free = RESUME_FREE + foreign_sections(str(cfg["model"]["type"]))  # other families' sections
     diff = _differences(old, yaml.safe_load(dump(cfg)), free=free) if isinstance(old, dict) else \
@@ -194,8 +194,6 @@ def weight_groups(model: torch.nn.Module, params: list, encoder_lr_mult: float =
     """Optimiser groups from module registration: the parameters of every backbone module (encoder) and all
     the others (decoders, heads, context blocks, task-embedding networks); every parameter of ``params`` in
     exactly one group. One group when the encoder's multiplier is 1 (the optimiser state stays as before)."""
-    from trcnas.nas.models.backbones import MultiScaleConcat
-
     if encoder_lr_mult == 1.0:
         return [{"params": list(params), "lr_mult": 1.0, "name": "all"}]
     enc = {id(p) for m in model.modules() if isinstance(m, MultiScaleConcat) for p in m.parameters()}
@@ -316,8 +314,6 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
     schedule = LRSchedule(tr, opt, steps, len(ctx.train_set) // tr["batch_size"])
     label_rule = None
     if tr["label_palette"]:
-        from trcnas.nas.composite.palette import build_palette_rule
-
         names = getattr(next(iter(ctx.tasks.values())).info, "class_names", ())
         label_rule = build_palette_rule(tr["label_palette"], list(ctx.tasks), names)
     ckpt_path = ctx.out_dir / CHECKPOINT

@@ -5,8 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from trcnas.nas.engine.loop import finish_run, fit, prepare
-from trcnas.nas.families import build_model
+from trcnas.nas.engine.summary import model_summary
+from trcnas.nas.errors import UserError
+from trcnas.nas.families import build_model, resolve_space
+from trcnas.nas.plugins import load_plugins
 from trcnas.nas.tasks import TASKS
+from trcnas.spaces import default_architecture, fixed_architecture, load_architecture
 
 
 def load_run_architecture(cfg: dict, path: str | None):
@@ -14,10 +18,6 @@ def load_run_architecture(cfg: dict, path: str | None):
     config's search space (e.g. CompositeTasking depth 6 / width 128, mTEB at scale 1 with add);
     ``fixed:<value>``: every decision of the space set to that value where it is a candidate (Table 1's
     fixed-context rows, ``fixed:off`` for mTEB). It must be of ``model.type``'s family."""
-    from trcnas.nas.errors import UserError
-    from trcnas.nas.families import resolve_space
-    from trcnas.spaces import default_architecture, fixed_architecture, load_architecture
-
     path = path or cfg["model"]["architecture"]
     if path is None:
         return None
@@ -44,8 +44,6 @@ def train_run(cfg: dict, out_dir: str | Path, architecture: str | None = None, p
               resume: bool = True, stop_after: int | None = None) -> dict:
     """Trains the config's model (with an architecture: the fixed network of model.type's family) and
     writes config.yaml, checkpoint.pt, train_curve.csv and metrics.json into ``out_dir``."""
-    from trcnas.nas.plugins import load_plugins
-
     load_plugins(cfg)
     arch = load_run_architecture(cfg, architecture)
     if arch is not None:
@@ -64,8 +62,6 @@ def network_cost(model, cfg: dict) -> dict:
     """``params_M`` and ``madds_G`` of a trained network at the training size, for its metrics.json; a network
     the counter cannot trace (a plugin's) records none rather than losing the finished run."""
     import warnings
-
-    from trcnas.nas.engine.summary import model_summary
 
     try:
         s = model_summary(model, tuple(cfg["data"]["crop"] or cfg["data"]["image_size"]))

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from trcnas.nas.errors import UserError
 from trcnas.nas.plugins import load_plugins
 from trcnas.nas.registry import Registry
+from trcnas.spaces import default_architecture, load_space
 
 MODEL_TYPES = Registry("model type")
 
@@ -71,8 +72,6 @@ class SpaceFamily(ModelType):
     def choices(self, cfg: dict, architecture) -> dict:
         """This family's choices of ``architecture``; without one, the defaults its space declares."""
         if architecture is None:
-            from trcnas.spaces import default_architecture
-
             architecture = default_architecture(resolve_space(cfg), list(cfg["data"]["tasks"]))
         return architecture.choices[self.name]
 
@@ -125,8 +124,6 @@ def is_family(name: str) -> bool:
 def resolve_space(cfg: dict, source: str = "config"):
     """The search space of a config: ``search.space`` (default: the family's shipped space), which must be a
     space of the family ``model.type`` selects."""
-    from trcnas.spaces import load_space
-
     mtype, name = cfg["model"]["type"], cfg["search"]["space"]
     if not is_family(mtype):
         if name is None:

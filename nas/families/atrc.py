@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from trcnas.nas.families import SpaceFamily, register_family
+from trcnas.nas.families import SpaceFamily, model_type, register_family
+from trcnas.nas.genotype import from_genotype, to_genotype
+from trcnas.nas.models.atrc import ATRCModule
+from trcnas.nas.models.backbones import backbone_of
+from trcnas.nas.models.context import context_types
+from trcnas.nas.models.multitask import MultiTaskNet
 
 
 def atrc_net(cfg: dict, tasks, pairs, search: bool):
-    from trcnas.nas.models.atrc import ATRCModule
-    from trcnas.nas.models.backbones import backbone_of
-    from trcnas.nas.models.multitask import MultiTaskNet
-
     m = cfg["model"]
     backbone = backbone_of(cfg)
     channels = m["channels"] or max(1, backbone.out_channels // 4)
@@ -36,25 +37,17 @@ class ATRC(SpaceFamily):
         """Only the chosen blocks; aux heads only for tasks some label block reads. Without an architecture:
         the multi-task baseline (the paper's Table 1 row the context blocks are added to)."""
         if architecture is None:  # no architecture: the multi-task network the ATRC module refines
-            from trcnas.nas.families import model_type
-
             return model_type("multitask").fixed(cfg, tasks, None)
         rows = architecture.choices["atrc"]
         return atrc_net(cfg, tasks, {t: {s: rows[t][s] for s in tasks} for t in tasks}, search=False)
 
     def fixed_variants(self, space, tasks):
-        from trcnas.nas.models.context import context_types
-
         cands = {c for d in space.decisions(list(tasks)) for c in d.candidates}
         return {t.name: f"{t.label[:1].upper()}{t.label[1:]} context" for t in context_types()
                 if t.name != "none" and t.name in cands}
 
     def from_genotype(self, data, tasks=None):
-        from trcnas.nas.genotype import from_genotype
-
         return from_genotype(data, tasks, space=self.space)
 
     def to_genotype(self, architecture):
-        from trcnas.nas.genotype import to_genotype
-
         return to_genotype(architecture)

@@ -6,9 +6,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from trcnas.nas.composite.embedding import EMBEDDING_INITS
+from trcnas.nas.composite.embedding import EMBEDDING_INITS, SearchTaskEmbedding, TaskEmbedding
+from trcnas.nas.composite.network import CompositeNet
 from trcnas.nas.composite.outputs import ANCHOR_RULES, NORMALS_READINGS
+from trcnas.nas.composite.palette import build_palette_rule
+from trcnas.nas.errors import UserError
 from trcnas.nas.families import SpaceFamily, register_family
+from trcnas.nas.models.backbones import backbone_of
 from trcnas.nas.schema import Section, register_section
 
 
@@ -59,11 +63,6 @@ register_section("model.composite", CompositeSection)
 
 
 def composite_net(cfg: dict, tasks, embedding):
-    from trcnas.nas.composite.network import CompositeNet
-    from trcnas.nas.composite.palette import build_palette_rule
-    from trcnas.nas.errors import UserError
-    from trcnas.nas.models.backbones import backbone_of
-
     m, c = cfg["model"], cfg["model"]["composite"]
     if c["conditioning"] == "image" and c["palette"].get("rule", "mosaic") != "single":
         raise UserError("model.composite.conditioning image (Task Switching) needs one task per image: "
@@ -86,8 +85,6 @@ class CompositeTasking(SpaceFamily):
 
     def supergraph(self, cfg, tasks, space):
         """Gumbel mixtures over the embedding network's depth exits and width masks."""
-        from trcnas.nas.composite.embedding import SearchTaskEmbedding
-
         d = {x.path[-1]: x for x in space.decisions(list(tasks))}
         c = cfg["model"]["composite"]
         emb = SearchTaskEmbedding(len(tasks), d["embedding_depth"], d["embedding_width"], c["code_length"],
@@ -97,8 +94,6 @@ class CompositeTasking(SpaceFamily):
     def fixed(self, cfg, tasks, architecture):
         """A fixed task representation block (the architecture's, else the space's defaults: depth 6, width
         128)."""
-        from trcnas.nas.composite.embedding import TaskEmbedding
-
         ch = self.choices(cfg, architecture)
         c = cfg["model"]["composite"]
         emb = TaskEmbedding(len(tasks), int(ch["embedding_depth"]), int(ch["embedding_width"]), c["code_length"],

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 
 from trcnas.nas.families import SpaceFamily, register_family
+from trcnas.nas.models.backbones import backbone_of
+from trcnas.nas.models.mteb import MTEBNet
 from trcnas.nas.schema import Section, register_section
 
 
@@ -21,9 +23,6 @@ register_section("model.mteb", MtebSection)
 
 
 def mteb_net(cfg: dict, tasks, scales, fusion, search: bool):
-    from trcnas.nas.models.backbones import backbone_of
-    from trcnas.nas.models.mteb import MTEBNet
-
     m, x = cfg["model"], cfg["model"]["mteb"]
     return MTEBNet(backbone_of(cfg), tasks, m["channels"] or 32, scales, fusion, search=search,
                    key_channels=x["key_channels"], dir_channels=x["dir_channels"],
