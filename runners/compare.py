@@ -38,6 +38,9 @@ import copy
 import json
 import logging
 from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trcnas.analysis.compare import final_dir, write_comparison
 from trcnas.nas.config import load_config
@@ -49,6 +52,7 @@ from trcnas.nas.engine.train import network_cost, train_run
 from trcnas.nas.errors import UserError
 from trcnas.nas.families import build_model, resolve_space
 from trcnas.nas.plugins import load_plugins
+from trcnas.nas.schema import message
 from trcnas.nas.tasks import TASKS, build_tasks
 from trcnas.runners.tune_search import absolute_paths, init_ray
 from trcnas.spaces.architecture import ARCH_FORMAT, from_dict
@@ -57,9 +61,83 @@ from trcnas.spaces.io import atomic_write_text
 log = logging.getLogger(__name__)
 
 SHIPPED = Path(__file__).parent / "comparisons"
-VARIANT_KEYS = {"name", "label", "config", "set", "architecture", "retrain"}
-TOP_KEYS = {"name", "config", "set", "seeds", "variants", "baseline", "expand"}
 EXPANSIONS = ("planted_pairs",)
+
+
+class Variant(BaseModel):
+    """One variant of a comparison (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    label: str | None = None
+    config: str | None = None
+    set: list[str] = []
+    architecture: str | dict | None = None
+    retrain: Any = None  # true or false, with architecture: search
+
+    @field_validator("name")
+    @classmethod
+    def _identifier(cls, v):
+        if not v.isidentifier():
+            raise ValueError(f"must be letters, digits and _ (a folder name), got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _retrain(self):
+        if self.retrain is not None and (not isinstance(self.retrain, bool) or self.architecture != "search"):
+            raise ValueError(f"({self.name}): `retrain` (true or false) goes with `architecture: search`")
+        return self
+
+
+class Comparison(BaseModel):
+    """A comparison file: variants, the seeds each runs, a shared config and overrides."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = None
+    config: str | None = None
+    set: list[str] = []
+    seeds: Any = [0]
+    variants: list[Variant] = Field(min_length=1)
+    baseline: str | None = None
+    expand: Literal[EXPANSIONS] | None = None
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v):
+        if not isinstance(v, list) or not v or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                                       for s in v):
+            raise ValueError(f"must be a list of non-negative integers, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _variants(self):
+        names = [v.name for v in self.variants]
+        for i, v in enumerate(self.variants):
+            if not (v.config or self.config):
+                raise ValueError(f"variants.{i} ({v.name}) has no config (set `config:` here or at the top)")
+        if len(set(names)) != len(names):
+            raise ValueError(f"variant names must be unique, got {names}")
+        if self.baseline is not None and self.baseline not in names:
+            raise ValueError(f"baseline {self.baseline!r} is not one of the variants {names}")
+        if self.expand is not None:
+            planted = [v.name for v in self.variants if v.architecture == "planted"]
+            if len(planted) != 1:
+                raise ValueError(f"expand: {self.expand} needs exactly one variant with `architecture: planted`, "
+                                 f"got {len(planted)}")
+        return self
+
+
+def _spec_error(e: ValidationError, source) -> str:
+    """A comparison file's first violation as one line (an unknown key names the keys that are known)."""
+    err = e.errors(include_url=False)[0]
+    loc = err["loc"]
+    if err["type"] == "extra_forbidden":
+        model = Variant if loc[:1] == ("variants",) else Comparison
+        where = f"variants.{loc[1]}: " if model is Variant else ""
+        return f"{source}: {where}unknown key {loc[-1]!r}; use {', '.join(sorted(model.model_fields))}"
+    if err["type"] == "missing":
+        return f"{source}: {'.'.join(map(str, loc))} is missing"
+    return message(e, str(source))
 
 
 def load_comparison(path: str | Path | dict) -> dict:
@@ -84,43 +162,17 @@ def load_comparison(path: str | Path | dict) -> dict:
 
 
 def check_comparison(spec, p) -> dict:
+    """The comparison ``spec`` (a mapping read from ``p``) checked (``Comparison``); one ``UserError`` line naming
+    the key otherwise."""
     if not isinstance(spec, dict) or not isinstance(spec.get("variants"), list) or not spec["variants"]:
         raise UserError(f"{p}: needs a non-empty list `variants:`")
-    unknown = set(spec) - TOP_KEYS
-    if unknown:
-        raise UserError(f"{p}: unknown key(s) {sorted(unknown)}; use {', '.join(sorted(TOP_KEYS))}")
-    seeds = spec.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
-        raise UserError(f"{p}: seeds must be a list of non-negative integers, got {seeds!r}")
-    names = []
-    for i, v in enumerate(spec["variants"]):
-        if not isinstance(v, dict) or not isinstance(v.get("name"), str) or not v["name"].isidentifier():
-            raise UserError(f"{p}: variants[{i}] needs a `name` (letters, digits, _)")
-        bad = set(v) - VARIANT_KEYS
-        if bad:
-            raise UserError(f"{p}: variants[{i}] ({v['name']}): unknown key(s) {sorted(bad)}; "
-                            f"use {', '.join(sorted(VARIANT_KEYS))}")
-        if "retrain" in v and (not isinstance(v["retrain"], bool) or v.get("architecture") != "search"):
-            raise UserError(f"{p}: variants[{i}] ({v['name']}): `retrain` (true or false) goes with "
-                            "`architecture: search`")
-        if not (v.get("config") or spec.get("config")):
-            raise UserError(f"{p}: variants[{i}] ({v['name']}) has no config (set `config:` here or at the top)")
-        names.append(v["name"])
-    if len(set(names)) != len(names):
-        raise UserError(f"{p}: variant names must be unique, got {names}")
-    if spec.get("baseline") is not None and spec["baseline"] not in names:
-        raise UserError(f"{p}: baseline {spec['baseline']!r} is not one of the variants {names}")
-    expand = spec.get("expand")
-    if expand is not None:
-        if expand not in EXPANSIONS:
-            raise UserError(f"{p}: expand must be one of {', '.join(EXPANSIONS)}, got {expand!r}")
-        planted = [v["name"] for v in spec["variants"] if v.get("architecture") == "planted"]
-        if len(planted) != 1:
-            raise UserError(f"{p}: expand: {expand} needs exactly one variant with `architecture: planted`, "
-                            f"got {len(planted)}")
-    return {"name": spec.get("name", getattr(p, "stem", "comparison")), "config": spec.get("config"),
-            "set": list(spec.get("set") or []), "seeds": seeds, "variants": spec["variants"],
-            "baseline": spec.get("baseline"), "expand": expand}
+    try:
+        c = Comparison.model_validate(spec)
+    except ValidationError as e:
+        raise UserError(_spec_error(e, p)) from None
+    return {"name": c.name or getattr(p, "stem", "comparison"), "config": c.config, "set": list(c.set),
+            "seeds": c.seeds, "variants": [v.model_dump(exclude_unset=True) for v in c.variants],
+            "baseline": c.baseline, "expand": c.expand}
 
 
 def planted_choices(cfg: dict, source) -> dict:

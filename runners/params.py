@@ -16,6 +16,9 @@ before anything runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from trcnas.nas.config import apply_overrides, has_key, validate
 from trcnas.nas.errors import UserError
@@ -23,7 +26,7 @@ from trcnas.nas.errors import UserError
 TYPES = ("float", "int", "categorical", "grid")
 SHORTHANDS = ("grid", "choice", "uniform", "loguniform", "randint")
 FIELDS = {"float": {"type", "low", "high", "log"}, "int": {"type", "low", "high", "log"},
-          "categorical": {"type", "choices"}, "grid": {"type", "values"}}
+          "categorical": {"type", "choices"}, "grid": {"type", "values"}}  # (the models below, for messages)
 
 
 @dataclass(frozen=True)
@@ -63,10 +66,6 @@ class Param:
         return FloatDistribution(float(self.low), float(self.high), log=self.log)
 
 
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def _canonical(spec: dict, where: str) -> dict:
     """A Ray shorthand as the one format."""
     (name, arg), = spec.items()
@@ -84,36 +83,77 @@ def _canonical(spec: dict, where: str) -> dict:
     return {"type": "float", "low": arg[0], "high": arg[1], "log": name == "loguniform"}
 
 
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class FloatRange(_Spec):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.low > self.high:
+            raise ValueError(f"low {self.low} is above high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0, got {self.low}")
+        return self
+
+
+class IntRange(FloatRange):
+    type: Literal["int"]
+    low: int
+    high: int
+
+
+class Choices(_Spec):
+    type: Literal["categorical"]
+    choices: list = Field(min_length=1)
+
+
+class Grid(_Spec):
+    type: Literal["grid"]
+    values: list = Field(min_length=1)
+
+
+SPECS = TypeAdapter(Annotated[FloatRange | IntRange | Choices | Grid, Field(discriminator="type")])
+WORDS = {"float_type": "a number", "int_type": "an integer", "bool_type": "true or false", "list_type": "a list"}
+
+
+def _error(e: ValidationError, w: str, kind) -> str:
+    """The first violation of an entry as one line, named ``<where>.<key>[.<field>]``."""
+    err = e.errors(include_url=False)[0]
+    field = ".".join(str(x) for x in err["loc"][1:])  # loc[0] is the type's tag
+    at, v = f"{w}.{field}" if field else w, err.get("input")
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        return (f"{w}.type must be one of {', '.join(TYPES)} (or a shorthand {', '.join(SHORTHANDS)}), "
+                f"got {kind!r}")
+    if err["type"] == "extra_forbidden":
+        return f"{w}: unknown field {field!r} for type {kind}; use {', '.join(sorted(FIELDS[kind]))}"
+    if err["type"] == "value_error":
+        return f"{at}: {err['ctx']['error']}"
+    if err["type"] == "too_short":
+        return f"{at} must be a non-empty list, got {v!r}"
+    if err["type"] == "missing":
+        return f"{at} is missing"
+    return f"{at} must be {WORDS.get(err['type'], err['msg'].replace('Input should be ', ''))}, got {v!r}"
+
+
 def parse_param(key: str, spec, where: str) -> Param:
     w = f"{where}.{key}"
     if isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in SHORTHANDS:
         spec = _canonical(spec, w)
     if not isinstance(spec, dict):
         raise UserError(f"{w} must be a mapping such as {{type: float, low: 0.001, high: 0.1}}, got {spec!r}")
-    kind = spec.get("type")
-    if kind not in TYPES:
-        raise UserError(f"{w}.type must be one of {', '.join(TYPES)} (or a shorthand {', '.join(SHORTHANDS)}), "
-                        f"got {kind!r}")
-    extra = sorted(set(spec) - FIELDS[kind])
-    if extra:
-        raise UserError(f"{w}: unknown field {extra[0]!r} for type {kind}; use {', '.join(sorted(FIELDS[kind]))}")
-    if kind in ("categorical", "grid"):
-        field = "choices" if kind == "categorical" else "values"
-        values = spec.get(field)
-        if not isinstance(values, list) or not values:
-            raise UserError(f"{w}.{field} must be a non-empty list, got {values!r}")
-        return Param(key, kind, values=tuple(values))
-    low, high, log = spec.get("low"), spec.get("high"), spec.get("log", False)
-    for field, v in (("low", low), ("high", high)):
-        if not _number(v) or (kind == "int" and not isinstance(v, int)):
-            raise UserError(f"{w}.{field} must be {'an integer' if kind == 'int' else 'a number'}, got {v!r}")
-    if not isinstance(log, bool):
-        raise UserError(f"{w}.log must be true or false, got {log!r}")
-    if low > high:
-        raise UserError(f"{w}: low {low} is above high {high}")
-    if log and low <= 0:
-        raise UserError(f"{w}: log: true needs low > 0, got {low}")
-    return Param(key, kind, low, high, log)
+    try:
+        r = SPECS.validate_python(spec)
+    except ValidationError as e:
+        raise UserError(_error(e, w, spec.get("type"))) from None
+    if isinstance(r, (Choices, Grid)):
+        return Param(key, r.type, values=tuple(r.choices if isinstance(r, Choices) else r.values))
+    return Param(key, r.type, r.low, r.high, r.log)
 
 
 def parse_params(cfg: dict, where: str) -> dict[str, Param]:

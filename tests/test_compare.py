@@ -74,6 +74,13 @@ def test_compare_runs_every_seed_and_resumes_only_what_is_missing(tmp_path, fast
     ({"baseline": "st"}, "baseline 'st' is not one of the variants"),
     ({"variants": [{"name": "a", "retrain": False}]}, "`retrain` (true or false) goes with `architecture: search`"),
     ({"variants": [{"name": "a", "architecture": "search", "retrain": "no"}]}, "`retrain`"),
+    ({"variants": [{"name": "a b"}]}, "variants.0.name must be letters, digits and _"),
+    ({"variants": [{"label": "x"}]}, "variants.0.name is missing"),
+    ({"variants": [{"name": "a", "set": "train.steps=3"}]}, "variants.0.set must be a list, got 'train.steps=3'"),
+    ({"expand": "all_pairs"}, "expand must be one of planted_pairs, got 'all_pairs'"),
+    ({"expand": "planted_pairs"}, "expand: planted_pairs needs exactly one variant with `architecture: planted`"),
+    ({"seeds": [True]}, "seeds must be a list of non-negative integers"),
+    ({"budget": 3}, "unknown key 'budget'; use baseline, config, expand, name, seeds, set, variants"),
 ])
 def test_bad_comparison_files_are_one_error_line(tmp_path, capsys, bad, msg):
     spec = _spec(tmp_path, **bad)

@@ -132,3 +132,38 @@ def test_shipped_reliability_study_fast_dev_run_pins_the_step_counts(tmp_path, f
     for k in (0, 1):  # suggested 600 or 1200 steps, ran the fast-dev 3
         assert json.loads((out / "trial_0000" / f"seed{k}" / "metrics.json").read_text())["steps"] == 3
     assert 0.0 <= row["values_agreement"] <= 100.0
+
+
+@pytest.mark.parametrize("spec, msg", [
+    ({"type": "gauss", "low": 1, "high": 2}, "hpo.params.train.lr.type must be one of float, int, categorical, grid"),
+    ({"low": 1}, "hpo.params.train.lr.type must be one of"),
+    ({"type": "float", "low": 1, "high": 0.1}, "hpo.params.train.lr: low 1.0 is above high 0.1"),
+    ({"type": "float", "low": 0, "high": 0.1, "log": True}, "hpo.params.train.lr: log: true needs low > 0"),
+    ({"type": "int", "low": 0.5, "high": 3}, "hpo.params.train.lr.low must be an integer, got 0.5"),
+    ({"type": "float", "low": True, "high": 3}, "hpo.params.train.lr.low must be a number, got True"),
+    ({"type": "float", "low": 1, "high": 3, "step": 2},
+     "hpo.params.train.lr: unknown field 'step' for type float; use high, log, low, type"),
+    ({"type": "categorical", "choices": []}, "hpo.params.train.lr.choices must be a non-empty list, got []"),
+    ({"type": "float", "low": 1, "high": 3, "log": "yes"}, "hpo.params.train.lr.log must be true or false"),
+    ({"type": "float", "high": 3}, "hpo.params.train.lr.low is missing"),
+    ({"randint": [0.5, 3]}, "randint needs integers [low, high)"),
+    (3, "hpo.params.train.lr must be a mapping such as"),
+])
+def test_a_bad_range_is_one_line_naming_its_field(spec, msg):
+    from trcnas.nas.errors import UserError
+    from trcnas.runners.params import parse_param
+
+    with pytest.raises(UserError) as e:
+        parse_param("train.lr", spec, "hpo.params")
+    assert msg in str(e.value) and "\n" not in str(e.value)
+
+
+def test_ranges_and_shorthands_parse_to_one_format():
+    from trcnas.runners.params import Param, parse_param
+
+    assert parse_param("k", {"type": "float", "low": 0.001, "high": 0.1, "log": True}, "w") == \
+        parse_param("k", {"loguniform": [0.001, 0.1]}, "w") == Param("k", "float", 0.001, 0.1, True)
+    assert parse_param("k", {"randint": [0, 401]}, "w") == parse_param("k", {"type": "int", "low": 0, "high": 400},
+                                                                        "w") == Param("k", "int", 0, 400)
+    assert parse_param("k", {"choice": ["a", "b"]}, "w").values == ("a", "b")
+    assert parse_param("k", {"grid": [1, 2]}, "w") == Param("k", "grid", values=(1, 2))
