@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from trcnas.nas.tasks import published_loss_weights
+from trcnas.spaces.errors import first_violation
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("poly", "plateau")  # poly (ATRC, xTAM) | plateau (CompositeTasking)
@@ -329,28 +330,9 @@ def open_mappings() -> set[str]:
     return out
 
 
-_TYPES = {"int_type": "an integer", "float_type": "a number", "string_type": "text", "bool_type": "true or false",
-          "list_type": "a list", "dict_type": "a mapping", "model_type": "a mapping", "int_from_float": "an integer"}
-
-
 def message(e: ValidationError, source: str) -> str:
     """The first violation as one line: ``<source>: <key.path> <what is wrong>``."""
-    err = e.errors(include_url=False)[0]
-    path = ".".join(str(p) for p in err["loc"])
-    v, kind = err.get("input"), err["type"]
-    if kind == "extra_forbidden":
-        return f"{source}: unknown config key {path!r}"
-    if v is None and kind in _TYPES:
-        return f"{source}: {path} may not be empty"
-    if kind in _TYPES:
-        return f"{source}: {path} must be {_TYPES[kind]}, got {v!r}"
-    if kind == "literal_error":
-        choices = err["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
-        return f"{source}: {path} must be one of {choices}, got {v!r}"
-    if kind == "value_error":  # our validators' messages
-        return f"{source}: {path + ' ' if path else ''}{err['ctx']['error']}"
-    msg = err["msg"].replace("Input should be", "must be")
-    return f"{source}: {path} {msg}, got {v!r}"
+    return first_violation(e, source, unknown="config key")
 
 
 def check(cfg: dict, source: str) -> dict:

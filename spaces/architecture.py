@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from trcnas.spaces.errors import SpecError
+from trcnas.spaces.errors import SpecError, first_violation
 from trcnas.spaces.io import atomic_write_text
 from trcnas.spaces.space import Decision, SearchSpace, load_space
 
@@ -91,24 +92,27 @@ class Architecture:
         return path
 
 
+class ArchitectureSpec(BaseModel):
+    """The YAML of an architecture file; what its choices may be is checked against its space
+    (``Architecture.validate``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    format: Literal[ARCH_FORMAT]
+    space: str
+    tasks: list[str]
+    choices: dict
+    search: dict | None = None  # what the search recorded (seed, probabilities, cost, ...)
+    space_spec: dict | None = None  # a user's space, embedded
+
+
 def from_dict(data: Any, source: str = "architecture") -> Architecture:
     if not isinstance(data, dict):
         raise SpecError(f"{source}: an architecture file must be a mapping")
-    if data.get("format") != ARCH_FORMAT:
-        raise SpecError(f"{source}: format must be {ARCH_FORMAT!r}, got {data.get('format')!r}")
-    for k in ("space", "tasks", "choices"):
-        if k not in data:
-            raise SpecError(f"{source}: missing key {k!r}")
-    if not isinstance(data["tasks"], list) or not isinstance(data["choices"], dict):
-        raise SpecError(f"{source}: tasks must be a list and choices a mapping")
-    extra = set(data) - {"format", "space", "tasks", "choices", "search", "space_spec"}
-    if extra:
-        raise SpecError(f"{source}: unknown key(s) {', '.join(sorted(extra))}")
-    spec = data.get("space_spec")
-    if spec is not None and not isinstance(spec, dict):
-        raise SpecError(f"{source}: space_spec must be a search-space mapping")
-    arch = Architecture(str(data["space"]), list(data["tasks"]), data["choices"], dict(data.get("search") or {}),
-                        spec)
+    try:
+        spec = ArchitectureSpec.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(first_violation(e, str(source))) from None
+    arch = Architecture(spec.space, list(spec.tasks), data["choices"], dict(spec.search or {}), spec.space_spec)
     arch.validate(source=source)
     return arch
 

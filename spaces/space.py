@@ -13,15 +13,61 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from trcnas.spaces.errors import SpecError
+from trcnas.spaces.errors import SpecError, first_violation
 
 SPACE_FORMAT = "trcnas-space/1"
 
 
 OFF_ON = ("off", "on")
+
+
+def _decision(spec):
+    """A decision's YAML: ``[candidates]``, or ``{subset: [elements]}``."""
+    if (isinstance(spec, list) and spec) or (isinstance(spec, dict) and set(spec) == {"subset"}
+                                             and isinstance(spec["subset"], list) and spec["subset"]):
+        return spec
+    raise ValueError(f"must be a list of candidates or {{subset: [elements]}}, got {spec!r}")
+
+
+class SpaceSpec(BaseModel):
+    """The YAML of a search space (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid")
+    format: Literal[SPACE_FORMAT]
+    name: str = "space"
+    group: str | None = None  # default: the name
+    per: Literal["task_pair", "single"] = "single"
+    candidates: list = []
+    exclude_self: Any = None  # [candidate, ...] or {candidate: substitute}
+    restrict: dict[str, dict[str, list]] = {}  # {target or *: {source or *: [allowed candidates]}}
+    decisions: dict[str, Annotated[Any, AfterValidator(_decision)]] | None = None
+    defaults: dict = {}
+
+    @field_validator("defaults", "restrict", mode="before")
+    @classmethod
+    def _empty(cls, v):
+        return {} if v is None else v
+
+    @field_validator("exclude_self")
+    @classmethod
+    def _exclude(cls, v):
+        if v is not None and not isinstance(v, (list, dict)):
+            raise ValueError("must be a list of candidates or {candidate: substitute}")
+        return v
+
+
+    @model_validator(mode="after")
+    def _per(self):
+        if self.per == "task_pair" and not self.candidates:
+            raise ValueError("a task_pair space needs candidates")
+        if self.per == "single" and not self.decisions:
+            raise ValueError("a single space needs decisions: {name: [candidates]}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -57,35 +103,19 @@ class SearchSpace:
     def from_dict(cls, data: dict, source: str = "space") -> SearchSpace:
         if not isinstance(data, dict):
             raise SpecError(f"{source}: a search space must be a mapping")
-        if data.get("format") != SPACE_FORMAT:
-            raise SpecError(f"{source}: format must be {SPACE_FORMAT!r}, got {data.get('format')!r}")
-        known = {"format", "name", "group", "per", "candidates", "exclude_self", "restrict", "decisions", "defaults"}
-        extra = set(data) - known
-        if extra:
-            raise SpecError(f"{source}: unknown key(s) {', '.join(sorted(extra))}")
-        per = data.get("per", "single")
-        if per not in ("task_pair", "single"):
-            raise SpecError(f"{source}: per must be task_pair or single, got {per!r}")
-        if per == "task_pair" and not data.get("candidates"):
-            raise SpecError(f"{source}: a task_pair space needs candidates")
-        if per == "single" and not isinstance(data.get("decisions"), dict):
-            raise SpecError(f"{source}: a single space needs decisions: {{name: [candidates]}}")
-        for n, spec in (data.get("decisions") or {}).items():
-            ok = (isinstance(spec, list) and spec) or (isinstance(spec, dict) and set(spec) == {"subset"}
-                                                       and isinstance(spec["subset"], list) and spec["subset"])
-            if not ok:
-                raise SpecError(f"{source}: decisions.{n} must be a list of candidates or {{subset: [elements]}}")
-        if not isinstance(data.get("defaults") or {}, dict):
-            raise SpecError(f"{source}: defaults must be a mapping {{decision: value}}")
+        try:
+            spec = SpaceSpec.model_validate(data)
+        except ValidationError as e:
+            raise SpecError(first_violation(e, str(source))) from None
         return cls(
-            name=str(data.get("name", "space")),
-            group=str(data.get("group", data.get("name", "space"))),
-            per=per,
-            candidates=list(data.get("candidates") or []),
-            exclude_self=_exclude_self(data.get("exclude_self"), source),
-            restrict=dict(data.get("restrict") or {}),
-            decisions_spec=dict(data.get("decisions") or {}),
-            defaults=dict(data.get("defaults") or {}),
+            name=spec.name,
+            group=spec.group or spec.name,
+            per=spec.per,
+            candidates=list(spec.candidates),
+            exclude_self=_exclude_self(spec.exclude_self),
+            restrict=dict(spec.restrict),
+            decisions_spec=dict(spec.decisions or {}),
+            defaults=dict(spec.defaults),
             declaration=data,
         )
 
@@ -158,16 +188,12 @@ class SearchSpace:
         return {d.path: self.value_of(tree, d) for d in self.decisions([])}
 
 
-def _exclude_self(spec, source: str) -> dict:
+def _exclude_self(spec) -> dict:
     """``exclude_self: [slabel]`` or ``{slabel: tlabel}`` (with the substitute a fixed all-S-label network uses on
     self pairs)."""
     if spec is None:
         return {}
-    if isinstance(spec, list):
-        return {c: None for c in spec}
-    if isinstance(spec, dict):
-        return dict(spec)
-    raise SpecError(f"{source}: exclude_self must be a list of candidates or {{candidate: substitute}}")
+    return {c: None for c in spec} if isinstance(spec, list) else dict(spec)
 
 
 def _node(tree: dict, path) -> dict:

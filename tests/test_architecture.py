@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -56,14 +57,43 @@ def test_roundtrip_yaml(tmp_path):
     (lambda d: d["choices"]["atrc"]["semseg"].update(depth="teleport"), "not one of"),
     (lambda d: d["choices"]["atrc"]["semseg"].pop("edge"), "missing choice for atrc.semseg.edge"),
     (lambda d: d["choices"]["atrc"]["depth"].update(depth="slabel"), "not one of"),
-    (lambda d: d.update(format="v0"), "format must be"),
-    (lambda d: d.update(colour=1), "unknown key"),
+    (lambda d: d.update(format="v0"), "format must be one of trcnas-architecture/1, got 'v0'"),
+    (lambda d: d.update(colour=1), "unknown key 'colour'"),
+    (lambda d: d.pop("tasks"), "tasks is missing"),
+    (lambda d: d.update(tasks="semseg"), "tasks must be a list, got 'semseg'"),
+    (lambda d: d.update(choices=[1]), "choices must be a mapping, got [1]"),
+    (lambda d: d.update(space_spec=3), "space_spec must be a mapping"),
 ])
 def test_invalid_architecture_rejected(mutate, match):
     d = json.loads(json.dumps(_arch().to_dict()))
     mutate(d)
-    with pytest.raises(SpecError, match=match):
+    with pytest.raises(SpecError, match=re.escape(match)):
         from_dict(d)
+
+
+SPACE = {"format": "trcnas-space/1", "name": "s", "per": "single", "decisions": {"a": [1, 2]}}
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"format": "x"}, "s.yaml: format must be one of trcnas-space/1, got 'x'"),
+    ({"per": "pair"}, "s.yaml: per must be one of task_pair, single, got 'pair'"),
+    ({"per": "task_pair"}, "s.yaml: a task_pair space needs candidates"),
+    ({"decisions": None}, "s.yaml: a single space needs decisions"),
+    ({"decisions": {"a": []}}, "s.yaml: decisions.a must be a list of candidates or {subset: [elements]}, got []"),
+    ({"decisions": {"a": {"subset": []}}}, "decisions.a must be a list of candidates or {subset: [elements]}"),
+    ({"defaults": [1]}, "s.yaml: defaults must be a mapping, got [1]"),
+    ({"colour": 1}, "s.yaml: unknown key 'colour'"),
+    ({"exclude_self": 3}, "s.yaml: exclude_self must be a list of candidates or {candidate: substitute}"),
+    ({"restrict": {"x": ["a"]}}, "s.yaml: restrict.x must be a mapping, got ['a']"),
+])
+def test_invalid_space_is_one_line_naming_the_key(change, match):
+    from trcnas.spaces.space import SearchSpace
+
+    with pytest.raises(SpecError) as e:
+        SearchSpace.from_dict({**SPACE, **change}, "s.yaml")
+    assert match in str(e.value)
+    ok = SearchSpace.from_dict({**SPACE, "decisions": {"a": [1, 2], "b": {"subset": [0, 1]}}}, "s.yaml")
+    assert ok.group == "s" and ok.decisions_spec == {"a": [1, 2], "b": {"subset": [0, 1]}} and ok.defaults == {}
 
 
 def test_export_cli_errors_are_one_line(tmp_path, capsys):
