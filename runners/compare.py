@@ -135,8 +135,6 @@ def _spec_error(e: ValidationError, source) -> str:
         model = Variant if loc[:1] == ("variants",) else Comparison
         where = f"variants.{loc[1]}: " if model is Variant else ""
         return f"{source}: {where}unknown key {loc[-1]!r}; use {', '.join(sorted(model.model_fields))}"
-    if err["type"] == "missing":
-        return f"{source}: {'.'.join(map(str, loc))} is missing"
     return message(e, str(source))
 
 

@@ -25,8 +25,6 @@ from trcnas.nas.errors import UserError
 
 TYPES = ("float", "int", "categorical", "grid")
 SHORTHANDS = ("grid", "choice", "uniform", "loguniform", "randint")
-FIELDS = {"float": {"type", "low", "high", "log"}, "int": {"type", "low", "high", "log"},
-          "categorical": {"type", "choices"}, "grid": {"type", "values"}}  # (the models below, for messages)
 
 
 @dataclass(frozen=True)
@@ -119,6 +117,8 @@ class Grid(_Spec):
 
 
 SPECS = TypeAdapter(Annotated[FloatRange | IntRange | Choices | Grid, Field(discriminator="type")])
+FIELDS = {m.model_fields["type"].annotation.__args__[0]: set(m.model_fields)  # each type's fields, for messages
+          for m in (FloatRange, IntRange, Choices, Grid)}
 WORDS = {"float_type": "a number", "int_type": "an integer", "bool_type": "true or false", "list_type": "a list"}
 
 
