@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from trcnas.analysis.style import context_colour, context_label, context_order, plt, save, task_label
 from trcnas.spaces.io import atomic_write_text
@@ -104,8 +105,6 @@ def recovery(choices: dict[str, dict[str, str]], planted: dict[str, dict[str, st
 
 def planted_of(run: Path) -> dict[str, dict[str, str]] | None:
     """The planted matrix a run was trained or searched on (its config.yaml's ``data.relations``), or None."""
-    import yaml
-
     f = Path(run) / "config.yaml"
     if not f.is_file():
         return None

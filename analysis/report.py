@@ -7,6 +7,8 @@ import json
 import math
 from pathlib import Path
 
+import yaml
+
 from trcnas.analysis import context, decisions, resources, search_plots, studies, style
 from trcnas.analysis.loaders import (
     first,
@@ -115,8 +117,6 @@ def _recovery(root: Path, runs: list[Path], chosen: dict | None, out: Path) -> d
 
 def _readable_architecture(path: Path) -> dict | None:
     """An architecture file's mapping, or None for a file that is not one (skipped, not a crash)."""
-    import yaml
-
     try:
         a = read_architecture(path)
     except (OSError, yaml.YAMLError):

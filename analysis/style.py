@@ -4,6 +4,8 @@ atomically, and an explicit 'no data' panel instead of an empty axis."""
 from __future__ import annotations
 
 import os
+import textwrap
+import zlib
 from pathlib import Path
 
 import matplotlib
@@ -40,7 +42,6 @@ def context_colour(name, default: str | None = "auto") -> str | None:
         return t.colour
     if default != "auto":
         return default
-    import zlib
 
     from matplotlib.colors import to_hex
 
@@ -64,8 +65,6 @@ def decision_label(name: str) -> str:
 def no_data(ax, what: str, fontsize: float = 10) -> None:
     """'no data: <what>' centred in the panel, wrapped to the panel's width so it never runs into a
     neighbouring panel."""
-    import textwrap
-
     ax.set_axis_off()
     ax._trcnas_no_data = what  # a figure of such panels only is not written (save)
     fig = ax.get_figure()

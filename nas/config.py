@@ -9,6 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from trcnas.nas import schema
@@ -16,6 +17,7 @@ from trcnas.nas.data.relations import check_relations
 from trcnas.nas.errors import UserError
 from trcnas.nas.families import family, is_family, model_types, resolve_space
 from trcnas.nas.plugins import absolute_plugins, load_plugins
+from trcnas.nas.schema import ConfigBase
 from trcnas.nas.tasks import TASKS
 
 RETIRED = ("debug",)  # keys of older configs that no longer mean anything (dropped when such a config is read)
@@ -185,15 +187,15 @@ def merge_override(old, new, path: tuple[str, ...] = ()):
 
 
 def load_config(name_or_path: str | None = None, overrides: list[str] | None = None,
-                plugins: list[str] | None = None) -> dict:
+                plugins: list[str] | None = None) -> ConfigBase:
     """Defaults <- config file chain <- ``--set`` overrides <- ``plugins`` (``--plugin``) added. The merged config
     is validated against the schema after the file chain and after every override (so an error names the step
     that broke it), then the checks that need the registries run with the plugins loaded (file paths made
-    absolute, so every process finds them)."""
+    absolute, so every process finds them). The result is the typed config (``cfg.train.lr``)."""
     user = _load_chain(name_or_path) if name_or_path else {}
     source = str(name_or_path) if name_or_path else "defaults"
     plugins_of = user.get("plugins") if isinstance(user.get("plugins"), list) else []
-    load_plugins({"plugins": [*plugins_of, *(plugins or [])]}, source)  # their config sections first
+    load_plugins([*plugins_of, *(plugins or [])], source)  # their config sections first
     cfg = _validated(_merge(defaults(), user), source)
     for item in overrides or []:
         path, value = parse_override(item)
@@ -204,20 +206,25 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
             node = node[p]
         node[path[-1]] = merge_override(node.get(path[-1]), value, tuple(path))
         cfg = _validated(cfg, f"--set {item}")
-    cfg["plugins"] = list(dict.fromkeys(absolute_plugins({"plugins": [*cfg["plugins"], *(plugins or [])]})))
-    _check_semantics(cfg, source)
-    return with_task_weights(cfg)
+    cfg["plugins"] = list(dict.fromkeys(absolute_plugins([*cfg["plugins"], *(plugins or [])])))
+    return _typed(cfg, source)
+
+
+def _own_weight(task: str) -> float:
+    w = TASKS.get(task).loss_weight
+    return 1.0 if w is None else w
 
 
 def with_task_weights(cfg: dict, weight_of=None) -> dict:
     """``cfg`` with a ``loss_weights`` entry for each of its tasks: one the config does not give is the task's own
     default (``Task.loss_weight``, else 1.0; ``weight_of(task)`` instead when given), so that config.yaml states
     every weight the run used."""
-    weight_of = weight_of or (lambda t: TASKS.get(t).loss_weight if TASKS.get(t).loss_weight is not None else 1.0)
+    weight_of = weight_of or _own_weight
     tasks = (cfg.get("data") or {}).get("tasks") or []
     lw = cfg.get("loss_weights")
-    if isinstance(lw, dict) and isinstance(tasks, list):
-        cfg["loss_weights"] = {**lw, **{t: float(weight_of(t)) for t in tasks if t not in lw}}
+    if isinstance(lw, dict) and isinstance(tasks, list):  # an unknown task is refused by _check_semantics
+        cfg["loss_weights"] = {**lw, **{t: float(weight_of(t)) for t in tasks if t not in lw
+                                        and (t in TASKS or weight_of is not _own_weight)}}
     return cfg
 
 
@@ -228,10 +235,21 @@ def _validated(cfg: dict, source: str) -> dict:
         raise UserError(str(e)) from None
 
 
-def apply_overrides(cfg: dict, overrides: dict, where: str = "ray.param_space") -> dict:
-    """``{"search.alpha_lr": 0.01}`` -> nested assignment on a copy; the key must exist in the config (else one
-    error naming ``where``, the section the key came from). Values are not validated here (``validate``)."""
-    cfg = copy.deepcopy(cfg)
+def _typed(cfg: dict, source: str) -> ConfigBase:
+    """The checks that need the registries, then the typed config with every task's loss weight stated."""
+    try:
+        typed = schema.parse(with_task_weights(cfg), source)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    _check_semantics(typed, source)
+    return typed
+
+
+def apply_overrides(cfg: dict | ConfigBase, overrides: dict, where: str = "ray.param_space") -> dict:
+    """``{"search.alpha_lr": 0.01}`` -> nested assignment on a plain copy of ``cfg``; the key must exist in the
+    config (else one error naming ``where``, the section the key came from). Values are not validated here
+    (``validate`` makes the result a typed config)."""
+    cfg = as_dict(cfg)
     for dotted, value in overrides.items():
         node = cfg
         *parents, leaf = dotted.split(".")
@@ -245,13 +263,18 @@ def apply_overrides(cfg: dict, overrides: dict, where: str = "ray.param_space") 
     return cfg
 
 
-def validate(cfg: dict, source: str) -> dict:
+def validate(cfg: dict | ConfigBase, source: str) -> ConfigBase:
     """Every check ``load_config`` makes, on a config built another way (a Ray trial's ``param_space`` values,
-    an Optuna trial's suggestions); returns the validated config."""
-    load_plugins(cfg if isinstance(cfg.get("plugins"), list) else {}, source)
-    cfg = _validated(cfg, source)
-    _check_semantics(cfg, source)
-    return with_task_weights(cfg)
+    an Optuna trial's suggestions, a config that crossed a process boundary as plain data); returns the typed
+    config."""
+    cfg = as_dict(cfg)
+    load_plugins(cfg["plugins"] if isinstance(cfg.get("plugins"), list) else [], source)
+    return _typed(cfg, source)
+
+
+def as_dict(cfg: dict | ConfigBase) -> dict:
+    """A plain, deep copy of ``cfg`` (what config.yaml holds and what crosses to another process)."""
+    return cfg.model_dump() if isinstance(cfg, ConfigBase) else copy.deepcopy(cfg)
 
 
 def has_key(dotted: str) -> bool:
@@ -265,40 +288,37 @@ def has_key(dotted: str) -> bool:
     return not isinstance(node, dict) or dotted in open_keys
 
 
-def _check_semantics(cfg: dict, source: str) -> None:
+def _check_semantics(cfg: ConfigBase, source: str) -> None:
     """The checks the schema cannot make: names looked up in registries that plugins extend (tasks, model
     types, the search space's family) and the device."""
-    load_plugins(cfg, source)  # before anything is looked up in a registry a plugin may extend
-    for t in cfg["data"]["tasks"]:
+    load_plugins(cfg.plugins, source)  # before anything is looked up in a registry a plugin may extend
+    for t in cfg.data.tasks:
         if t not in TASKS:
             raise UserError(f"{source}: data.tasks: unknown task {t!r}; known: {', '.join(TASKS.names())}")
     for section in ("loss_weights", "baselines"):
-        unknown = [t for t in cfg[section] if t not in TASKS]
+        unknown = [t for t in getattr(cfg, section) if t not in TASKS]
         if unknown:
             raise UserError(f"{source}: {section}.{unknown[0]}: unknown task; known: {', '.join(TASKS.names())}")
-    if cfg["data"]["dataset"] == "relations":
+    if cfg.data.dataset == "relations":
         try:
-            check_relations(cfg["data"]["relations"], cfg["data"]["tasks"])
+            check_relations(cfg.data.relations, cfg.data.tasks)
         except UserError as e:
             raise UserError(f"{source}: {e}") from None
-    elif cfg["data"]["relations"] is not None:
+    elif cfg.data.relations is not None:
         raise UserError(f"{source}: data.relations is a matrix of the relations dataset, but data.dataset is "
-                        f"{cfg['data']['dataset']!r}; remove it or use data.dataset: relations")
-    if cfg["model"]["type"] not in model_types():
-        raise UserError(f"{source}: model.type {cfg['model']['type']!r} unknown; "
-                        f"use one of {', '.join(model_types())}")
-    space = cfg["search"]["space"]
+                        f"{cfg.data.dataset!r}; remove it or use data.dataset: relations")
+    if cfg.model.type not in model_types():
+        raise UserError(f"{source}: model.type {cfg.model.type!r} unknown; use one of {', '.join(model_types())}")
+    space = cfg.search.space
     # it must be a space of model.type's family; a space file that is gone is only needed (and reported) by a
     # search: a retrain reads the space its architecture file embeds
     if space is not None and (Path(space).suffix not in (".yaml", ".yml") or Path(space).is_file()):
         resolve_space(cfg, source)
-    import torch
-
     try:
-        torch.device(cfg["device"])
+        torch.device(cfg.device)
     except (RuntimeError, TypeError):
-        raise UserError(f"{source}: device {cfg['device']!r} is not a device; use cpu, cuda or cuda:N") from None
+        raise UserError(f"{source}: device {cfg.device!r} is not a device; use cpu, cuda or cuda:N") from None
 
 
-def dump(cfg: dict) -> str:
-    return yaml.safe_dump(cfg, sort_keys=False)
+def dump(cfg: dict | ConfigBase) -> str:
+    return yaml.safe_dump(as_dict(cfg), sort_keys=False)

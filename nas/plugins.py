@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import sys
 import zlib
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from trcnas.nas.errors import UserError
@@ -63,8 +64,6 @@ def load_plugin(name: str, source: str = "plugins") -> object:
 
 def load_entry_points() -> None:
     """Every installed ``trcnas.plugins`` entry point (module or callable), once per process."""
-    from importlib.metadata import entry_points
-
     if _ENTRY_POINTS_DONE in _loaded:  # the installed metadata is scanned once, not at every load_plugins call
         return
     for ep in entry_points(group=ENTRY_POINT_GROUP):
@@ -82,15 +81,15 @@ def load_entry_points() -> None:
     _loaded[_ENTRY_POINTS_DONE] = True
 
 
-def load_plugins(cfg: dict | None = None, source: str = "plugins") -> None:
-    """The installed entry points and a config's ``plugins``."""
+def load_plugins(plugins: list | None = None, source: str = "plugins") -> None:
+    """The installed entry points and a config's ``plugins`` (its list)."""
     load_entry_points()
-    for i, name in enumerate((cfg or {}).get("plugins") or []):
+    for i, name in enumerate(plugins or []):
         if not isinstance(name, str) or not name:
             raise UserError(f"{source}: plugins[{i}] must be a module name or a .py path, got {name!r}")
         load_plugin(name, f"{source}: plugins[{i}]")
 
 
-def absolute_plugins(cfg: dict) -> list[str]:
-    """The config's plugin list with file paths made absolute (for processes with another working directory)."""
-    return [str(Path(p).resolve()) if is_file_plugin(p) else p for p in cfg.get("plugins") or []]
+def absolute_plugins(plugins: list[str]) -> list[str]:
+    """A config's plugin list with file paths made absolute (for processes with another working directory)."""
+    return [str(Path(p).resolve()) if is_file_plugin(p) else p for p in plugins]

@@ -19,11 +19,17 @@ runs in the calling process.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import sys
+import threading
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+
+import torch
 
 _workers: int | None = None
 
@@ -42,7 +48,6 @@ def eval_workers() -> int:
         return 1
     if _workers is not None:
         return _workers
-    import torch
 
     return max(1, torch.get_num_threads())
 
@@ -51,10 +56,6 @@ def _exit_with_parent(parent: int) -> None:
     """Worker initializer: end this worker when the process that forked it is gone (killed mid-evaluation, e.g.
     a Ray trial stopped with SIGKILL), as the DataLoader's workers do; otherwise it would wait forever on a
     queue whose write end it holds itself."""
-    import os
-    import threading
-    import time
-
     def watch():
         while os.getppid() == parent:
             time.sleep(0.5)
@@ -80,8 +81,6 @@ class WorkerPool:
         try:
             if self._executor is None or self._n != n:
                 self.close()
-                import multiprocessing
-                import os
 
                 self._executor = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"),
                                                      initializer=_exit_with_parent, initargs=(os.getpid(),))

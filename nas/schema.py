@@ -335,10 +335,31 @@ def message(e: ValidationError, source: str) -> str:
     return first_violation(e, source, unknown="config key")
 
 
-def check(cfg: dict, source: str) -> dict:
-    """``cfg`` validated against the schema (as plain dicts, floats where floats are due); a violation is a
-    ``ValueError`` with the one-line message."""
+def parse(cfg: dict, source: str) -> ConfigBase:
+    """``cfg`` validated against the schema: the typed config the code reads (``cfg.train.lr``); a violation is
+    a ``ValueError`` with the one-line message. A config crosses process boundaries (Ray trials, Ray Train
+    workers) as its ``model_dump()`` and is parsed again where it lands."""
     try:
-        return schema().model_validate(cfg).model_dump()
+        return schema().model_validate(cfg)
     except ValidationError as e:
         raise ValueError(message(e, source)) from None
+
+
+def check(cfg: dict, source: str) -> dict:
+    """``cfg`` validated against the schema, as plain dicts (floats where floats are due)."""
+    return parse(cfg, source).model_dump()
+
+
+def updated(section: Section, changes: dict[str, Any]) -> Section:
+    """A copy of ``section`` (a config or one of its sections) with ``{"a.b": value}`` set, the rest shared;
+    the values are not validated (as ``model_copy``)."""
+    nested: dict[str, dict[str, Any]] = {}
+    direct: dict[str, Any] = {}
+    for dotted, value in changes.items():
+        head, _, rest = dotted.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            direct[head] = value
+    direct.update({k: updated(getattr(section, k), v) for k, v in nested.items()})
+    return section.model_copy(update=direct)

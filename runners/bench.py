@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from trcnas.nas import pool
 from trcnas.nas.boundary import THINNING, bsds_thresholds, image_counts
@@ -123,8 +124,6 @@ def run_search_step(mode: str, frozen_fraction: float, n_tasks: int = 4, channel
            "resolution": res, "batch": batch, "step_s": t, "images_per_s": batch / t,
            "peak_memory_MiB": mem.peak_bytes / 2**20, "bf16": bf16, "channels_last": channels_last}
     if flops:
-        from torch.utils.flop_counter import FlopCounterMode
-
         counter = FlopCounterMode(display=False)
         with counter:
             step()

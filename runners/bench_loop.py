@@ -94,10 +94,10 @@ def run_loop_step(kind: str, overrides: list[str], warm: int = 3, steps: int = 2
         else:
             model = build_supergraph(cfg, ctx.tasks, resolve_space(cfg))
             params, _ = split_parameters(model)
-            inner = ArchitectureSearch(model, cfg["search"], seed=cfg["seed"])
+            inner = ArchitectureSearch(model, cfg.search, seed=cfg.seed)
         timer = Timed(inner, warm, warm + steps)
         fit(ctx, model, params, total + 10, plugin=timer, progress=False, stop_after=total)
-    return {"kind": kind, "overrides": list(overrides), **timer.result(cfg["train"]["batch_size"])}
+    return {"kind": kind, "overrides": list(overrides), **timer.result(cfg.train.batch_size)}
 
 
 def run_loop_bench(quick: bool = False, say=lambda m: None, cache_dir: str = "results/cache") -> dict:

@@ -13,8 +13,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from trcnas.nas.config import load_config
 from trcnas.nas.engine.search import search_run
+from trcnas.nas.schema import updated
 from trcnas.runners.tune_search import run_tune_search
 
 log = logging.getLogger(__name__)
@@ -22,8 +25,6 @@ log = logging.getLogger(__name__)
 
 def ray_overhead(n: int = 4, steps: int = 100, config: str = "synthetic-atrc", cache_dir: str = "results/cache",
                  progress: bool = True) -> dict:
-    import torch
-
     cpus = os.cpu_count() or 1
     overrides = [f"search.steps={steps}", "train.checkpoint_every=50", f"data.cache_dir={cache_dir}",
                  "ray.max_concurrent_trials=1", f"ray.resources={{cpu: {cpus}}}"]
@@ -35,11 +36,11 @@ def ray_overhead(n: int = 4, steps: int = 100, config: str = "synthetic-atrc", c
         t0 = time.perf_counter()
         for seed in range(n):
             say(f"in-process search {seed + 1}/{n} ({steps} steps) ...")
-            search_run({**cfg, "seed": seed}, Path(tmp) / f"local{seed}", progress=False)
+            search_run(updated(cfg, {"seed": seed}), Path(tmp) / f"local{seed}", progress=False)
         local = time.perf_counter() - t0
         say(f"{n} searches as Ray Tune trials ...")
         t0 = time.perf_counter()
-        run_tune_search({**cfg, "ray": {**cfg["ray"], "storage_path": str(Path(tmp) / "ray")}}, "overhead",
+        run_tune_search(updated(cfg, {"ray.storage_path": str(Path(tmp) / "ray")}), "overhead",
                         num_samples=n, verbose=0)
         ray_s = time.perf_counter() - t0
     return {"searches": n, "steps": steps, "cpus": cpus, "in_process_s": local, "ray_trials_s": ray_s,

@@ -185,8 +185,8 @@ def _load_cfg(args, command: str):
         overrides.append(f"seed={args.seed}")
     cfg = load_config(args.config, overrides, plugins=args.plugins)
     if args.fast_dev_run:
-        cfg["name"] = f"{cfg['name']}-fast-dev"
-    out = Path(args.out) if args.out else Path("results") / command / f"{cfg['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
+        cfg.name = f"{cfg.name}-fast-dev"
+    out = Path(args.out) if args.out else Path("results") / command / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     return cfg, out
 
 
@@ -203,7 +203,7 @@ def cmd_train(args):
     cfg, out = _load_cfg(args, args.command)
     summary = train_run(cfg, out, architecture=args.architecture, progress=not args.no_progress,
                         resume=not args.overwrite)
-    print(f"trained {cfg['name']} in {summary['wall_s']:.0f}s; val metrics:")
+    print(f"trained {cfg.name} in {summary['wall_s']:.0f}s; val metrics:")
     _print_metrics(summary)
     print(f"outputs: {out}/ (config.yaml, metrics.json, checkpoint.pt, train_curve.csv)")
 
@@ -229,8 +229,8 @@ def _search_ray(args, cfg):
 
     if args.num_samples is not None and args.num_samples < 1:
         raise UserError("--num-samples must be at least 1")
-    name = args.name or f"{cfg['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
-    exp = run_tune_search(cfg, name, address=args.address, num_samples=args.num_samples or cfg["ray"]["num_samples"],
+    name = args.name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    exp = run_tune_search(cfg, name, address=args.address, num_samples=args.num_samples or cfg.ray.num_samples,
                           resume=args.resume, verbose=0 if args.no_progress else 1, out=args.out)
     df = pd.read_csv(exp / "summary.csv")
     finished = df[df["status"] == "done"] if "status" in df else df.iloc[:0]
@@ -243,7 +243,7 @@ def _search_ray(args, cfg):
         why = "; ".join(sorted({str(e).splitlines()[0] for e in df.get("error", []) if isinstance(e, str)})) or "?"
         print(f"error: no trial of {exp} finished ({len(df)} errored or stopped): {why}", file=sys.stderr)
         return 1
-    print(f"best architecture: trcnas export {exp} --metric {cfg['ray']['metric']} --out FILE")
+    print(f"best architecture: trcnas export {exp} --metric {cfg.ray.metric} --out FILE")
 
 
 def cmd_run(args):
@@ -269,7 +269,7 @@ def cmd_hpo(args):
     pinned = {}
     if args.fast_dev_run:
         args.n_trials = args.n_trials or 2
-        pinned = {k: cfg[k.split(".")[0]][k.split(".")[1]] for k in ("search.steps", "train.steps")}
+        pinned = {"search.steps": cfg.search.steps, "train.steps": cfg.train.steps}
     if args.ray:
         from trcnas.runners.hpo import run_study_ray
 
@@ -282,7 +282,7 @@ def cmd_hpo(args):
     for k in ("best_value", "best_params", "best", "pareto", "trials_csv"):
         if k in res:
             print(f"  {k:12s} {res[k]}")
-    print(f"watch it: trcnas dashboard --storage {args.storage or cfg['hpo']['storage']}")
+    print(f"watch it: trcnas dashboard --storage {args.storage or cfg.hpo.storage}")
 
 
 def cmd_dashboard(args):
@@ -369,10 +369,10 @@ def cmd_summary(args):
 
     cfg, _ = _load_cfg(args, "summary")
     arch = load_run_architecture(cfg, args.architecture)
-    info = label_spaces(cfg["data"])
-    tasks = build_tasks(cfg["data"]["tasks"], info)
+    info = label_spaces(cfg.data)
+    tasks = build_tasks(cfg.data.tasks, info)
     model = build_model(cfg, tasks, architecture=arch)
-    size = tuple(cfg["data"]["crop"] or cfg["data"]["image_size"])
+    size = tuple(cfg.data.crop or cfg.data.image_size)
     s = model_summary(model, size)
     if args.json:
         print(json.dumps(s, indent=2))
@@ -405,7 +405,7 @@ def cmd_data(args):
     from trcnas.nas.data.check import check_dataset
 
     cfg = load_config(args.config, args.overrides, plugins=args.plugins)
-    report = check_dataset(cfg["data"], tuple(args.splits or ("train", "val")), progress=not args.no_progress)
+    report = check_dataset(cfg.data, tuple(args.splits or ("train", "val")), progress=not args.no_progress)
     print("\n".join(report.lines()))
     return 0 if report.usable else 2
 

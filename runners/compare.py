@@ -34,16 +34,18 @@ matrix with that one pair changed. Their runs prove the planting (``analysis.pla
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trcnas.analysis.compare import final_dir, write_comparison
-from trcnas.nas.config import load_config
+from trcnas.nas.config import as_dict, load_config, validate
 from trcnas.nas.data import build_dataset
 from trcnas.nas.data.relations import check_relations
 from trcnas.nas.engine.loop import write_json
@@ -51,8 +53,7 @@ from trcnas.nas.engine.search import ARCHITECTURE, full_length, search_run
 from trcnas.nas.engine.train import network_cost, train_run
 from trcnas.nas.errors import UserError
 from trcnas.nas.families import build_model, resolve_space
-from trcnas.nas.plugins import load_plugins
-from trcnas.nas.schema import message
+from trcnas.nas.schema import ConfigBase, message
 from trcnas.nas.tasks import TASKS, build_tasks
 from trcnas.runners.tune_search import absolute_paths, init_ray
 from trcnas.spaces.architecture import ARCH_FORMAT, from_dict
@@ -141,8 +142,6 @@ def _spec_error(e: ValidationError, source) -> str:
 def load_comparison(path: str | Path | dict) -> dict:
     """A comparison file (a path, or the name of a shipped one), or the comparison itself as a mapping (e.g.
     ``trcnas table``'s), checked."""
-    import yaml
-
     if isinstance(path, dict):
         return check_comparison(path, "comparison")
     p = Path(path)
@@ -173,15 +172,15 @@ def check_comparison(spec, p) -> dict:
             "baseline": c.baseline, "expand": c.expand}
 
 
-def planted_choices(cfg: dict, source) -> dict:
+def planted_choices(cfg: ConfigBase, source) -> dict:
     """The relations dataset's planted matrix (``data.relations``) as ATRC choices."""
-    if cfg["data"]["dataset"] != "relations":
+    if cfg.data.dataset != "relations":
         raise UserError(f"{source}: `architecture: planted` needs data.dataset: relations (its planted matrix), "
-                        f"got {cfg['data']['dataset']!r}")
-    if cfg["model"]["type"] != "atrc":
+                        f"got {cfg.data.dataset!r}")
+    if cfg.model.type != "atrc":
         raise UserError(f"{source}: `architecture: planted` is an ATRC architecture; model.type is "
-                        f"{cfg['model']['type']!r}")
-    return {"atrc": check_relations(cfg["data"]["relations"], list(cfg["data"]["tasks"]))}
+                        f"{cfg.model.type!r}")
+    return {"atrc": check_relations(cfg.data.relations, list(cfg.data.tasks))}
 
 
 def expand_planted_pairs(spec: dict, config_of, source) -> dict:
@@ -199,7 +198,7 @@ def expand_planted_pairs(spec: dict, config_of, source) -> dict:
         if spec.get("expand") != "planted_pairs":
             continue
         space = resolve_space(cfg, f"{source}: variants {v['name']}")
-        for d in space.decisions(list(cfg["data"]["tasks"])):
+        for d in space.decisions(list(cfg.data.tasks)):
             _, t, s = d.path
             planted = choices["atrc"][t][s]
             for c in d.candidates:
@@ -214,12 +213,12 @@ def expand_planted_pairs(spec: dict, config_of, source) -> dict:
     return {**spec, "variants": variants}
 
 
-def variant_config(spec: dict, variant: dict, seed: int, extra: list[str] = ()) -> dict:
+def variant_config(spec: dict, variant: dict, seed: int, extra: list[str] = ()) -> ConfigBase:
     overrides = [*spec["set"], *(variant.get("set") or []), *extra, f"seed={seed}"]
     return load_config(variant.get("config") or spec["config"], overrides)
 
 
-def _run_variant(cfg: dict, variant: dict, run_dir: Path, progress: bool) -> Path:
+def _run_variant(cfg: ConfigBase, variant: dict, run_dir: Path, progress: bool) -> Path:
     """Trains (searches first if asked) into ``run_dir``; returns the folder holding the final metrics."""
     arch = variant.get("architecture")
     final = _final_of(variant, run_dir)
@@ -239,29 +238,28 @@ def _run_variant(cfg: dict, variant: dict, run_dir: Path, progress: bool) -> Pat
     return final
 
 
-def _inline_architecture(variant: dict, cfg: dict, source):
+def _inline_architecture(variant: dict, cfg: ConfigBase, source):
     """``architecture: {group: {decision: value}}`` in the comparison file, as a validated architecture of the
     config's search space."""
     space = resolve_space(cfg, f"{source}: variants {variant['name']}")
-    data = {"format": ARCH_FORMAT, "space": space.name, "tasks": list(cfg["data"]["tasks"]),
+    data = {"format": ARCH_FORMAT, "space": space.name, "tasks": list(cfg.data.tasks),
             "choices": variant["architecture"]}
     if space.embedded() is not None:
         data["space_spec"] = space.embedded()
     arch = from_dict(data, source=f"{source}: variants {variant['name']}.architecture")
-    arch.validate(tasks=cfg["data"]["tasks"], source=f"{source}: variants {variant['name']}.architecture",
+    arch.validate(tasks=cfg.data.tasks, source=f"{source}: variants {variant['name']}.architecture",
                   known_tasks=TASKS.names())
     return arch
 
 
 def compare_trial(config: dict) -> None:
     """Ray Tune trainable: one (variant, seed) of a comparison, written into the comparison's own folder."""
-    import torch
     from ray import tune
 
     job = config["job"]
     torch.set_num_threads(max(1, int(job["cpus"])))
-    load_plugins(job["cfg"])
-    final = _run_variant(job["cfg"], job["variant"], Path(job["run_dir"]), progress=False)
+    cfg = validate(job["cfg"], f"comparison job {job['name']}")  # it crossed to this process as plain data
+    final = _run_variant(cfg, job["variant"], Path(job["run_dir"]), progress=False)
     m = json.loads((final / "metrics.json").read_text())
     tune.report({"delta_m": m.get("delta_m"), "steps": m.get("steps"), "run_dir": str(final)})
 
@@ -269,26 +267,24 @@ def compare_trial(config: dict) -> None:
 def _run_on_ray(jobs: list[tuple[dict, dict, Path]], out: Path, address: str | None) -> list[str]:
     """Every unfinished (variant, seed) as a Ray Tune trial (``ray.resources`` each, ``ray.max_concurrent_trials``
     at once); returns the errors of the trials that failed."""
-    import time
-
     from ray import tune
 
     if not jobs:
         return []
     init_ray(address)
-    r = jobs[0][0]["ray"]
-    cpus = float(r["resources"].get("cpu") or 1)
-    trainable = tune.with_resources(compare_trial, {"cpu": cpus, "gpu": float(r["resources"].get("gpu", 0))})
-    grid = [{"cfg": absolute_paths(cfg), "variant": v, "run_dir": str(run_dir.resolve()), "cpus": cpus,
-             "name": f"{v['name']}-seed{cfg['seed']}"} for cfg, v, run_dir in jobs]
+    r = jobs[0][0].ray
+    cpus = float(r.resources.get("cpu") or 1)
+    trainable = tune.with_resources(compare_trial, {"cpu": cpus, "gpu": float(r.resources.get("gpu", 0))})
+    grid = [{"cfg": as_dict(absolute_paths(cfg)), "variant": v, "run_dir": str(run_dir.resolve()), "cpus": cpus,
+             "name": f"{v['name']}-seed{cfg.seed}"} for cfg, v, run_dir in jobs]
     tuner = tune.Tuner(
         trainable,
         param_space={"job": tune.grid_search(grid)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=r["max_concurrent_trials"],
+        tune_config=tune.TuneConfig(max_concurrent_trials=r.max_concurrent_trials,
                                     trial_name_creator=lambda t: t.config["job"]["name"],
                                     trial_dirname_creator=lambda t: t.config["job"]["name"]),
         run_config=tune.RunConfig(name=f"ray-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(out.resolve()),
-                                  verbose=0, failure_config=tune.FailureConfig(max_failures=r["max_failures"])),
+                                  verbose=0, failure_config=tune.FailureConfig(max_failures=r.max_failures)),
     )
     results = tuner.fit()
     return [f"{res.config['job']['name']}: {str(res.error).strip().splitlines()[-1]}" for res in results if res.error]
@@ -316,7 +312,6 @@ def run_compare(spec_path: str | Path | dict, out: str | Path, extra: list[str] 
     inline = {v["name"]: _inline_architecture(v, cfgs[(v["name"], run_seeds[0])], source)
               for v in variants if isinstance(v.get("architecture"), dict)}
     out.mkdir(parents=True, exist_ok=True)
-    import yaml
 
     atomic_write_text(out / "comparison.yaml", yaml.safe_dump({**spec, "extra": list(extra)}, sort_keys=False))
     total, done, jobs = len(cfgs), 0, []
@@ -326,10 +321,10 @@ def run_compare(spec_path: str | Path | dict, out: str | Path, extra: list[str] 
             if v["name"] in inline and not (run_dir / "architecture.yaml").is_file():
                 inline[v["name"]].save(run_dir / "architecture.yaml")
             if ray:
-                jobs.append((copy.deepcopy(cfgs[(v["name"], s)]), v, run_dir))
+                jobs.append((cfgs[(v["name"], s)], v, run_dir))
                 continue
             log.info("[%d/%d] %s seed %d -> %s", done + 1, total, v["name"], s, run_dir)
-            _run_variant(copy.deepcopy(cfgs[(v["name"], s)]), v, run_dir, progress)
+            _run_variant(cfgs[(v["name"], s)], v, run_dir, progress)
             done += 1
     errors = _run_on_ray([j for j in jobs if not _finished(j[1], j[2])], out, address) if ray else []
     _record_costs(out, spec, cfgs)
@@ -337,16 +332,16 @@ def run_compare(spec_path: str | Path | dict, out: str | Path, extra: list[str] 
     return {**write_comparison(out, spec, {t: TASKS.get(t).metric for t in TASKS.names()}), "errors": errors}
 
 
-def dataset_info(cfg: dict):
+def dataset_info(cfg: ConfigBase):
     """Label-space sizes for counting a network's cost (the runs have built and cached the dataset already)."""
-    _, info = build_dataset(cfg["data"], "val", train=False, progress=False)
+    _, info = build_dataset(cfg.data, "val", train=False, progress=False)
     return info
 
 
-def architecture_cost(cfg: dict, info, arch) -> dict:
+def architecture_cost(cfg: ConfigBase, info, arch) -> dict:
     """``params_M`` and ``madds_G`` of the config's network with ``arch`` at the training size (empty when the
     network cannot be counted)."""
-    return network_cost(build_model(cfg, build_tasks(cfg["data"]["tasks"], info), architecture=arch), cfg)
+    return network_cost(build_model(cfg, build_tasks(cfg.data.tasks, info), architecture=arch), cfg)
 
 
 def _record_costs(out: Path, spec: dict, cfgs: dict) -> None:
@@ -361,7 +356,7 @@ def _record_costs(out: Path, spec: dict, cfgs: dict) -> None:
         m = json.loads(f.read_text())
         if "params_M" in m:
             continue
-        key = json.dumps(cfg["data"], sort_keys=True, default=str)
+        key = cfg.data.model_dump_json()
         if key not in infos:
             infos[key] = dataset_info(cfg)
         arch = from_dict(m["architecture"]) if m.get("architecture") else None

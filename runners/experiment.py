@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import yaml
+
 from trcnas.nas.errors import UserError
 from trcnas.spaces.io import atomic_write_text
 
@@ -47,8 +49,6 @@ def trial_rows(exp_dir: Path) -> list[dict]:
         ck = latest_checkpoint(t)
         arch = None
         if ck is not None and (ck / "architecture.yaml").exists() and status == "done":
-            import yaml
-
             choices = yaml.safe_load((ck / "architecture.yaml").read_text())["choices"]
             arch = json.dumps(choices, separators=(",", ":"))
         row = {"trial": t.name, "seed": params.get("seed"), "status": status, "error": error,

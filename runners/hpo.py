@@ -5,16 +5,18 @@ metrics, multi-objective studies export their Pareto front (CSV + architecture Y
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 from pathlib import Path
 
+import torch
+
 from trcnas.analysis.agreement import mean_agreement
-from trcnas.nas.config import apply_overrides, validate
+from trcnas.nas.config import apply_overrides, as_dict, validate
 from trcnas.nas.engine.search import ARCHITECTURE, full_length, search_run
 from trcnas.nas.engine.train import train_run
 from trcnas.nas.errors import UserError
+from trcnas.nas.schema import ConfigBase, updated
 from trcnas.runners.compare import architecture_cost, dataset_info
 from trcnas.runners.params import parse_params
 from trcnas.runners.tune_search import absolute_paths, init_ray
@@ -58,33 +60,33 @@ PRUNERS = ("median", "hyperband", "none")
 DIRECTIONS = ("maximize", "minimize")
 
 
-def check_study(cfg: dict) -> dict:
+def check_study(cfg: ConfigBase) -> dict:
     """Check the study definition before any study is created or loaded: objectives and directions, the
     pruner, and every ``hpo.params`` entry (a config key, a well-formed range, and a range whose ends are
     values the config accepts). Returns the params as Optuna distributions."""
-    h = cfg["hpo"]
-    objectives, directions = list(h["objectives"]), list(h["directions"])
+    h = cfg.hpo
+    objectives, directions = list(h.objectives), list(h.directions)
     if not objectives or len(objectives) != len(directions):
         raise UserError(f"hpo.objectives ({len(objectives)}) and hpo.directions ({len(directions)}) must be "
                         "non-empty and of the same length")
     for d in directions:
         if d not in DIRECTIONS:
             raise UserError(f"hpo.directions: {d!r} must be maximize or minimize")
-    tasks = cfg["data"]["tasks"]
+    tasks = cfg.data.tasks
     for o in objectives:
         if not (o in OBJECTIVES or (o.startswith("val/") and o[4:] in tasks)):
             raise UserError(f"hpo.objectives: unknown objective {o!r}; use {', '.join(OBJECTIVES)} or val/<task> "
                             f"with a task of data.tasks ({', '.join(tasks)})")
-    missing = [t for t in tasks if t not in cfg["baselines"]]
+    missing = [t for t in tasks if t not in cfg.baselines]
     if "delta_m" in objectives and missing:
         raise UserError(f"hpo objective delta_m needs single-task baselines for every task; baselines.{missing[0]} "
                         "is missing")
-    if "agreement" in objectives and h["seeds"] < 2:
+    if "agreement" in objectives and h.seeds < 2:
         raise UserError(f"hpo objective agreement compares the searches of one trial: set hpo.seeds >= 2 "
-                        f"(got {h['seeds']})")
-    if h["pruner"] not in PRUNERS:
-        raise UserError(f"hpo.pruner must be one of {', '.join(PRUNERS)}, got {h['pruner']!r}")
-    if not h["params"]:
+                        f"(got {h.seeds})")
+    if h.pruner not in PRUNERS:
+        raise UserError(f"hpo.pruner must be one of {', '.join(PRUNERS)}, got {h.pruner!r}")
+    if not h.params:
         raise UserError("hpo.params is empty: declare the hyperparameters to tune")
     return {k: p.to_optuna("hpo.params") for k, p in parse_params(cfg, "hpo.params").items()}
 
@@ -96,7 +98,7 @@ def _pruner(name: str):
             "hyperband": optuna.pruners.HyperbandPruner, "none": optuna.pruners.NopPruner}[name]()
 
 
-def _value(objective: str, summary: dict, cfg: dict, arch_path: Path) -> float:
+def _value(objective: str, summary: dict, cfg: ConfigBase, arch_path: Path) -> float:
     if objective == "delta_m":
         if summary.get("delta_m") is None:
             raise UserError("hpo objective delta_m needs single-task `baselines` for every task in the config")
@@ -117,29 +119,29 @@ def reads_metrics(objective: str) -> bool:
     return objective == "delta_m" or objective.startswith("val/")
 
 
-def comparable_searches(cfg: dict) -> dict:
+def comparable_searches(cfg: ConfigBase) -> dict:
     """The study's config: its searches run all their steps when an objective reads the search's own val
     metrics (``delta_m`` or ``val/<task>`` without ``hpo.retrain``)."""
-    h = cfg["hpo"]
-    if h["retrain"] or not any(reads_metrics(o) for o in h["objectives"]):
+    h = cfg.hpo
+    if h.retrain or not any(reads_metrics(o) for o in h.objectives):
         return cfg
     return full_length(cfg, "the study ranks its trials by their searches' val metrics")
 
 
-def run_trial(cfg: dict, run_dir: Path, objectives: list[str], on_eval=None) -> tuple[dict, Path]:
+def run_trial(cfg: dict | ConfigBase, run_dir: Path, objectives: list[str], on_eval=None) -> tuple[dict, Path]:
     """One trial: ``hpo.seeds`` searches (seeds ``seed``, ``seed + 1``, ...; each retrained with
     ``hpo.retrain``) into ``run_dir`` (``run_dir/seed<k>`` when several). Returns every objective — the mean
     over the searches; ``agreement``: the % of search pairs that took the same value, averaged over the
     decisions — and the first search's architecture file. ``on_eval`` follows the first search."""
     cfg = validate(cfg, "hpo trial")  # the suggested values together, checked like every other config
-    n = cfg["hpo"]["seeds"]
+    n = cfg.hpo.seeds
     per_seed, archs = [], []
     for k in range(n):
-        scfg = {**cfg, "seed": cfg["seed"] + k}
+        scfg = updated(cfg, {"seed": cfg.seed + k})
         d = run_dir / f"seed{k}" if n > 1 else run_dir
         summary = search_run(scfg, d, progress=False, on_eval=on_eval if k == 0 else None)
         archs.append(d / ARCHITECTURE)
-        if cfg["hpo"]["retrain"]:
+        if cfg.hpo.retrain:
             summary = train_run(scfg, d / "retrain", architecture=str(d / ARCHITECTURE), progress=False)
         per_seed.append({o: _value(o, summary, scfg, d / ARCHITECTURE) for o in objectives if o != "agreement"})
     values = {o: float(sum(v[o] for v in per_seed) / n) for o in objectives if o != "agreement"}
@@ -148,28 +150,28 @@ def run_trial(cfg: dict, run_dir: Path, objectives: list[str], on_eval=None) -> 
     return values, archs[0]
 
 
-def run_study(cfg: dict, out: str | Path, storage: str | None = None, study_name: str | None = None,
+def run_study(cfg: ConfigBase, out: str | Path, storage: str | None = None, study_name: str | None = None,
               n_trials: int | None = None, progress: bool = True, pinned: dict | None = None) -> dict:
     """``pinned``: config values that override the trial's suggestions (``--fast-dev-run`` pins the step
     counts, so a study that tunes ``search.steps`` still checks its setup in seconds)."""
     import optuna
 
     dists = check_study(cfg)
-    h = cfg["hpo"]
+    h = cfg.hpo
     out = Path(out)
-    objectives, directions = list(h["objectives"]), list(h["directions"])
+    objectives, directions = list(h.objectives), list(h.directions)
     multi = len(objectives) > 1
-    store = make_storage(storage or h["storage"])
+    store = make_storage(storage or h.storage)
     cfg = comparable_searches(cfg)  # after every input check: its note is not an error's preamble
-    name = study_name or h["study_name"]
+    name = study_name or h.study_name
     study = optuna.create_study(study_name=name, storage=store, load_if_exists=True, directions=directions,
-                                sampler=optuna.samplers.TPESampler(seed=cfg["seed"]),
-                                pruner=None if multi else _pruner(h["pruner"]))
+                                sampler=optuna.samplers.TPESampler(seed=cfg.seed),
+                                pruner=None if multi else _pruner(h.pruner))
     study.set_metric_names(objectives)
 
     def objective(trial):
         overrides = {k: suggest(trial, k, d) for k, d in dists.items()}
-        tcfg = apply_overrides(apply_overrides(copy.deepcopy(cfg), overrides, "hpo.params"), pinned or {}, "hpo.pinned")
+        tcfg = apply_overrides(apply_overrides(cfg, overrides, "hpo.params"), pinned or {}, "hpo.pinned")
         run_dir = out / f"trial_{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir.resolve()))
 
@@ -181,24 +183,23 @@ def run_study(cfg: dict, out: str | Path, storage: str | None = None, study_name
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at step {step}")
 
-        prunable = not multi and h["pruner"] != "none" and reads_metrics(objectives[0])
+        prunable = not multi and h.pruner != "none" and reads_metrics(objectives[0])
         values, arch_path = run_trial(tcfg, run_dir, objectives, on_eval if prunable else None)
         trial.set_user_attr("architecture", str(arch_path.resolve()))
         return [values[o] for o in objectives] if multi else values[objectives[0]]
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(objective, n_trials=n_trials or h["n_trials"], show_progress_bar=progress, catch=())
+    study.optimize(objective, n_trials=n_trials or h.n_trials, show_progress_bar=progress, catch=())
     return export_study(study, out, objectives)
 
 
 def hpo_trial(config: dict) -> None:
     """Ray Tune trainable of a study run through OptunaSearch: a search with the suggested values, reporting
     a single objective at every checkpoint (Optuna's intermediate values) and every objective at the end."""
-    import torch
     from ray import tune
 
-    cfg = apply_overrides(apply_overrides(config["cfg"], {k: config[k] for k in config["params"]}, "hpo.params"),
-                          config["pinned"], "hpo.pinned")
+    suggested = apply_overrides(config["cfg"], {k: config[k] for k in config["params"]}, "hpo.params")
+    cfg = validate(apply_overrides(suggested, config["pinned"], "hpo.pinned"), "hpo trial")
     torch.set_num_threads(max(1, int(config["cpus"])))
     objectives = config["objectives"]
     run_dir = Path(tune.get_context().get_trial_dir()) / "run"
@@ -211,11 +212,11 @@ def hpo_trial(config: dict) -> None:
 
     intermediate = len(objectives) == 1 and reads_metrics(objectives[0])
     final, arch = run_trial(cfg, run_dir, objectives, on_eval if intermediate else None)
-    steps = cfg["search"]["steps"] * cfg["hpo"]["seeds"]
+    steps = cfg.search.steps * cfg.hpo.seeds
     tune.report({**final, "step": steps, "done": True, "architecture": str(arch.resolve())})
 
 
-def run_study_ray(cfg: dict, out: str | Path, storage: str | None = None, study_name: str | None = None,
+def run_study_ray(cfg: ConfigBase, out: str | Path, storage: str | None = None, study_name: str | None = None,
                   n_trials: int | None = None, address: str | None = None, pinned: dict | None = None) -> dict:
     """The study's trials as Ray Tune trials proposed by OptunaSearch in the same storage: they spread over
     the cluster (``ray.max_concurrent_trials``, ``ray.resources``) and optuna-dashboard sees each trial with
@@ -227,27 +228,27 @@ def run_study_ray(cfg: dict, out: str | Path, storage: str | None = None, study_
 
 
     dists = check_study(cfg)
-    h = cfg["hpo"]
-    objectives, directions = list(h["objectives"]), list(h["directions"])
+    h = cfg.hpo
+    objectives, directions = list(h.objectives), list(h.directions)
     out = Path(out).resolve()
-    name = study_name or h["study_name"]
-    store = make_storage(storage or h["storage"])
+    name = study_name or h.study_name
+    store = make_storage(storage or h.storage)
     cfg = comparable_searches(cfg)
     modes = ["max" if d == "maximize" else "min" for d in directions]
     multi = len(objectives) > 1
     searcher = OptunaSearch(space=dists, metric=objectives if multi else objectives[0],
                             mode=modes if multi else modes[0], study_name=name, storage=store,
-                            sampler=optuna.samplers.TPESampler(seed=cfg["seed"]))
+                            sampler=optuna.samplers.TPESampler(seed=cfg.seed))
     init_ray(address)
-    cpu = float(cfg["ray"]["resources"].get("cpu") or 1)
-    trainable = tune.with_resources(hpo_trial, {"cpu": cpu, "gpu": float(cfg["ray"]["resources"].get("gpu", 0))})
+    cpu = float(cfg.ray.resources.get("cpu") or 1)
+    trainable = tune.with_resources(hpo_trial, {"cpu": cpu, "gpu": float(cfg.ray.resources.get("gpu", 0))})
     cfg = absolute_paths(cfg)
     tuner = tune.Tuner(
         trainable,
-        param_space={"cfg": cfg, "params": list(h["params"]), "objectives": objectives, "cpus": cpu,
+        param_space={"cfg": as_dict(cfg), "params": list(h.params), "objectives": objectives, "cpus": cpu,
                      "pinned": pinned or {}},
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=n_trials or h["n_trials"],
-                                    max_concurrent_trials=cfg["ray"]["max_concurrent_trials"]),
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=n_trials or h.n_trials,
+                                    max_concurrent_trials=cfg.ray.max_concurrent_trials),
         run_config=tune.RunConfig(name=name, storage_path=str(out / "ray"), verbose=1),
     )
     results = tuner.fit()
@@ -259,7 +260,7 @@ def run_study_ray(cfg: dict, out: str | Path, storage: str | None = None, study_
     by_params = {}
     for r in results:
         if r.metrics and r.metrics.get("architecture"):
-            by_params[tuple(sorted((k, r.config[k]) for k in h["params"]))] = r.metrics["architecture"]
+            by_params[tuple(sorted((k, r.config[k]) for k in h.params))] = r.metrics["architecture"]
     archs = {t.number: by_params[key] for t in study.trials
              if (key := tuple(sorted(t.params.items()))) in by_params}
     out.mkdir(parents=True, exist_ok=True)

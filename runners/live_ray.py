@@ -11,6 +11,7 @@ from pathlib import Path
 from ray import tune
 
 from trcnas.nas.engine.live import console_line, log, mlflow_uri, require
+from trcnas.nas.schema import ConfigBase
 
 
 class LiveConsole(tune.Callback):
@@ -30,20 +31,20 @@ class LiveConsole(tune.Callback):
                               int(result["total_steps"]), result, self.batch))
 
 
-def callbacks(cfg: dict, exp_dir: Path, console: bool = True) -> list[tune.Callback]:
-    lg = cfg["logging"]
+def callbacks(cfg: ConfigBase, exp_dir: Path, console: bool = True) -> list[tune.Callback]:
+    lg = cfg.logging
     out: list[tune.Callback] = []
     if console:
-        out.append(LiveConsole(cfg["name"], cfg["train"]["batch_size"], lg["console_interval_s"]))
-    if lg["mlflow"]:
+        out.append(LiveConsole(cfg.name, cfg.train.batch_size, lg.console_interval_s))
+    if lg.mlflow:
         require("mlflow", "mlflow")
         from ray.air.integrations.mlflow import MLflowLoggerCallback
 
         out.append(MLflowLoggerCallback(tracking_uri=mlflow_uri(cfg, exp_dir),
-                                        experiment_name=lg["experiment"] or cfg["name"]))
-    if lg["wandb"]:
+                                        experiment_name=lg.experiment or cfg.name))
+    if lg.wandb:
         require("wandb", "wandb")
         from ray.air.integrations.wandb import WandbLoggerCallback
 
-        out.append(WandbLoggerCallback(project=lg["experiment"] or cfg["name"], dir=str(exp_dir)))
+        out.append(WandbLoggerCallback(project=lg.experiment or cfg.name, dir=str(exp_dir)))
     return out

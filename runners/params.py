@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from trcnas.nas.config import apply_overrides, has_key, validate
 from trcnas.nas.errors import UserError
+from trcnas.nas.schema import ConfigBase
 
 TYPES = ("float", "int", "categorical", "grid")
 SHORTHANDS = ("grid", "choice", "uniform", "loguniform", "randint")
@@ -156,12 +157,12 @@ def parse_param(key: str, spec, where: str) -> Param:
     return Param(key, r.type, r.low, r.high, r.log)
 
 
-def parse_params(cfg: dict, where: str) -> dict[str, Param]:
+def parse_params(cfg: ConfigBase, where: str) -> dict[str, Param]:
     """``where`` (``ray.param_space`` or ``hpo.params``) of ``cfg`` parsed, every key a config key and every end
     of every range a value the config accepts (one error line otherwise)."""
     section, name = where.split(".")
     out = {}
-    for key, spec in (cfg[section][name] or {}).items():
+    for key, spec in (getattr(getattr(cfg, section), name) or {}).items():
         if not has_key(key):
             raise UserError(f"{where}.{key}: unknown config key {key!r}")
         p = out[key] = parse_param(key, spec, where)

@@ -14,6 +14,7 @@ from trcnas.analysis.resources import delta_m_bars
 from trcnas.nas.config import dump
 from trcnas.nas.errors import UserError
 from trcnas.nas.families import family, resolve_space
+from trcnas.nas.schema import ConfigBase
 from trcnas.nas.tasks import TASKS
 from trcnas.runners.compare import run_compare
 from trcnas.spaces import load_architecture
@@ -22,13 +23,13 @@ from trcnas.spaces.io import atomic_write_text
 BASELINES = {"single_task": "Single-task baseline", "multitask": "Multi-task baseline"}
 
 
-def variant_labels(cfg: dict) -> dict[str, str]:
+def variant_labels(cfg: ConfigBase) -> dict[str, str]:
     """Table 1's rows for the config's space family: the two baselines, the family's fixed variants (ATRC: one
     per registered context type in the space; ``none`` is the multi-task baseline) and the searched
     architecture (named as the family), with their row labels."""
     space = resolve_space(cfg)
     fam = family(space.group)
-    return {**BASELINES, **fam.fixed_variants(space, list(cfg["data"]["tasks"])), fam.name: fam.label}
+    return {**BASELINES, **fam.fixed_variants(space, list(cfg.data.tasks)), fam.name: fam.label}
 
 
 def table_spec(cfg_path: Path, seeds: list[int], variants: list[str], architecture: str | None,
@@ -48,14 +49,14 @@ def table_spec(cfg_path: Path, seeds: list[int], variants: list[str], architectu
     return {"name": "table", "config": str(cfg_path), "seeds": seeds, "baseline": "single_task", "variants": rows}
 
 
-def run_table(cfg: dict, out: str | Path, architecture: str | None = None, variants=None,
+def run_table(cfg: ConfigBase, out: str | Path, architecture: str | None = None, variants=None,
               progress: bool = True, seeds: int = 1, ray: bool = False, address: str | None = None) -> dict:
-    """Trains every variant with ``seeds`` seeds (from ``cfg["seed"]`` on) as a resumable comparison (finished
+    """Trains every variant with ``seeds`` seeds (from ``cfg.seed`` on) as a resumable comparison (finished
     runs are kept: run it again to continue), then writes table.csv / .md / .tex / .json (mean ± std of every
     task metric and Δm, params and MAdds) and a figure of Δm per variant with its standard deviation."""
     out = Path(out)
     labels = variant_labels(cfg)
-    searched = cfg["model"]["type"]
+    searched = cfg.model.type
     variants = list(variants or labels)
     unknown = set(variants) - set(labels)
     if unknown:
@@ -65,13 +66,13 @@ def run_table(cfg: dict, out: str | Path, architecture: str | None = None, varia
     if "single_task" not in variants:
         variants.insert(0, "single_task")
     if architecture:
-        load_architecture(architecture).validate(tasks=cfg["data"]["tasks"], source=architecture)
+        load_architecture(architecture).validate(tasks=cfg.data.tasks, source=architecture)
         architecture = str(Path(architecture).resolve())
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "table-config.yaml"
 
     atomic_write_text(cfg_path, dump(cfg))
-    spec = table_spec(cfg_path, [cfg["seed"] + i for i in range(seeds)], variants, architecture, labels, searched)
+    spec = table_spec(cfg_path, [cfg.seed + i for i in range(seeds)], variants, architecture, labels, searched)
     res = run_compare(spec, out, progress=progress, ray=ray, address=address)
     rows = []
     for r in res["summary"]:  # every finished run recorded its cost (run_compare counts older runs' first)
@@ -79,14 +80,14 @@ def run_table(cfg: dict, out: str | Path, architecture: str | None = None, varia
         row = {"variant": v, "model": labels[v], "n": r["n"], "seeds": r["seeds"],
                "params_M": round(float(r.get("params_M_mean", float("nan"))), 4),
                "madds_G": round(float(r.get("madds_G_mean", float("nan"))), 4)}
-        for t in cfg["data"]["tasks"]:
+        for t in cfg.data.tasks:
             row[t], row[f"{t}_std"] = r[f"{t}_mean"], r[f"{t}_std"]
         row["delta_m"], row["delta_m_std"] = r["delta_m_mean"], r["delta_m_std"]
         rows.append(row)
     if not any(r["variant"] == "single_task" for r in rows):
         return {"csv": None, "markdown": None, "rows": [], "errors": res["errors"]}
     directions = json.loads(next(out.glob("single_task/seed*/metrics.json")).read_text())["directions"]
-    return {**write_table(out, rows, list(cfg["data"]["tasks"]), directions), "errors": res["errors"]}
+    return {**write_table(out, rows, list(cfg.data.tasks), directions), "errors": res["errors"]}
 
 
 def write_table(out: Path, rows: list[dict], tasks: list[str], directions: dict[str, str]) -> dict:

@@ -8,19 +8,21 @@ with ``Tuner.restore``. A trial whose loss diverges ends as errored with the rea
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from trcnas.nas.config import apply_overrides, validate, with_defaults
+import torch
+
+from trcnas.nas.config import apply_overrides, as_dict, validate, with_defaults
 from trcnas.nas.engine.live import log
 from trcnas.nas.engine.loop import CHECKPOINT
 from trcnas.nas.engine.search import full_length, search_run
 from trcnas.nas.errors import DivergedError, UserError
 from trcnas.nas.plugins import load_plugins
+from trcnas.nas.schema import ConfigBase, updated
 from trcnas.runners.experiment import write_summary
 from trcnas.runners.params import grid_size, parse_params
 
@@ -29,19 +31,14 @@ ARTIFACTS = ("architecture.yaml", "metrics.json", "alpha_history.csv", "freeze_e
 DIVERGED = "diverged.json"
 
 
-def absolute_paths(cfg: dict) -> dict:
+def absolute_paths(cfg: ConfigBase) -> ConfigBase:
     """Trials run in their own working directories: make every configured path absolute on the driver."""
-    cfg = copy.deepcopy(cfg)
-    for section, key in (("data", "cache_dir"), ("data", "root"), ("model", "architecture")):
-        if cfg[section].get(key):
-            cfg[section][key] = str(Path(cfg[section][key]).resolve())
-    b = cfg["model"]["backbone"]
-    if b.get("weights"):
-        b["weights"] = str(Path(b["weights"]).resolve())
-    return cfg
+    paths = {"data.cache_dir": cfg.data.cache_dir, "data.root": cfg.data.root,
+             "model.architecture": cfg.model.architecture, "model.backbone.weights": cfg.model.backbone.weights}
+    return updated(cfg, {k: str(Path(v).resolve()) for k, v in paths.items() if v})
 
 
-def param_space(cfg: dict, num_samples: int) -> dict:
+def param_space(cfg: ConfigBase, num_samples: int) -> dict:
     """The Tune param space of ``ray.param_space`` (the one format of ``runners/params.py``); every grid /
     choice value and both ends of every range are checked against the config first (a trial never starts with
     a value the config refuses)."""
@@ -49,7 +46,7 @@ def param_space(cfg: dict, num_samples: int) -> dict:
 
 
     space = {k: p.to_tune() for k, p in parse_params(cfg, "ray.param_space").items()}
-    seeds = list(range(cfg["seed"], cfg["seed"] + num_samples))
+    seeds = list(range(cfg.seed, cfg.seed + num_samples))
     return {"seed": tune.grid_search(seeds) if len(seeds) > 1 else seeds[0], "overrides": space}
 
 
@@ -63,13 +60,12 @@ def _copy_into(src: Path, dst: Path, names) -> None:
 def search_trial(config: dict) -> None:
     """The Ray Tune function trainable."""
     import ray
-    import torch
     from ray import tune
 
-    cfg = apply_overrides(with_defaults(config["cfg"]), config.get("overrides") or {})
-    cfg["seed"] = int(config["seed"])
-    load_plugins(cfg)
-    cfg = validate(cfg, "ray.param_space")  # the values this trial drew, checked like every other config
+    raw = apply_overrides(with_defaults(config["cfg"]), config.get("overrides") or {})
+    raw["seed"] = int(config["seed"])
+    load_plugins(raw["plugins"])
+    cfg = validate(raw, "ray.param_space")  # the values this trial drew, checked like every other config
     cpus = int(max(1, (config.get("cpus") or 1)))
     torch.set_num_threads(cpus)
     run_dir = Path(tune.get_context().get_trial_dir()) / "run"
@@ -90,7 +86,7 @@ def search_trial(config: dict) -> None:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
     try:
-        if cfg["ray"]["workers"] > 1:
+        if cfg.ray.workers > 1:
             summary = ddp_search(cfg, run_dir, cpus, config.get("gpus") or 0)
         else:
             summary = search_run(cfg, run_dir, progress=False, resume=True, on_checkpoint=report,
@@ -106,37 +102,36 @@ def search_trial(config: dict) -> None:
 def _ddp_worker(config: dict) -> None:
     """One Ray Train worker of a data-parallel search (the process group is set up by TorchTrainer)."""
     import ray
-    import torch
 
     torch.set_num_threads(max(1, int(config["cpus"])))
-    cfg = config["cfg"]
+    cfg = validate(config["cfg"], "a Ray Train worker's config")  # it crossed to this process as plain data
     rank = ray.train.get_context().get_world_rank()
     where = {"rank": rank, "node_id": ray.get_runtime_context().get_node_id()}
     (Path(config["run_dir"]) / f"worker{rank}.json").write_text(json.dumps(where))
     if config["gpus"]:
         import ray.train.torch
 
-        cfg = {**cfg, "device": str(ray.train.torch.get_device())}
+        cfg = updated(cfg, {"device": str(ray.train.torch.get_device())})
     search_run(cfg, Path(config["run_dir"]), progress=False, resume=True)
 
 
-def ddp_search(cfg: dict, run_dir: Path, cpus: float, gpus: float) -> dict:
+def ddp_search(cfg: ConfigBase, run_dir: Path, cpus: float, gpus: float) -> dict:
     """A search on ``ray.workers`` DDP workers (Ray Train TorchTrainer: gloo on CPUs, NCCL on GPUs). The
     workers resume from ``run_dir/checkpoint.pt``, so a retried worker group or trial continues where the
     last checkpoint left it; the trial reports when the workers finish."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    workers = int(cfg["ray"]["workers"])
+    workers = int(cfg.ray.workers)
     per_worker = {"CPU": float(cpus), **({"GPU": float(gpus)} if gpus else {})}
     trainer = TorchTrainer(
         _ddp_worker,
-        train_loop_config={"cfg": cfg, "run_dir": str(run_dir), "cpus": cpus, "gpus": gpus},
+        train_loop_config={"cfg": as_dict(cfg), "run_dir": str(run_dir), "cpus": cpus, "gpus": gpus},
         torch_config=TorchConfig(backend="nccl" if gpus else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=bool(gpus),
                                                resources_per_worker=per_worker),
         run_config=ray.train.RunConfig(name="ddp", storage_path=str(run_dir.parent.resolve()),
-                                       failure_config=ray.train.FailureConfig(max_failures=cfg["ray"]["max_failures"])),
+                                       failure_config=ray.train.FailureConfig(max_failures=cfg.ray.max_failures)),
     )
     try:
         trainer.fit()
@@ -161,7 +156,7 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 
 
-def run_tune_search(cfg: dict, name: str, address: str | None = None, num_samples: int = 1,
+def run_tune_search(cfg: ConfigBase, name: str, address: str | None = None, num_samples: int = 1,
                     resume: str | None = None, verbose: int = 1, out: str | Path | None = None) -> Path:
     """Launch (or ``resume``) an experiment; returns its directory: ``out`` when given, else
     ``ray.storage_path/name``."""
@@ -172,17 +167,17 @@ def run_tune_search(cfg: dict, name: str, address: str | None = None, num_sample
     if not resume:
         param_space(cfg, num_samples)  # refuses a bad ray.param_space before a cluster is started
     init_ray(address)
-    r = cfg["ray"]
+    r = cfg.ray
     n_trials = max(1, num_samples) * grid_size(parse_params(cfg, "ray.param_space"))
-    cpu = r["resources"].get("cpu")
+    cpu = r.resources.get("cpu")
     if not cpu:  # share the cluster's CPUs among the trials that run at once, at most one node's worth
-        at_once = min(n_trials, r["max_concurrent_trials"] or n_trials)
+        at_once = min(n_trials, r.max_concurrent_trials or n_trials)
         per_node = max([int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")] or [1])
-        slots = at_once * max(1, r["workers"])  # data-parallel workers each take a share
+        slots = at_once * max(1, r.workers)  # data-parallel workers each take a share
         cpu = max(1, min(int(ray.cluster_resources().get("CPU", 1)) // slots, per_node))
-    resources = {"cpu": float(cpu), "gpu": float(r["resources"].get("gpu", 0))}
+    resources = {"cpu": float(cpu), "gpu": float(r.resources.get("gpu", 0))}
     # a data-parallel trial only coordinates (no CPU, a token of memory): its Ray Train workers hold the resources
-    trainable = tune.with_resources(search_trial, resources if r["workers"] <= 1 else {"cpu": 0, "memory": 2**20})
+    trainable = tune.with_resources(search_trial, resources if r.workers <= 1 else {"cpu": 0, "memory": 2**20})
     if resume:
         path = Path(resume).resolve()
         if not (path / "tuner.pkl").exists() and not any(path.glob("experiment_state-*.json")):
@@ -194,9 +189,9 @@ def run_tune_search(cfg: dict, name: str, address: str | None = None, num_sample
     else:
         cfg = absolute_paths(cfg)
         if resources["gpu"] > 0:
-            cfg["device"] = "cuda"
+            cfg = updated(cfg, {"device": "cuda"})
         space = param_space(cfg, num_samples)
-        space.update({"cfg": cfg, "cpus": resources["cpu"], "gpus": resources["gpu"]})
+        space.update({"cfg": as_dict(cfg), "cpus": resources["cpu"], "gpus": resources["gpu"]})
         if out is not None:
             out = Path(out).resolve()
             if out.exists() and not out.is_dir():
@@ -206,21 +201,21 @@ def run_tune_search(cfg: dict, name: str, address: str | None = None, num_sample
                                 "an interrupted experiment there")
             storage, name = str(out.parent), out.name
         else:
-            storage = str(Path(r["storage_path"]).resolve()) if "://" not in r["storage_path"] else r["storage_path"]
+            storage = str(Path(r.storage_path).resolve()) if "://" not in r.storage_path else r.storage_path
         if n_trials > 1:
-            space["cfg"] = full_length(cfg, f"the {n_trials} trials are ranked by their val metrics")
+            space["cfg"] = as_dict(full_length(cfg, f"the {n_trials} trials are ranked by their val metrics"))
         from trcnas.runners.live_ray import callbacks
 
         exp_dir = Path(storage) / name
         tuner = tune.Tuner(
             trainable,
             param_space=space,
-            tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=r["max_concurrent_trials"]),
+            tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=r.max_concurrent_trials),
             run_config=tune.RunConfig(
                 # Ray's trial-status box on a terminal only; in a log file the trials' console lines say more
                 name=name, storage_path=storage, verbose=verbose if sys.stderr.isatty() else 0,
                 callbacks=callbacks(cfg, exp_dir, console=verbose > 0),
-                failure_config=tune.FailureConfig(max_failures=r["max_failures"]),
+                failure_config=tune.FailureConfig(max_failures=r.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             ),
         )

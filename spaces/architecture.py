@@ -9,7 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from trcnas.spaces.errors import SpecError, first_violation
+from trcnas.spaces.errors import UserError, first_violation
 from trcnas.spaces.io import atomic_write_text
 from trcnas.spaces.space import Decision, SearchSpace, load_space
 
@@ -59,12 +59,12 @@ class Architecture:
         the names of known tasks."""
         where = f"{source}: " if source else ""
         if tasks is not None and list(tasks) != list(self.tasks):
-            raise SpecError(f"{where}architecture is for tasks {self.tasks}, but the config has {list(tasks)}")
+            raise UserError(f"{where}architecture is for tasks {self.tasks}, but the config has {list(tasks)}")
         for t in self.tasks if known_tasks is not None else ():
             if t not in known_tasks:
-                raise SpecError(f"{where}unknown task {t!r} in architecture (known: {', '.join(known_tasks)})")
+                raise UserError(f"{where}unknown task {t!r} in architecture (known: {', '.join(known_tasks)})")
         if len(set(self.tasks)) != len(self.tasks):
-            raise SpecError(f"{where}tasks are listed twice: {self.tasks}")
+            raise UserError(f"{where}tasks are listed twice: {self.tasks}")
         space = space or self.search_space()
         for d in space.decisions(self.tasks):
             v = space.value_of(self.choices, d)
@@ -72,13 +72,13 @@ class Architecture:
                 lst = space.value_of(self.choices, Decision(d.path[:-1], ()))
                 bad = [e for e in lst or [] if e not in space.decisions_spec[d.path[-2]]["subset"]]
                 if not isinstance(lst, list) or bad:
-                    raise SpecError(f"{where}choices.{'.'.join(d.path[:-1])} must be a list of elements of "
+                    raise UserError(f"{where}choices.{'.'.join(d.path[:-1])} must be a list of elements of "
                                     f"{space.decisions_spec[d.path[-2]]['subset']}, got {lst!r}")
                 continue
             if v is None:
-                raise SpecError(f"{where}missing choice for {'.'.join(d.path)} (candidates: {list(d.candidates)})")
+                raise UserError(f"{where}missing choice for {'.'.join(d.path)} (candidates: {list(d.candidates)})")
             if v not in d.candidates:
-                raise SpecError(f"{where}choices.{'.'.join(d.path)} = {v!r} is not one of {list(d.candidates)}")
+                raise UserError(f"{where}choices.{'.'.join(d.path)} = {v!r} is not one of {list(d.candidates)}")
 
     def to_dict(self) -> dict:
         d = {"format": ARCH_FORMAT, "space": self.space, "tasks": list(self.tasks), "choices": self.choices,
@@ -107,11 +107,11 @@ class ArchitectureSpec(BaseModel):
 
 def from_dict(data: Any, source: str = "architecture") -> Architecture:
     if not isinstance(data, dict):
-        raise SpecError(f"{source}: an architecture file must be a mapping")
+        raise UserError(f"{source}: an architecture file must be a mapping")
     try:
         spec = ArchitectureSpec.model_validate(data)
     except ValidationError as e:
-        raise SpecError(first_violation(e, str(source))) from None
+        raise UserError(first_violation(e, str(source))) from None
     arch = Architecture(spec.space, list(spec.tasks), data["choices"], dict(spec.search or {}), spec.space_spec)
     arch.validate(source=source)
     return arch
@@ -132,14 +132,14 @@ def shipped_architectures() -> dict[str, str]:
 
 
 def find_architecture(name_or_path: str | Path) -> Path:
-    """An architecture file by path, else the shipped architecture of that name; neither is one ``SpecError``
+    """An architecture file by path, else the shipped architecture of that name; neither is one ``UserError``
     listing the shipped names."""
     p = Path(name_or_path)
     if p.is_file() or p.suffix in (".yaml", ".yml") or len(p.parts) > 1:
         return p
     f = shipped_architectures_dir() / f"{name_or_path}.yaml"
     if not f.is_file():
-        raise SpecError(f"no architecture file or shipped architecture named {str(name_or_path)!r}; shipped: "
+        raise UserError(f"no architecture file or shipped architecture named {str(name_or_path)!r}; shipped: "
                         f"{', '.join(shipped_architectures())} (`trcnas configs` lists them)")
     return f
 
@@ -147,11 +147,11 @@ def find_architecture(name_or_path: str | Path) -> Path:
 def load_architecture(path: str | Path) -> Architecture:
     path = find_architecture(path)
     if not path.is_file():
-        raise SpecError(f"architecture file {path} not found")
+        raise UserError(f"architecture file {path} not found")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise SpecError(f"malformed YAML in {path}: {e}") from None
+        raise UserError(f"malformed YAML in {path}: {e}") from None
     return from_dict(data, str(path))
 
 

@@ -14,9 +14,6 @@ class UserError(ValueError):
         super().__init__(" ".join(text.split()))
 
 
-SpecError = UserError  # the name space and architecture code raises (one class: catching either catches both)
-
-
 _TYPES = {"int_type": "an integer", "float_type": "a number", "string_type": "text", "bool_type": "true or false",
           "list_type": "a list", "dict_type": "a mapping", "model_type": "a mapping", "int_from_float": "an integer"}
 

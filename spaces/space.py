@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from trcnas.spaces.errors import SpecError, first_violation
+from trcnas.spaces.errors import UserError, first_violation
 
 SPACE_FORMAT = "trcnas-space/1"
 
@@ -102,11 +102,11 @@ class SearchSpace:
     @classmethod
     def from_dict(cls, data: dict, source: str = "space") -> SearchSpace:
         if not isinstance(data, dict):
-            raise SpecError(f"{source}: a search space must be a mapping")
+            raise UserError(f"{source}: a search space must be a mapping")
         try:
             spec = SpaceSpec.model_validate(data)
         except ValidationError as e:
-            raise SpecError(first_violation(e, str(source))) from None
+            raise UserError(first_violation(e, str(source))) from None
         return cls(
             name=spec.name,
             group=spec.group or spec.name,
@@ -128,12 +128,12 @@ class SearchSpace:
                     allowed = list(row[s_key])
                     bad = [c for c in allowed if c not in self.candidates]
                     if bad:
-                        raise SpecError(f"space {self.name}: restrict {t_key}.{s_key} names unknown {bad}")
+                        raise UserError(f"space {self.name}: restrict {t_key}.{s_key} names unknown {bad}")
                     cands = [c for c in cands if c in allowed]
         if target == source:
             cands = [c for c in cands if c not in self.exclude_self]
         if not cands:
-            raise SpecError(f"space {self.name}: pair {target} <- {source} has no candidate left")
+            raise UserError(f"space {self.name}: pair {target} <- {source} has no candidate left")
         return cands
 
     def decisions(self, tasks: list[str]) -> list[Decision]:
@@ -183,7 +183,7 @@ class SearchSpace:
         """``{decision path: value}`` of the space's ``defaults`` (single spaces)."""
         missing = [n for n in self.decisions_spec if n not in self.defaults]
         if self.per != "single" or missing:
-            raise SpecError(f"space {self.name} declares no defaults for {', '.join(missing) or 'its pairs'}")
+            raise UserError(f"space {self.name} declares no defaults for {', '.join(missing) or 'its pairs'}")
         tree = {self.group: self.defaults}
         return {d.path: self.value_of(tree, d) for d in self.decisions([])}
 
@@ -206,17 +206,17 @@ def load_space(name_or_path: str) -> SearchSpace:
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml"):
         if not p.is_file():
-            raise SpecError(f"search space file {p} not found")
+            raise UserError(f"search space file {p} not found")
         text, source = p.read_text(), str(p)
     else:
         f = resources.files("trcnas.spaces") / f"{name_or_path}.yaml"
         if not f.is_file():
-            raise SpecError(f"no shipped search space named {name_or_path!r}")
+            raise UserError(f"no shipped search space named {name_or_path!r}")
         text, source = f.read_text(), f"space {name_or_path}"
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise SpecError(f"malformed YAML in {source}: {e}") from None
+        raise UserError(f"malformed YAML in {source}: {e}") from None
     space = SearchSpace.from_dict(data, source)
     space.shipped = p.suffix not in (".yaml", ".yml")
     return space

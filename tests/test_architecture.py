@@ -9,7 +9,7 @@ from trcnas.nas.genotype import from_genotype
 from trcnas.runners.cli import main
 from trcnas.spaces import fixed_architecture, load_architecture, load_space
 from trcnas.spaces.architecture import from_dict
-from trcnas.spaces.errors import SpecError
+from trcnas.spaces.errors import UserError
 
 TASKS = ["semseg", "depth", "normals", "edge"]
 
@@ -67,7 +67,7 @@ def test_roundtrip_yaml(tmp_path):
 def test_invalid_architecture_rejected(mutate, match):
     d = json.loads(json.dumps(_arch().to_dict()))
     mutate(d)
-    with pytest.raises(SpecError, match=re.escape(match)):
+    with pytest.raises(UserError, match=re.escape(match)):
         from_dict(d)
 
 
@@ -89,7 +89,7 @@ SPACE = {"format": "trcnas-space/1", "name": "s", "per": "single", "decisions": 
 def test_invalid_space_is_one_line_naming_the_key(change, match):
     from trcnas.spaces.space import SearchSpace
 
-    with pytest.raises(SpecError) as e:
+    with pytest.raises(UserError) as e:
         SearchSpace.from_dict({**SPACE, **change}, "s.yaml")
     assert match in str(e.value)
     ok = SearchSpace.from_dict({**SPACE, "decisions": {"a": [1, 2], "b": {"subset": [0, 1]}}}, "s.yaml")

@@ -91,28 +91,28 @@ def test_corrupt_or_foreign_checkpoint_says_what_it_is_not(trained, tmp_path, ca
 
 def test_set_of_one_loss_weight_keeps_the_others():
     cfg = load_config("nyud-hrnet18", ["loss_weights={semseg: 2}"])
-    assert cfg["loss_weights"] == {"semseg": 2, "depth": 1.0, "normals": 10.0, "edge": 50.0}
+    assert cfg.loss_weights == {"semseg": 2, "depth": 1.0, "normals": 10.0, "edge": 50.0}
     # _delete_ replaces the mapping whole: the config's normals weight (4.0) is gone, and a task the mapping
     # leaves out takes its own default weight (the paper's 10.0 for normals)
-    assert load_config("synthetic-composite")["loss_weights"]["normals"] == 4.0
+    assert load_config("synthetic-composite").loss_weights["normals"] == 4.0
     cfg = load_config("synthetic-composite", ["loss_weights={semseg: 2, depth: 3, _delete_: true}"])
-    assert cfg["loss_weights"] == {"semseg": 2, "depth": 3, "normals": 10.0, "edge": 50.0}
+    assert cfg.loss_weights == {"semseg": 2, "depth": 3, "normals": 10.0, "edge": 50.0}
     # nested mappings merge at every depth: one pair of a relation matrix
     cfg = load_config("synthetic-relations", ["data.relations={red: {green: local}}"])
-    assert cfg["data"]["relations"]["red"] == {"red": "none", "green": "local", "blue": "local", "grain": "tlabel"}
-    assert cfg["data"]["relations"]["green"]["red"] == "slabel"
-    assert load_config("synthetic-atrc", ["hpo.params={}"])["hpo"]["params"] == {}  # {} empties a mapping
+    assert cfg.data.relations["red"] == {"red": "none", "green": "local", "blue": "local", "grain": "tlabel"}
+    assert cfg.data.relations["green"]["red"] == "slabel"
+    assert load_config("synthetic-atrc", ["hpo.params={}"]).hpo.params == {}  # {} empties a mapping
     # a search space merges entry by entry, but an entry is one value: it is replaced whole, never mixed
-    before = load_config("synthetic-atrc")["hpo"]["params"]
+    before = load_config("synthetic-atrc").hpo.params
     assert before["search.freeze_threshold"]["type"] == "float"
     cfg = load_config("synthetic-atrc", ["hpo.params={search.freeze_threshold: {type: categorical, choices: [0.2]}}"])
-    assert cfg["hpo"]["params"]["search.freeze_threshold"] == {"type": "categorical", "choices": [0.2]}
-    assert {k: v for k, v in cfg["hpo"]["params"].items() if k != "search.freeze_threshold"} == {
+    assert cfg.hpo.params["search.freeze_threshold"] == {"type": "categorical", "choices": [0.2]}
+    assert {k: v for k, v in cfg.hpo.params.items() if k != "search.freeze_threshold"} == {
         k: v for k, v in before.items() if k != "search.freeze_threshold"}
 
 
 def test_set_of_a_number_in_e_notation_is_a_number():
-    assert load_config(None, ["train.lr=5e-4"])["train"]["lr"] == 0.0005  # YAML 1.1 alone reads a string
+    assert load_config(None, ["train.lr=5e-4"]).train.lr == 0.0005  # YAML 1.1 alone reads a string
 
 
 def test_set_help_says_mappings_merge(capsys):

@@ -111,7 +111,7 @@ def test_inset_anchors_stay_where_the_sigmoid_has_slope_and_reach_the_network(ca
     for value, expected in ((None, a), ("0.1", inset)):
         extra = [] if value is None else [f"model.composite.anchor_inset={value}"]
         cfg = _small_cfg(cache_dir, *extra)
-        net = build_model(cfg, build_tasks(cfg["data"]["tasks"], DatasetInfo("synthetic", num_classes=9)))
+        net = build_model(cfg, build_tasks(cfg.data.tasks, DatasetInfo("synthetic", num_classes=9)))
         assert torch.equal(net.outputs["semseg"].anchors, expected)
 
 
@@ -136,7 +136,7 @@ def test_normals_are_the_direction_of_the_pre_sigmoid_output_as_the_reference_re
         build_outputs(tasks, normals="tanh")
     for value, squash in ((None, False), ("sigmoid", True)):  # the config's default is the reference's
         cfg = _small_cfg(cache_dir, *([] if value is None else [f"model.composite.normals={value}"]))
-        net = build_model(cfg, build_tasks(cfg["data"]["tasks"], DatasetInfo("synthetic", num_classes=9)))
+        net = build_model(cfg, build_tasks(cfg.data.tasks, DatasetInfo("synthetic", num_classes=9)))
         assert net.outputs["normals"].squash is squash
 
 
@@ -145,7 +145,7 @@ def test_composition_blocks_use_the_references_leaky_slope_and_the_embedding_its
 
     for value, slope in ((None, 0.01), ("0.2", 0.2)):  # reference: nn.LeakyReLU() in the blocks, 0.2 in the FCs
         cfg = _small_cfg(cache_dir, *([] if value is None else [f"model.composite.block_slope={value}"]))
-        net = build_model(cfg, build_tasks(cfg["data"]["tasks"], DatasetInfo("synthetic", num_classes=9)))
+        net = build_model(cfg, build_tasks(cfg.data.tasks, DatasetInfo("synthetic", num_classes=9)))
         blocks = [m for m in net.modules() if isinstance(m, TaskCompositionBlock)]
         assert len(blocks) >= 4 and {b.slope for b in blocks} == {slope}
         assert {b.film[1].negative_slope for b in blocks} == {slope}
@@ -191,7 +191,7 @@ def test_voc_anchors_are_the_papers_segmentation_anchors_and_reach_the_network(c
     with pytest.raises(ValueError, match="anchor rule"):
         class_anchors(9, 0.0, "rainbow")
     cfg = _small_cfg(cache_dir, "model.composite.anchors=voc")
-    net = build_model(cfg, build_tasks(cfg["data"]["tasks"], DatasetInfo("synthetic", num_classes=9)))
+    net = build_model(cfg, build_tasks(cfg.data.tasks, DatasetInfo("synthetic", num_classes=9)))
     assert torch.equal(net.outputs["semseg"].anchors, voc_colours(9))
 
 
@@ -234,10 +234,10 @@ def test_every_parameter_is_in_one_adam_group_with_the_papers_lr_and_the_embeddi
         torch.save(BACKBONES.build("tiny", None).body.state_dict(), tmp_path / "tiny.pt")
         extra.append(f"model.backbone.weights={tmp_path / 'tiny.pt'}")
     cfg = _small_cfg(cache_dir, *extra)
-    assert (cfg["train"]["optimizer"], cfg["train"]["lr"], cfg["train"]["weight_decay"]) == ("adam", 1e-3, 1e-5)
-    assert cfg["train"]["schedule"] == "plateau" and cfg["train"]["plateau"] == {"factor": 0.3, "patience": 12}
+    assert (cfg.train.optimizer, cfg.train.lr, cfg.train.weight_decay) == ("adam", 1e-3, 1e-5)
+    assert cfg.train.schedule == "plateau" and cfg.train.plateau.model_dump() == {"factor": 0.3, "patience": 12}
     # the paper trains without clipping; only the embedding search clips (it diverged in 2 of 3 seeds without)
-    assert cfg["train"]["grad_clip"] == 0 and cfg["search"]["grad_clip"] == 10
+    assert cfg.train.grad_clip == 0 and cfg.search.grad_clip == 10
     ctx = prepare(cfg, tmp_path / "run", progress=False)
     model = build_model(cfg, ctx.tasks)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -317,10 +317,9 @@ def test_mosaic_baselines_see_only_their_palette_pixels_labels(cache_dir):
     from trcnas.nas.engine.loop import palette_masked
 
     cfg = _small_cfg(cache_dir, config="synthetic-mt-mosaic")
-    assert cfg["model"]["type"] == "multitask" and cfg["train"]["label_palette"] == {"rule": "mosaic"}
-    assert cfg["train"]["optimizer"] == "adam" and cfg["loss_weights"] == load_config("synthetic-composite")[
-        "loss_weights"]
-    assert load_config("synthetic-st-mosaic")["model"]["type"] == "single_task"
+    assert cfg.model.type == "multitask" and cfg.train.label_palette == {"rule": "mosaic"}
+    assert cfg.train.optimizer == "adam" and cfg.loss_weights == load_config("synthetic-composite").loss_weights
+    assert load_config("synthetic-st-mosaic").model.type == "single_task"
     tasks = build_tasks(TASKS, DatasetInfo("synthetic", num_classes=9))
     rule = build_palette_rule({"rule": "mosaic"}, TASKS)
     torch.manual_seed(0)
@@ -349,7 +348,7 @@ def test_task_switching_equals_pixel_conditioning_on_a_constant_palette(cache_di
     cfg_ts = _small_cfg(cache_dir, config="synthetic-taskswitching")
     ts = build_model(cfg_ts, tasks).eval()
     ts.load_state_dict(pix.state_dict())
-    assert ts.conditioning == "image" and cfg_ts["model"]["composite"]["palette"] == {"rule": "single"}
+    assert ts.conditioning == "image" and cfg_ts.model.composite.palette == {"rule": "single"}
     with pytest.raises(UserError, match="needs one task per image"):
         build_model(_small_cfg(cache_dir, "model.composite.palette={rule: mosaic}", config="synthetic-taskswitching"),
                     tasks)
@@ -441,7 +440,7 @@ def test_batch_losses_are_masked_to_the_palette(cache_dir):
          "edge": (torch.rand(2, 1, 32, 32) > 0.8).float()}
     model.rule = build_palette_rule({"rule": "single", "task": "depth"}, TASKS)
     out = model.forward_batch(b)
-    _, parts = model.compute_losses(out, b, tasks, cfg["loss_weights"])
+    _, parts = model.compute_losses(out, b, tasks, cfg.loss_weights)
     assert float(parts["depth"]) > 0 and all(float(parts[t]) == 0 for t in ("semseg", "normals", "edge"))
 
 

@@ -45,8 +45,8 @@ def test_missing_dataset_root_via_cli(capsys, tmp_path):
 
 def test_base_inheritance_and_override():
     cfg = load_config("synthetic-atrc", ["train.lr=0.5", "data.image_size=[32, 48]"])
-    assert cfg["model"]["dropout"] == 0.05 and cfg["name"] == "synthetic-atrc"
-    assert cfg["train"]["lr"] == 0.5 and cfg["data"]["image_size"] == [32, 48]
+    assert cfg.model.dropout == 0.05 and cfg.name == "synthetic-atrc"
+    assert cfg.train.lr == 0.5 and cfg.data.image_size == [32, 48]
     with pytest.raises(UserError):
         load_config("no-such-config")
 
@@ -57,8 +57,8 @@ def test_a_folder_named_like_a_shipped_config_does_not_hide_it(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     (tmp_path / "synthetic-composite").mkdir()
     cfg = load_config("synthetic-st-mosaic")
-    assert cfg["name"] == "synthetic-st-mosaic" and cfg["train"]["optimizer"] == "adam"
-    assert load_config("synthetic-composite")["model"]["type"] == "composite"
+    assert cfg.name == "synthetic-st-mosaic" and cfg.train.optimizer == "adam"
+    assert load_config("synthetic-composite").model.type == "composite"
 
 
 def test_configs_lists_shipped(capsys):

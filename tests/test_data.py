@@ -5,11 +5,19 @@ import pytest
 import torch
 from PIL import Image
 
-from trcnas.nas.data import StepBatchSampler, build_dataset
+from trcnas.nas.data import StepBatchSampler
+from trcnas.nas.data import build_dataset as _build_dataset
 from trcnas.nas.data.scenes import CLASSES, PARTS, SALIENT, SceneGenerator
 from trcnas.nas.data.transforms import RandomHorizontalFlip
 from trcnas.nas.errors import UserError
+from trcnas.nas.schema import Augment, DataSection
 
+
+def build_dataset(data: dict, *args, **kwargs):
+    """The package's build_dataset on a ``data`` section given as a mapping (unvalidated: these tests use
+    images smaller than a config allows)."""
+    augment = Augment.model_construct(**data.get("augment", {}))
+    return _build_dataset(DataSection.model_construct(**{**data, "augment": augment}), *args, **kwargs)
 
 def test_scene_is_deterministic_and_labels_consistent():
     g = SceneGenerator(64, 80)

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from trcnas.nas.config import load_config
+from trcnas.nas.config import as_dict, load_config, validate
 from trcnas.nas.engine.distributed import GlobalBatchNorm
 from trcnas.nas.engine.search import search_run
 from trcnas.runners.cli import FAST_DEV
@@ -35,7 +35,7 @@ def _rank(rank, world, port, cfg, out):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        search_run(cfg, out, progress=False, resume=True)
+        search_run(validate(cfg, f"rank {rank}"), out, progress=False, resume=True)  # crossed as plain data
     finally:
         dist.destroy_process_group()
 
@@ -59,7 +59,7 @@ def test_two_gloo_ranks_match_one_process_on_the_same_global_batch(tmp_path, cac
     search_run(cfg, one, progress=False, resume=False, stop_after=WARMUP)  # also renders the shared data cache
     shutil.copytree(one, two)
     search_run(cfg, one, progress=False, resume=True)
-    mp.start_processes(_rank, args=(2, _free_port(), cfg, two), nprocs=2, start_method="spawn")
+    mp.start_processes(_rank, args=(2, _free_port(), as_dict(cfg), two), nprocs=2, start_method="spawn")
     a1, a2 = _alphas(one / "alpha_history.csv"), _alphas(two / "alpha_history.csv")
     assert a1.shape == a2.shape == (STEPS, a1.shape[1])
     moved = float((a1[-1] - a1[WARMUP - 1]).abs().max())

@@ -97,3 +97,34 @@ def test_data_flows_one_way_between_the_top_level_packages():
     wrong = sorted(f"{m} -> {t}" for m, targets in _graph().items() for t in targets
                    if (src := m.split(".")[1]) != (dst := t.split(".")[1]) and dst not in ALLOWED[src])
     assert wrong == []
+
+
+# what may be imported inside a function: heavy or optional third-party libraries (import cost paid only by the
+# commands that use them; Ray, Optuna, MLflow, W&B and TensorBoard are extras or services), and, in the command
+# line alone, the package's own modules (its commands load lazily, so `trcnas --help` stays fast)
+DEFERRED = {"ray", "optuna", "optuna_dashboard", "mlflow", "wandb", "torch.utils.tensorboard", "pandas", "matplotlib",
+            "seaborn", "scipy", "skimage", "timm", "trcnas.runners.live_ray"}
+LAZY_COMMANDS = "trcnas.runners.cli"
+
+
+def _function_local_imports() -> list[tuple[str, str]]:
+    out = []
+    for name, path in _modules().items():
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import):
+                    out += [(name, a.name) for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    out.append((name, node.module))
+    return out
+
+
+def test_function_local_imports_only_for_heavy_or_optional_libraries_and_lazy_commands():
+    found = _function_local_imports()
+    assert ("trcnas.runners.tune_search", "ray") in found  # the scan sees function bodies
+    wrong = sorted(f"{m}: {t}" for m, t in found
+                   if not any(t == d or t.startswith(d + ".") for d in DEFERRED)
+                   and not (m == LAZY_COMMANDS and t.startswith("trcnas.")))
+    assert wrong == []

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from trcnas.nas.engine.loop import LRSchedule, make_optimizer
+from trcnas.nas.schema import TrainSection
 
-TR = {"optimizer": "sgd", "lr": 0.02, "momentum": 0.9, "weight_decay": 0.0, "schedule": "poly", "poly_power": 0.9,
-      "plateau": {"factor": 0.3, "patience": 2}}
+TR = TrainSection.model_validate({"optimizer": "sgd", "lr": 0.02, "momentum": 0.9, "weight_decay": 0.0,
+                                  "schedule": "poly", "poly_power": 0.9, "plateau": {"factor": 0.3, "patience": 2}})
 
 
 def _opt(tr=TR):
@@ -59,7 +60,7 @@ def test_poly_equals_the_closed_form_at_every_step_and_after_a_resumption():
 
 
 def test_plateau_reduces_after_patience_epochs_without_improvement_and_resumes():
-    tr = {**TR, "optimizer": "adam", "schedule": "plateau"}
+    tr = TR.model_copy(update={"optimizer": "adam", "schedule": "plateau"})
     # epochs of 2 steps: means 1.0, 0.5, then 0.6 three times (more than patience 2): x 0.3 after the fifth
     losses = [1.0, 1.0, 0.5, 0.5] + [0.6] * 6 + [0.6] * 4
     opt = _opt(tr)

@@ -15,7 +15,7 @@ from trcnas.nas.tasks import DatasetInfo, build_tasks
 from trcnas.runners.cli import FAST_DEV, main
 from trcnas.spaces import load_architecture, load_space
 from trcnas.spaces.architecture import from_dict
-from trcnas.spaces.errors import SpecError
+from trcnas.spaces.errors import UserError
 
 TASKS = ["semseg", "depth", "normals", "edge"]
 
@@ -58,9 +58,9 @@ def test_every_mteb_parameter_learns_from_the_first_steps_of_the_shipped_search(
     tasks, cfg = _tasks(), _cfg()
     torch.manual_seed(0)
     net = build_supergraph(cfg, tasks, load_space("mteb")).train()
-    ds, _ = build_dataset(cfg["data"], "train", train=False, progress=False)
+    ds, _ = build_dataset(cfg.data, "train", train=False, progress=False)
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2)))
-    total, _ = compute_losses(net(batch["image"]), batch, tasks, cfg["loss_weights"])
+    total, _ = compute_losses(net(batch["image"]), batch, tasks, cfg.loss_weights)
     total.backward()
     blocks = {k: op.ops[1] for k, op in net.blocks.items()}
     assert set(blocks) == {"1", "2", "3", "4"}
@@ -81,7 +81,7 @@ def test_every_mteb_parameter_learns_from_the_first_steps_of_the_shipped_search(
             if p.grad is not None:
                 p -= 1e-3 * p.grad.sign()
     net.zero_grad()
-    total, _ = compute_losses(net(batch["image"]), batch, tasks, cfg["loss_weights"])
+    total, _ = compute_losses(net(batch["image"]), batch, tasks, cfg.loss_weights)
     total.backward()
     for k, block in blocks.items():
         for n, p in block.named_parameters():
@@ -178,9 +178,9 @@ def test_architecture_file_of_the_mteb_space_is_validated():
     base = {"format": "trcnas-architecture/1", "space": "mteb", "tasks": TASKS}
     ok = from_dict({**base, "choices": {"mteb": {"scales": [1, 3], "fusion": "prod"}}})
     assert ok.group == "mteb"
-    with pytest.raises(SpecError, match="list of elements"):
+    with pytest.raises(UserError, match="list of elements"):
         from_dict({**base, "choices": {"mteb": {"scales": [5], "fusion": "add"}}})
-    with pytest.raises(SpecError, match="not one of"):
+    with pytest.raises(UserError, match="not one of"):
         from_dict({**base, "choices": {"mteb": {"scales": [1], "fusion": "sum"}}})
 
 

@@ -54,7 +54,7 @@ def _mixed_genotype(tasks):
 def _paper_model(config, kind, **kw):
     """``kind``: multitask, atrc (a fixed architecture) or search (the supergraph of the config's space)."""
     cfg = load_config(config, [f"model.type={'multitask' if kind == 'multitask' else 'atrc'}"])
-    tasks = build_tasks(cfg["data"]["tasks"], DatasetInfo(cfg["data"]["dataset"]))
+    tasks = build_tasks(cfg.data.tasks, DatasetInfo(cfg.data.dataset))
     if kind == "search":
         return build_supergraph(cfg, tasks, resolve_space(cfg))
     return build_model(cfg, tasks, **kw)
@@ -208,8 +208,8 @@ def test_paper_crop_forward_backward_every_network(config):
     """Batch 1 at the config's own crop: the multi-task baseline, ATRC with every context type, and the search
     supergraph all run forward and backward."""
     cfg = load_config(config)
-    size = tuple(cfg["data"]["crop"])
-    tasks_names = list(cfg["data"]["tasks"])
+    size = tuple(cfg.data.crop)
+    tasks_names = list(cfg.data.tasks)
     for kind, kw in (("multitask", {}), ("atrc", {"architecture": _mixed_genotype(tasks_names)}), ("search", {})):
         model = _paper_model(config, kind, **kw)
         _forward_backward(model, size)
@@ -232,7 +232,7 @@ def test_fast_dev_run_of_paper_configs_at_their_crop(config, commands, tmp_path)
               "--set", "train.batch_size=1", "--set", "train.eval_batch_size=2"]
     assert main(["train", *common, "--out", str(tmp_path / "train")]) == 0
     metrics = json.loads((tmp_path / "train" / "metrics.json").read_text())
-    assert set(metrics["metrics"]) == set(load_config(config)["data"]["tasks"])
+    assert set(metrics["metrics"]) == set(load_config(config).data.tasks)
     if "search" not in commands:
         return
     assert main(["search", "--local", *common, "--out", str(tmp_path / "search")]) == 0

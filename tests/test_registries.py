@@ -17,6 +17,7 @@ import yaml
 from trcnas.nas.errors import UserError
 from trcnas.nas.models.context import CONTEXTS, build_context, context_types
 from trcnas.nas.registry import Registry
+from trcnas.nas.schema import updated
 from trcnas.runners.cli import main
 
 PLUGINS = Path(__file__).parent / "plugins"
@@ -98,7 +99,7 @@ def test_every_space_family_builds_supergraph_and_fixed_network(family, tmp_path
     from trcnas.spaces import default_architecture, fixed_architecture, load_architecture, load_space
 
     cfg = load_config("synthetic-mt", ["data.image_size=[64,64]"])
-    names = cfg["data"]["tasks"]
+    names = cfg.data.tasks
     tasks = build_tasks(names, DatasetInfo("synthetic", num_classes=9, normal_centroids=np.eye(3, dtype=np.float32)))
     space = load_space(family)
     pairs = space.per == "task_pair"
@@ -112,7 +113,7 @@ def test_every_space_family_builds_supergraph_and_fixed_network(family, tmp_path
     torch.manual_seed(0)
     sup = build_supergraph(cfg, tasks, space)
     assert {m.name for m in mixed_ops(sup)} == {d.name for d in space.decisions(names)}
-    fixed = build_model({**cfg, "model": {**cfg["model"], "type": family}}, tasks, architecture=again)
+    fixed = build_model(updated(cfg, {"model.type": family}), tasks, architecture=again)
     assert not mixed_ops(fixed)
     x = torch.randn(2, 3, 64, 64)
     for net in (sup.train(), fixed.train()):
@@ -148,13 +149,14 @@ def test_a_context_type_from_outside_the_package_is_searched_end_to_end(tmp_path
     assert (tmp_path / "figures" / "context_proportions.png").is_file()
     from trcnas.analysis.context import proportions
     from trcnas.analysis.style import context_colour, context_label, context_order
+    from trcnas.nas.config import validate
     from trcnas.runners.table import variant_labels
 
     assert (context_colour("dilated"), context_label("dilated")) == ("#DD8452", "dilated")
     assert context_order(["zzz"])[-2:] == ["dilated", "zzz"]  # registered first, unknown names after
     assert list(proportions([arch]).columns) == ["dilated"]
 
-    labels = variant_labels(yaml.safe_load((out / "config.yaml").read_text()))
+    labels = variant_labels(validate(yaml.safe_load((out / "config.yaml").read_text()), "config.yaml"))
     assert list(labels) == ["single_task", "multitask", "global", "dilated", "atrc"]
     assert labels["dilated"] == "Dilated context"
     # without the plugin the context type is unknown: one error line naming it
@@ -239,7 +241,7 @@ def test_a_plugin_section_is_part_of_the_schema(tmp_path):
     schema.register_section("model.toy", Toy)
     try:
         assert defaults()["model"]["toy"] == {"width": 4}
-        assert load_config("synthetic-mt", ["model.toy.width=8"])["model"]["toy"]["width"] == 8
+        assert load_config("synthetic-mt", ["model.toy.width=8"]).model.toy.width == 8
         with pytest.raises(UserError, match=r"--set model.toy.width=0: model.toy.width must be greater than 0"):
             load_config("synthetic-mt", ["model.toy.width=0"])
         with pytest.raises(UserError, match="unknown config key 'model.toy.height'"):
@@ -389,7 +391,7 @@ def test_every_network_keeps_the_contract(mtype):
     from trcnas.spaces import default_architecture, fixed_architecture, load_space
 
     cfg = load_config("synthetic-mt", ["data.image_size=[64,64]", f"model.type={mtype}"])
-    names = cfg["data"]["tasks"]
+    names = cfg.data.tasks
     tasks = build_tasks(names, DatasetInfo("synthetic", num_classes=9, normal_centroids=np.eye(3, dtype=np.float32)))
     batch = {"image": torch.randn(2, 3, 64, 64), **{t: None for t in names}}
     if is_family(mtype):

@@ -46,10 +46,10 @@ def _target(gen: RelationGenerator, lay: Layers, target="red") -> np.ndarray:
 
 def test_shipped_matrix_uses_every_type_at_least_twice():
     cfg = load_config("synthetic-relations")
-    rel = check_relations(cfg["data"]["relations"], cfg["data"]["tasks"])
+    rel = check_relations(cfg.data.relations, cfg.data.tasks)
     counts = {t: sum(v == t for row in rel.values() for v in row.values()) for t in TYPES}
     assert all(n >= 2 for n in counts.values()), counts
-    assert len(rel) * len(cfg["data"]["tasks"]) == 16
+    assert len(rel) * len(cfg.data.tasks) == 16
 
 
 def test_none_never_changes_the_target():
@@ -121,10 +121,10 @@ def test_slabel_reads_the_class_of_the_source_regions():
 
 def test_labels_hold_one_bit_per_planted_pair_in_task_order():
     cfg = load_config("synthetic-relations")
-    gen = RelationGenerator(cfg["data"]["tasks"], cfg["data"]["relations"], SIZE)
+    gen = RelationGenerator(cfg.data.tasks, cfg.data.relations, SIZE)
     lay = gen.layers(0, 5)
     labels = gen.labels(lay)
-    for t in cfg["data"]["tasks"]:
+    for t in cfg.data.tasks:
         bits = relation_bits(gen.relations, t)
         assert labels[t].max() < 3 * 2 ** len(bits)
         for k, s in enumerate(bits):
@@ -134,18 +134,18 @@ def test_labels_hold_one_bit_per_planted_pair_in_task_order():
 
 def test_deterministic_per_seed_and_index(tmp_path):
     cfg = load_config("synthetic-relations")
-    gen = RelationGenerator(cfg["data"]["tasks"], cfg["data"]["relations"], SIZE)
+    gen = RelationGenerator(cfg.data.tasks, cfg.data.relations, SIZE)
     a, b, c = gen.render(0, 7), gen.render(0, 7), gen.render(1, 7)
     assert np.array_equal(a[0], b[0]) and all(np.array_equal(a[1][t], b[1][t]) for t in a[1])
     assert not np.array_equal(a[0], c[0])
-    args = (0, SIZE, 6, 3, cfg["data"]["tasks"], cfg["data"]["relations"])
+    args = (0, SIZE, 6, 3, cfg.data.tasks, cfg.data.relations)
     one, two = build_cache(tmp_path / "a", *args, progress=False), build_cache(tmp_path / "b", *args, progress=False)
     for f in sorted(p.name for p in one.glob("*.npy")):
         assert np.array_equal(np.load(one / f), np.load(two / f)), f
     val0 = np.load(one / "val_image.npy")[0]
     assert np.array_equal(val0, (gen.render(0, 6)[0] * 255 + 0.5).astype(np.uint8))  # val follows train's indices
-    other = dict(cfg["data"]["relations"], red={**cfg["data"]["relations"]["red"], "red": "global"})
-    assert build_cache(tmp_path / "a", 0, SIZE, 6, 3, cfg["data"]["tasks"], other, progress=False) != one
+    other = dict(cfg.data.relations, red={**cfg.data.relations["red"], "red": "global"})
+    assert build_cache(tmp_path / "a", 0, SIZE, 6, 3, cfg.data.tasks, other, progress=False) != one
 
 
 @pytest.mark.parametrize("override,match", [
@@ -180,7 +180,7 @@ def test_shipped_config_trains_searches_and_retrains(tmp_path, fast_args):
     assert main(["report", str(out)]) == 0
     rep = json.loads((out / "figures" / "report.json").read_text())["recovery"]
     chosen = yaml.safe_load(arch.read_text())["choices"]["atrc"]
-    planted = load_config("synthetic-relations")["data"]["relations"]
+    planted = load_config("synthetic-relations").data.relations
     right = sum(chosen[t][s] == planted[t][s] for t in planted for s in planted)
     assert rep["recovered"] == right and rep["pairs"] == 16 and rep["per_search_run"] == {".": right}
     assert len(rep["wrong_pairs"]) == 16 - right and (out / "figures" / "planted_vs_chosen.png").stat().st_size > 0
@@ -188,8 +188,8 @@ def test_shipped_config_trains_searches_and_retrains(tmp_path, fast_args):
                  "--out", str(tmp_path / "r"), *fast_args]) == 0
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
     cfg = load_config("synthetic-relations")
-    for t in cfg["data"]["tasks"]:
-        bits = relation_bits(check_relations(cfg["data"]["relations"], cfg["data"]["tasks"]), t)
+    for t in cfg.data.tasks:
+        bits = relation_bits(check_relations(cfg.data.relations, cfg.data.tasks), t)
         keys = {"iou_base", *(f"iou_{s}" for s in bits)}
         assert keys <= set(m["metrics"][t]) and 0 <= m["metrics"][t]["digit_mIoU"] <= 100
         assert m["metrics"][t]["digit_mIoU"] == pytest.approx(np.mean([m["metrics"][t][k] for k in keys]))
@@ -274,7 +274,7 @@ def test_compare_runs_a_subset_of_seeds_now(tmp_path, capsys, fast_args):
     assert main(["compare", str(p), "--out", str(out), "--seeds", "1", *fast_args]) == 0
     assert (out / "planted" / "seed1" / "metrics.json").is_file() and not (out / "planted" / "seed0").exists()
     arch = yaml.safe_load((out / "planted" / "seed1" / "architecture.yaml").read_text())
-    assert arch["choices"]["atrc"] == load_config("synthetic-relations")["data"]["relations"]
+    assert arch["choices"]["atrc"] == load_config("synthetic-relations").data.relations
 
 
 def test_each_planted_variant_reads_its_own_matrix():

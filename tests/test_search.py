@@ -77,11 +77,11 @@ def test_soft_mode_computes_all_live_candidates_and_frozen_only_its_op():
 
 def test_freeze_threshold_margin():
     """The search's freeze rule (ArchitectureSearch.after_step): top1 - top2 probability >= freeze_threshold."""
-    from trcnas.nas.config import defaults
+    from trcnas.nas.schema import SearchSection
     from trcnas.nas.search.controller import ArchitectureSearch
 
     m = _op()
-    ctl = ArchitectureSearch(torch.nn.ModuleList([m]), {**defaults()["search"], "freeze_threshold": 0.3})
+    ctl = ArchitectureSearch(torch.nn.ModuleList([m]), SearchSection(freeze_threshold=0.3))
     with torch.no_grad():
         m.alpha.copy_(torch.log(torch.tensor([0.1, 0.5, 0.25, 0.15])))
     ctl.after_step(1, 10)

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from trcnas.nas.config import load_config
 from trcnas.nas.errors import UserError
-from trcnas.nas.schema import defaults
+from trcnas.nas.schema import SearchSection
 from trcnas.nas.search.controller import ArchitectureSearch
 from trcnas.nas.search.mixed import MixedOp, split_parameters
 from trcnas.nas.search.oneshot import select_by_evaluation
@@ -56,7 +56,7 @@ def search(overrides: dict, seed: int, init_std: float, steps: int = 300):
     ``selection: perturbation`` the decision is taken by the engine's selector afterwards."""
     torch.manual_seed(seed)
     model = Toy(init_std)
-    cfg = {**defaults()["search"], "alpha_lr": 0.05, **overrides}
+    cfg = SearchSection(**{"alpha_lr": 0.05, **overrides})
     ctl = ArchitectureSearch(model, cfg, seed=seed)
     weights, _ = split_parameters(model)
     opt = torch.optim.SGD(weights, lr=0.05, momentum=0.9)
@@ -76,9 +76,9 @@ def search(overrides: dict, seed: int, init_std: float, steps: int = 300):
             ctl.alpha_opt.step()
         ctl.after_step(step, steps)
     xv = torch.randn(256, D, generator=torch.Generator().manual_seed(9))
-    if cfg["selection"] == "perturbation":
+    if cfg.selection == "perturbation":
         select_by_perturbation([model.mixed], lambda: _val_loss(model, xv), seed)
-    elif cfg["selection"] == "evaluation":
+    elif cfg.selection == "evaluation":
         select_by_evaluation([model.mixed], lambda: _val_loss(model, xv), seed)
     return model.mixed.chosen()
 
@@ -160,7 +160,7 @@ def test_sigmoid_gates_are_independent_and_the_zero_one_loss_pushes_them_apart()
 def test_path_warmup_trains_one_candidate_per_step_at_full_weight():
     torch.manual_seed(0)
     model = Toy(0.1)
-    ctl = ArchitectureSearch(model, {**defaults()["search"], "alpha_warmup": 50, "warmup": "paths"}, seed=0)
+    ctl = ArchitectureSearch(model, SearchSection(alpha_warmup=50, warmup="paths"), seed=0)
     seen = []
     for step in range(60):
         ctl.before_step(step, 60)
@@ -173,7 +173,7 @@ def test_path_warmup_trains_one_candidate_per_step_at_full_weight():
 def test_evaluation_trains_single_paths_all_search_long_and_leaves_alpha_alone():
     torch.manual_seed(0)
     model = Toy(0.1)
-    ctl = ArchitectureSearch(model, {**defaults()["search"], "selection": "evaluation"}, seed=0)
+    ctl = ArchitectureSearch(model, SearchSection(selection="evaluation"), seed=0)
     picked = []
     for step in range(90):
         ctl.before_step(step, 90)
@@ -226,7 +226,7 @@ def test_evaluation_selection_takes_none_when_every_block_hurts():
 ])
 def test_method_keys_in_config(override, match):
     cfg = load_config("synthetic-relations", [override])
-    assert cfg["search"][override.split(".")[1].split("=")[0]] == override.split("=")[1]
+    assert getattr(cfg.search, override.split(".")[1].split("=")[0]) == override.split("=")[1]
 
 
 @pytest.mark.parametrize("overrides,match", [
@@ -241,8 +241,8 @@ def test_bad_method_keys_are_one_line(overrides, match):
 
 def test_paper_configs_keep_the_paper_method():
     for name in ("synthetic-atrc", "synthetic-mteb", "nyud-hrnet18", "pascal-hrnet18"):
-        s = load_config(name)["search"]
-        assert (s["mode"], s["weights"], s["selection"], s["warmup"]) == ("soft", "softmax", "alpha", "mixture")
+        s = load_config(name).search
+        assert (s.mode, s.weights, s.selection, s.warmup) == ("soft", "softmax", "alpha", "mixture")
 
 
 @pytest.mark.parametrize("method", ["perturbation", "evaluation"])

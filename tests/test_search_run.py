@@ -84,13 +84,14 @@ def test_alpha_warmup_trains_weights_only(tmp_path, cache_dir):
 def test_weight_optimiser_choice():
     from trcnas.nas.engine.loop import make_optimizer
     from trcnas.nas.errors import UserError
+    from trcnas.nas.schema import TrainSection
 
     p = [torch.nn.Parameter(torch.zeros(2))]
-    tr = {"optimizer": "adam", "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-5}
+    tr = TrainSection(optimizer="adam", lr=1e-3, momentum=0.9, weight_decay=1e-5)
     assert isinstance(make_optimizer(tr, p), torch.optim.Adam)
-    assert isinstance(make_optimizer({**tr, "optimizer": "sgd"}, p), torch.optim.SGD)
+    assert isinstance(make_optimizer(tr.model_copy(update={"optimizer": "sgd"}), p), torch.optim.SGD)
     with pytest.raises(UserError, match="train.optimizer must be one of sgd, adam"):
-        make_optimizer({**tr, "optimizer": "lion"}, p)
+        make_optimizer(tr.model_copy(update={"optimizer": "lion"}), p)
 
 
 def test_a_user_space_architecture_retrains_without_its_space_file(tmp_path, fast_args):
@@ -121,7 +122,7 @@ def test_search_grad_clip_overrides_the_training_clip_in_the_search_only(tmp_pat
     extra = [] if search_clip is None else [f"search.grad_clip={search_clip}"]
     cfg = _cfg(cache_dir, "train.grad_clip=10", *extra)
     search_run(cfg, tmp_path / "s", progress=False)
-    assert seen == ([] if expected is None else [expected] * cfg["search"]["steps"])
+    assert seen == ([] if expected is None else [expected] * cfg.search.steps)
     seen.clear()  # the retrain (train.steps) keeps train.grad_clip whatever the search used
     train_run(load_config("synthetic-mt", [*FAST_DEV, f"data.cache_dir={cache_dir}", "train.grad_clip=10",
                                            "train.steps=2", *extra]), tmp_path / "t", progress=False)
@@ -165,11 +166,11 @@ def test_searches_ranked_by_their_metrics_run_all_steps(tmp_path, cache_dir, cap
     from trcnas.runners.hpo import comparable_searches
 
     on = _cfg(cache_dir, "search.stop_when_frozen=true")
-    assert comparable_searches(on)["search"]["stop_when_frozen"] is False  # objective delta_m of the search
+    assert comparable_searches(on).search.stop_when_frozen is False  # objective delta_m of the search
     assert "search.stop_when_frozen is off" in caplog.text  # a note in the log
     for kept in (["hpo.retrain=true"], ["hpo.objectives=[params_M]", "hpo.directions=[minimize]"]):
-        assert comparable_searches(_cfg(cache_dir, "search.stop_when_frozen=true", *kept))["search"][
-            "stop_when_frozen"] is True
+        kept_cfg = comparable_searches(_cfg(cache_dir, "search.stop_when_frozen=true", *kept))
+        assert kept_cfg.search.stop_when_frozen is True
     # a comparison's search without retrain is the run: its metrics are compared, so it runs all its steps
     seen = []
     monkeypatch.setattr("trcnas.runners.compare.search_run", lambda c, *a, **k: seen.append(c))
@@ -177,4 +178,4 @@ def test_searches_ranked_by_their_metrics_run_all_steps(tmp_path, cache_dir, cap
     for retrain in (False, True):
         compare._run_variant(on, {"name": "v", "architecture": "search", "retrain": retrain},
                              tmp_path / str(retrain), progress=False)
-    assert [c["search"]["stop_when_frozen"] for c in seen] == [False, True]
+    assert [c.search.stop_when_frozen for c in seen] == [False, True]

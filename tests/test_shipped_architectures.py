@@ -33,7 +33,7 @@ def test_shipped_genotype_round_trips_against_the_reference_file(name):
     ref_file, config, n = SHIPPED[name]
     ref = json.loads((REF / ref_file).read_text())
     arch = load_architecture(name)
-    assert arch.tasks == load_config(config)["data"]["tasks"]
+    assert arch.tasks == load_config(config).data.tasks
     rows = arch.choices["atrc"]
     ours = {t: REFERENCE_TASK_NAMES.get(t, t) for t in ref["data"]}  # reference name -> ours
     checked = 0
@@ -108,7 +108,7 @@ def test_fast_dev_retrain_of_each_shipped_genotype(name, tmp_path):
                  "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "data.num_workers=0",
                  "--set", "train.batch_size=1", "--set", "train.eval_batch_size=2", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["metrics"]) == set(load_config(config)["data"]["tasks"])
+    assert set(metrics["metrics"]) == set(load_config(config).data.tasks)
     assert metrics["architecture"]["choices"] == load_architecture(name).choices
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from trcnas.nas.errors import UserError
 from trcnas.nas.registry import Registry
@@ -85,7 +86,6 @@ class RandomMosaic(PaletteRule):
 class SemanticRule(PaletteRule):
     """R2/R3: ``classes: {class name or id: task}``; pixels of other classes (and unlabelled ones) get
     ``default``. Reads the ``semseg`` label of the batch."""
-
     options = ("classes", "default")
 
     def __init__(self, tasks, classes: Mapping | None = None, default: str | None = None, class_names=(), **kw):
@@ -131,7 +131,6 @@ class RandomPixels(PaletteRule):
 class PaletteFile(PaletteRule):
     """A palette image drawn by the user (PNG, one channel): pixel value k asks for the k-th task of the
     run; resized (nearest) to each batch's size."""
-
     options = ("path",)
 
     def __init__(self, tasks, path: str | None = None, **kw):
@@ -146,8 +145,6 @@ class PaletteFile(PaletteRule):
 
 
 def load_palette_image(path: str | Path | None, num_tasks: int) -> torch.Tensor:
-    from PIL import Image
-
     if not path:
         raise UserError("palette rule file needs model.composite.palette.path (a PNG of task indices)")
     p = Path(path)
@@ -168,8 +165,6 @@ def load_palette_image(path: str | Path | None, num_tasks: int) -> torch.Tensor:
 
 def save_palette_image(palette: torch.Tensor, path: str | Path) -> Path:
     """Writes one palette (H x W task indices) as the PNG ``load_palette_image`` reads."""
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(palette.cpu().numpy().astype(np.uint8), mode="L").save(buf, format="PNG")
     atomic_write_bytes(Path(path), buf.getvalue())

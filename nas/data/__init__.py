@@ -7,24 +7,25 @@ import torch
 from trcnas.nas.data import real, relations, synthetic  # noqa: F401  (registers the datasets)
 from trcnas.nas.data.base import DATASETS, DenseDataset
 from trcnas.nas.data.transforms import build_train_transforms
+from trcnas.nas.schema import DataSection
 from trcnas.nas.tasks import DatasetInfo
 
 
-def build_dataset(data_cfg: dict, split: str, train: bool, seed: int = 0, progress: bool = True):
+def build_dataset(data_cfg: DataSection, split: str, train: bool, seed: int = 0, progress: bool = True):
     """-> (dataset, DatasetInfo). Training splits get the configured augmentations."""
     transform = None
     if train:
-        crop = data_cfg.get("crop")
-        transform = build_train_transforms(data_cfg.get("augment") or {}, tuple(crop) if crop else None)
-    return DATASETS.build(data_cfg["dataset"], data_cfg, list(data_cfg["tasks"]), split, transform, seed, progress)
+        crop = data_cfg.crop
+        transform = build_train_transforms(data_cfg.augment, tuple(crop) if crop else None)
+    return DATASETS.build(data_cfg.dataset, data_cfg, list(data_cfg.tasks), split, transform, seed, progress)
 
 
-def label_spaces(data_cfg: dict):
+def label_spaces(data_cfg: DataSection):
     """The DatasetInfo a network's output sizes follow, from the config alone where the dataset can say it
     without reading its files (its registry entry's info: a function of the data config); else the defaults of
     a DatasetInfo named after the dataset."""
-    of = DATASETS.info(data_cfg["dataset"])
-    return of(data_cfg) if of is not None else DatasetInfo(data_cfg["dataset"])
+    of = DATASETS.info(data_cfg.dataset)
+    return of(data_cfg) if of is not None else DatasetInfo(data_cfg.dataset)
 
 
 class StepBatchSampler(torch.utils.data.Sampler):

@@ -19,6 +19,7 @@ from trcnas.nas.data import real, relations, synthetic  # noqa: F401  (register 
 from trcnas.nas.data.base import DATASETS
 from trcnas.nas.errors import UserError
 from trcnas.nas.progress import bar
+from trcnas.nas.schema import DataSection
 
 MAX_DEPTH_M = 20.0  # indoor depth beyond this is not metres (NYUD-v2 reaches about 10 m)
 THICK_EDGE_SHARE = 0.25  # edge pixels that survive a 3x3 erosion: thin (1-2 px) edges leave almost none
@@ -166,22 +167,22 @@ def _task_problems(task: str, st: TaskStats, info) -> list[str]:
     return out
 
 
-def check_dataset(data_cfg: dict, splits: tuple[str, ...] = ("train", "val"), progress: bool = True) -> Report:
+def check_dataset(data_cfg: DataSection, splits: tuple[str, ...] = ("train", "val"), progress: bool = True) -> Report:
     """Read every sample of ``splits`` once (no cache, no augmentation) and report."""
-    builder = DATASETS.get(data_cfg["dataset"])
+    builder = DATASETS.get(data_cfg.dataset)
     adapter = getattr(builder, "adapter", None)
     if adapter is None:
         raise UserError(f"data check reads dataset copies on disk ({', '.join(_on_disk())}); "
-                        f"data.dataset {data_cfg['dataset']!r} is generated, nothing to check")
-    if not data_cfg.get("root"):
-        raise UserError(f"data.root is not set: point it at your {data_cfg['dataset']} copy")
-    tasks = list(data_cfg["tasks"])
+                        f"data.dataset {data_cfg.dataset!r} is generated, nothing to check")
+    if not data_cfg.root:
+        raise UserError(f"data.root is not set: point it at your {data_cfg.dataset} copy")
+    tasks = list(data_cfg.tasks)
     stats = {t: TaskStats() for t in tasks}
     sizes: Counter = Counter()
     failures: dict[str, list[str]] = {}  # problem kind -> messages (first one shown)
     counts = {}
     for split in splits:
-        ds = adapter(data_cfg["root"], split, tasks)
+        ds = adapter(data_cfg.root, split, tasks)
         counts[split] = len(ds)
         for i in bar(range(len(ds)), desc=f"checking {split}", enabled=progress, leave=False):
             try:
@@ -198,7 +199,7 @@ def check_dataset(data_cfg: dict, splits: tuple[str, ...] = ("train", "val"), pr
     problems = [f"{v[0]}" + (f" (and {len(v) - 1} more like it)" if len(v) > 1 else "") for v in failures.values()]
     for t in tasks:
         problems += _task_problems(t, stats[t], info)
-    return Report(data_cfg["dataset"], str(data_cfg["root"]), counts, stats, sizes, problems)
+    return Report(data_cfg.dataset, str(data_cfg.root), counts, stats, sizes, problems)
 
 
 def _sixteen_bit_colour_png(path: Path) -> bool:

@@ -14,6 +14,7 @@ from scipy import io as sio
 from trcnas.nas.data import partitions
 from trcnas.nas.data.base import DATASETS, DenseDataset
 from trcnas.nas.errors import UserError
+from trcnas.nas.schema import DataSection
 from trcnas.nas.tasks import DatasetInfo, label_layout
 from trcnas.spaces.io import atomic_write_text
 
@@ -231,12 +232,12 @@ def _read_centroids(path: Path) -> np.ndarray | None:
     return c if c.ndim == 2 and c.shape[1] == 3 and np.isfinite(c).all() else None
 
 
-def _real_info(name: str, ds: DenseDataset, cfg: dict, **fixed) -> DatasetInfo:
+def _real_info(name: str, ds: DenseDataset, cfg: DataSection, **fixed) -> DatasetInfo:
     """Depth range and normal centroids from (up to 200 images of) the training split, cached as JSON
     (written atomically; an unreadable cache file is recomputed and replaced)."""
     info = DatasetInfo(name=name, **fixed)
     if "normals" in ds.tasks:
-        cache = centroid_cache_path(name, ds, cfg["cache_dir"])
+        cache = centroid_cache_path(name, ds, cfg.cache_dir)
         info.normal_centroids = _read_centroids(cache)
         if info.normal_centroids is None:
             sub = [ds.load(j)["normals"].permute(1, 2, 0).numpy() for j in range(min(len(ds), CENTROID_IMAGES))]
@@ -246,11 +247,11 @@ def _real_info(name: str, ds: DenseDataset, cfg: dict, **fixed) -> DatasetInfo:
 
 
 def _build(cls, name, fixed):
-    def builder(cfg, tasks, split, transform=None, seed=0, progress=True):
-        if not cfg.get("root"):
+    def builder(cfg: DataSection, tasks, split, transform=None, seed=0, progress=True):
+        if not cfg.root:
             raise UserError(f"data.root is not set: point it at your {name} copy (layout: {cls.__doc__.split(':')[0]})")
-        ds = cls(cfg["root"], split, tasks, transform, seed, cfg.get("limit"))
-        train = ds if split == "train" else cls(cfg["root"], "train", tasks, None, seed, cfg.get("limit"))
+        ds = cls(cfg.root, split, tasks, transform, seed, cfg.limit)
+        train = ds if split == "train" else cls(cfg.root, "train", tasks, None, seed, cfg.limit)
         return ds, _real_info(name, train, cfg, **fixed)
 
     builder.adapter, builder.fixed_info = cls, DatasetInfo(name=name, **fixed)  # what `trcnas data check` reads

@@ -35,6 +35,7 @@ from scipy import ndimage
 from trcnas.nas.data.base import DATASETS, DenseDataset, build_folder
 from trcnas.nas.errors import UserError
 from trcnas.nas.progress import bar
+from trcnas.nas.schema import DataSection
 from trcnas.nas.tasks import DatasetInfo, label_layout
 
 FORMAT_VERSION = 2  # 2: a fainter grain checker
@@ -240,17 +241,18 @@ class RelationsDataset(DenseDataset):
         return out
 
 
-def label_spaces(cfg: dict) -> DatasetInfo:
+def label_spaces(cfg: DataSection) -> DatasetInfo:
     """Each task's joint-code classes and the planted matrix: all the data config says (nothing is rendered)."""
-    tasks = list(cfg["tasks"])
-    relations = check_relations(cfg.get("relations"), tasks)
+    tasks = list(cfg.tasks)
+    relations = check_relations(cfg.relations, tasks)
     return DatasetInfo(name="relations", num_classes=2, task_classes={t: num_classes(relations, t) for t in tasks},
                        relations=relations)
 
 
 @DATASETS.register("relations", info=label_spaces)
-def build_relations(cfg: dict, tasks: list[str], split: str, transform=None, seed: int = 0, progress: bool = True):
-    relations = check_relations(cfg.get("relations"), list(cfg["tasks"]))
-    cache = build_cache(Path(cfg["cache_dir"]), cfg["seed"], tuple(cfg["image_size"]), cfg["train_samples"],
-                        cfg["val_samples"], list(cfg["tasks"]), relations, progress=progress)
-    return RelationsDataset(cache, split, tasks, transform, seed, cfg.get("limit")), label_spaces(cfg)
+def build_relations(cfg: DataSection, tasks: list[str], split: str, transform=None, seed: int = 0,
+                    progress: bool = True):
+    relations = check_relations(cfg.relations, list(cfg.tasks))
+    cache = build_cache(Path(cfg.cache_dir), cfg.seed, tuple(cfg.image_size), cfg.train_samples,
+                        cfg.val_samples, list(cfg.tasks), relations, progress=progress)
+    return RelationsDataset(cache, split, tasks, transform, seed, cfg.limit), label_spaces(cfg)

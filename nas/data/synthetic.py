@@ -13,6 +13,7 @@ from trcnas.nas.data import partitions
 from trcnas.nas.data.base import DATASETS, DenseDataset, build_folder
 from trcnas.nas.data.scenes import CLASSES, PARTS, SceneGenerator
 from trcnas.nas.progress import bar
+from trcnas.nas.schema import DataSection
 from trcnas.nas.tasks import DatasetInfo, label_layout
 
 FORMAT_VERSION = 2  # 2: thin 8-connected edge labels
@@ -96,14 +97,15 @@ class SyntheticDataset(DenseDataset):
         return out
 
 
-def synthetic_label_spaces(cfg: dict) -> DatasetInfo:
+def synthetic_label_spaces(cfg: DataSection) -> DatasetInfo:
     """The label spaces' sizes (all a network's shape needs), without rendering the data."""
     return DatasetInfo(name="synthetic", num_classes=len(CLASSES), num_parts=len(PARTS))
 
 
 @DATASETS.register("synthetic", info=synthetic_label_spaces)
-def build_synthetic(cfg: dict, tasks: list[str], split: str, transform=None, seed: int = 0, progress: bool = True):
-    size = tuple(cfg["image_size"])
-    cache = build_cache(Path(cfg["cache_dir"]), cfg["seed"], size, cfg["train_samples"], cfg["val_samples"],
+def build_synthetic(cfg: DataSection, tasks: list[str], split: str, transform=None, seed: int = 0,
+                    progress: bool = True):
+    size = tuple(cfg.image_size)
+    cache = build_cache(Path(cfg.cache_dir), cfg.seed, size, cfg.train_samples, cfg.val_samples,
                         progress=progress)
-    return SyntheticDataset(cache, split, tasks, transform, seed, cfg.get("limit")), load_info(cache)
+    return SyntheticDataset(cache, split, tasks, transform, seed, cfg.limit), load_info(cache)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import default_collate
 
 from trcnas.nas.tasks import label_layout
 
@@ -74,8 +75,6 @@ def pad_collate(batch: list[dict]) -> dict:
     """Collate samples of unequal sizes (full-image evaluation of PASCAL, or NYUD at any size): each is padded
     at the bottom and right to the batch's largest height and width with each entry's pad value (labels ignored), and a
     ``valid`` mask is added. Samples of equal size are stacked as they are (no mask)."""
-    from torch.utils.data import default_collate
-
     sizes = {tuple(s["image"].shape[-2:]) for s in batch}
     if len(sizes) == 1:
         return default_collate(batch)
@@ -122,14 +121,15 @@ def normalize(image: torch.Tensor) -> torch.Tensor:
     return (image - MEAN) / STD
 
 
-def build_train_transforms(aug: dict, crop: tuple[int, int] | None) -> Compose:
+def build_train_transforms(aug, crop: tuple[int, int] | None) -> Compose:
+    """The training transforms of a config's ``data.augment`` section and ``data.crop``."""
     ts = []
-    if aug.get("scale"):
-        ts.append(RandomScale(*aug["scale"]))
+    if aug.scale:
+        ts.append(RandomScale(*aug.scale))
     if crop:
         ts.append(RandomCrop(crop))
-    if aug.get("flip", True):
+    if aug.flip:
         ts.append(RandomHorizontalFlip())
-    if aug.get("photometric", True):
+    if aug.photometric:
         ts.append(Photometric())
     return Compose(ts)

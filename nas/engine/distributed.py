@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from torch.distributed.nn.functional import all_reduce
+from torch.nn.parallel import DistributedDataParallel
 
 
 def world() -> tuple[int, int]:
@@ -35,7 +37,6 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or world()[1] == 1:
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
 
         c = x.shape[1]
         xf = x.float()
@@ -95,8 +96,6 @@ class TrainForward(nn.Module):
 
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     """The DDP module for the training forward (unused parameters allowed: frozen decisions skip ops)."""
-    from torch.nn.parallel import DistributedDataParallel
-
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(TrainForward(model), device_ids=ids, find_unused_parameters=True)
 

@@ -42,15 +42,15 @@ def load_trained(run_dir: Path, device: str | None = None):
     if not (run_dir / "config.yaml").is_file() or not (run_dir / CHECKPOINT).is_file():
         raise UserError(f"{run_dir} is not a finished run directory (needs config.yaml and {CHECKPOINT})")
     cfg = load_config(str(run_dir / "config.yaml"), [f"device={device}"] if device else [])
-    set_eval_workers(cfg["train"]["eval_workers"])
+    set_eval_workers(cfg.train.eval_workers)
     arch = load_run_architecture(cfg, None)
-    val, info = build_dataset(cfg["data"], "val", train=False, progress=False)
-    tasks = build_tasks(cfg["data"]["tasks"], info)
+    val, info = build_dataset(cfg.data, "val", train=False, progress=False)
+    tasks = build_tasks(cfg.data.tasks, info)
     model = build_model(cfg, tasks, architecture=arch)
     remedy = "give the run directory of a finished `trcnas train` or `retrain`"
     state = load_checkpoint(run_dir / CHECKPOINT, remedy=remedy)
     load_model_state(model, state, run_dir / CHECKPOINT, remedy)
-    return cfg, model.to(resolve_device(cfg["device"])), tasks, val
+    return cfg, model.to(resolve_device(cfg.device)), tasks, val
 
 
 def permutation_importance(run_dir: str | Path, repeats: int = 5, seed: int = 0, device: str | None = None,
@@ -61,9 +61,9 @@ def permutation_importance(run_dir: str | Path, repeats: int = 5, seed: int = 0,
     if not model.permutable():
         raise NothingToPermute(f"{run_dir}: the network has no context block or directional feature to permute "
                         "(retrain an ATRC or mTEB architecture)")
-    dev = resolve_device(cfg["device"])
+    dev = resolve_device(cfg.device)
     ctx = RunContext(cfg, Path(run_dir), dev, tasks, None, None, val)
-    rows, meta = importance_of(model, ctx.val_loader, tasks, cfg["baselines"], repeats, seed, dev, progress)
+    rows, meta = importance_of(model, ctx.val_loader, tasks, cfg.baselines, repeats, seed, dev, progress)
     if out is not None:
         out = Path(out)
         write_csv(out / "importance_repeats.csv", rows)

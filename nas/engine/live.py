@@ -14,13 +14,16 @@ No sink changes what a run computes: they only read the scalars the loop already
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from trcnas.nas.config import as_dict
 from trcnas.nas.errors import UserError
+from trcnas.nas.schema import ConfigBase
 
 log = logging.getLogger("trcnas")
 
@@ -29,8 +32,6 @@ EXTRAS = {"mlflow": "mlflow", "wandb": "wandb"}  # sink -> the pip extra that in
 
 def require(module: str, key: str):
     """Import an optional logger library, or one ``UserError`` naming the extra to install."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError:
@@ -38,15 +39,15 @@ def require(module: str, key: str):
                         f"(or set logging.{key}=false)") from None
 
 
-def mlflow_uri(cfg: dict, folder: Path) -> str:
+def mlflow_uri(cfg: ConfigBase, folder: Path) -> str:
     """``logging.mlflow_uri``, else a SQLite store in ``folder`` (MLflow's file store is deprecated)."""
-    return cfg["logging"]["mlflow_uri"] or f"sqlite:///{(Path(folder) / 'mlflow.db').resolve()}"
+    return cfg.logging.mlflow_uri or f"sqlite:///{(Path(folder) / 'mlflow.db').resolve()}"
 
 
-def flat_params(cfg: dict, prefix: str = "") -> dict[str, str]:
+def flat_params(cfg: ConfigBase | ConfigBase, prefix: str = "") -> dict[str, str]:
     """A nested config as ``a.b.c -> value`` strings (an MLflow run's params)."""
     out = {}
-    for k, v in cfg.items():
+    for k, v in as_dict(cfg).items():
         key = f"{prefix}{k}"
         if isinstance(v, dict) and v:
             out.update(flat_params(v, f"{key}."))
@@ -71,10 +72,10 @@ class TensorBoardSink:
 
 
 class MlflowSink:
-    def __init__(self, cfg: dict, out_dir: Path):
+    def __init__(self, cfg: ConfigBase, out_dir: Path):
         mlflow = require("mlflow", "mlflow")
         self.client = mlflow.MlflowClient(tracking_uri=mlflow_uri(cfg, out_dir))
-        name = cfg["logging"]["experiment"] or cfg["name"]
+        name = cfg.logging.experiment or cfg.name
         exp = self.client.get_experiment_by_name(name)
         exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(name)
         self.run_id = self.client.create_run(exp_id, run_name=out_dir.name).info.run_id
@@ -94,10 +95,10 @@ class MlflowSink:
 
 
 class WandbSink:
-    def __init__(self, cfg: dict, out_dir: Path):
+    def __init__(self, cfg: ConfigBase, out_dir: Path):
         wandb = require("wandb", "wandb")
-        self.run = wandb.init(project=cfg["logging"]["experiment"] or cfg["name"], name=out_dir.name,
-                              dir=str(out_dir), config=cfg, reinit="create_new")
+        self.run = wandb.init(project=cfg.logging.experiment or cfg.name, name=out_dir.name,
+                              dir=str(out_dir), config=as_dict(cfg), reinit="create_new")
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
         self.run.log(dict(scalars), step=step)
@@ -123,23 +124,22 @@ class CallbackSink:
 class Live:
     """The sinks of one run and its console line. ``report``: a Ray trial's reporter; then TensorBoard,
     MLflow and W&B are left to Ray's logger callbacks (``runners/tune_search.py``)."""
-
-    def __init__(self, cfg: dict, out_dir: Path, total: int, kind: str, start: int = 0,
+    def __init__(self, cfg: ConfigBase, out_dir: Path, total: int, kind: str, start: int = 0,
                  report: Callable[[int, dict], None] | None = None, enabled: bool = True, console: bool = True):
-        lg = cfg["logging"]
-        self.total, self.kind, self.name = total, kind, cfg["name"]
-        self.batch = cfg["train"]["batch_size"]
-        self.interval = lg["console_interval_s"] if console and enabled else float("inf")
+        lg = cfg.logging
+        self.total, self.kind, self.name = total, kind, cfg.name
+        self.batch = cfg.train.batch_size
+        self.interval = lg.console_interval_s if console and enabled else float("inf")
         self.sinks: list = []
         if enabled:
             if report is not None:
                 self.sinks.append(CallbackSink(report, total))
             else:
-                if lg["tensorboard"]:
+                if lg.tensorboard:
                     self.sinks.append(TensorBoardSink(out_dir))
-                if lg["mlflow"]:
+                if lg.mlflow:
                     self.sinks.append(MlflowSink(cfg, out_dir))
-                if lg["wandb"]:
+                if lg.wandb:
                     self.sinks.append(WandbSink(cfg, out_dir))
         self._t0, self._s0 = time.perf_counter(), start
         self._last_line = float("-inf")

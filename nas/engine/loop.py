@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import random
+import resource
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch.utils.data import DataLoader
 
 from trcnas.nas.composite.palette import build_palette_rule
@@ -38,7 +40,7 @@ from trcnas.nas.families import foreign_sections
 from trcnas.nas.models.backbones import MultiScaleConcat
 from trcnas.nas.pool import set_eval_workers
 from trcnas.nas.progress import bar as progress_bar
-from trcnas.nas.schema import OPTIMIZERS  # the config schema owns the choices
+from trcnas.nas.schema import OPTIMIZERS, ConfigBase  # the config schema owns the choices
 from trcnas.nas.tasks import Task, build_tasks
 from trcnas.spaces.io import atomic_write_text
 
@@ -65,7 +67,7 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass
 class RunContext:
-    cfg: dict
+    cfg: ConfigBase
     out_dir: Path
     device: torch.device
     tasks: dict[str, Task]
@@ -87,8 +89,8 @@ class RunContext:
     def val_loader(self) -> DataLoader:
         # own generator: building the iterator must not draw from the global RNG of a run in progress
 
-        return DataLoader(self.val_set, batch_size=self.cfg["train"]["eval_batch_size"], shuffle=False,
-                          num_workers=self.cfg["data"]["num_workers"], generator=torch.Generator(),
+        return DataLoader(self.val_set, batch_size=self.cfg.train.eval_batch_size, shuffle=False,
+                          num_workers=self.cfg.data.num_workers, generator=torch.Generator(),
                           collate_fn=pad_collate)
 
 
@@ -109,10 +111,8 @@ def _differences(a, b, prefix="", free=RESUME_FREE) -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
-def check_resumable(cfg: dict, out: Path) -> None:
+def check_resumable(cfg: ConfigBase, out: Path) -> None:
     """A run directory holding a checkpoint may only be resumed with the config it was started with."""
-    import yaml
-
     stored = out / "config.yaml"
     if not (out / CHECKPOINT).is_file() or not stored.is_file():
         return
@@ -123,7 +123,7 @@ def check_resumable(cfg: dict, out: Path) -> None:
     if isinstance(old, dict):
         old = stored_as_today(old)
 
-    free = RESUME_FREE + foreign_sections(str(cfg["model"]["type"]))  # other families' sections
+    free = RESUME_FREE + foreign_sections(str(cfg.model.type))  # other families' sections
     diff = _differences(old, yaml.safe_load(dump(cfg)), free=free) if isinstance(old, dict) else \
         ["config.yaml (unreadable)"]
     if diff:
@@ -132,7 +132,7 @@ def check_resumable(cfg: dict, out: Path) -> None:
                         "--out, or add --overwrite to start this run over there")
 
 
-def prepare(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bool = True) -> RunContext:
+def prepare(cfg: ConfigBase, out_dir: str | Path, progress: bool = True, resume: bool = True) -> RunContext:
     """Checks the run directory (a directory holding another config's run is refused when resuming;
     ``resume=False`` starts over) and builds the data; ``RunContext.start`` creates the directory."""
     out = Path(out_dir)
@@ -140,12 +140,12 @@ def prepare(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bool 
         raise UserError(f"--out {out} is a file; give a directory for the run")
     if resume:
         check_resumable(cfg, out)
-    seed_everything(cfg["seed"])
-    set_eval_workers(cfg["train"]["eval_workers"])
-    device = resolve_device(cfg["device"])
-    train_set, info = build_dataset(cfg["data"], "train", train=True, seed=cfg["seed"], progress=progress)
-    val_set, _ = build_dataset(cfg["data"], "val", train=False, seed=cfg["seed"], progress=progress)
-    tasks = build_tasks(cfg["data"]["tasks"], info)
+    seed_everything(cfg.seed)
+    set_eval_workers(cfg.train.eval_workers)
+    device = resolve_device(cfg.device)
+    train_set, info = build_dataset(cfg.data, "train", train=True, seed=cfg.seed, progress=progress)
+    val_set, _ = build_dataset(cfg.data, "val", train=False, seed=cfg.seed, progress=progress)
+    tasks = build_tasks(cfg.data.tasks, info)
     return RunContext(cfg, out, device, tasks, info, train_set, val_set, resume)
 
 
@@ -212,13 +212,13 @@ class LRSchedule:
 
     def __init__(self, tr: dict, opt: torch.optim.Optimizer, steps: int, epoch_steps: int):
         self.epoch_steps, self.losses = max(1, epoch_steps), []
-        if tr["schedule"] == "plateau":
-            p = tr["plateau"]
+        if tr.schedule == "plateau":
+            p = tr.plateau
             self.torch = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                opt, mode="min", factor=p["factor"], patience=p["patience"], threshold=1e-4, threshold_mode="rel",
+                opt, mode="min", factor=p.factor, patience=p.patience, threshold=1e-4, threshold_mode="rel",
                 cooldown=0, min_lr=0.0, eps=0.0)
         else:
-            self.torch = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=steps, power=tr["poly_power"])
+            self.torch = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=steps, power=tr.poly_power)
 
     @property
     def plateau(self) -> bool:
@@ -270,12 +270,12 @@ def make_optimizer(tr: dict, params: list) -> torch.optim.Optimizer:
     (tensors or ``weight_groups`` dicts, each starting at its ``lr_mult`` x ``train.lr``); ``LRSchedule``
     moves the lrs."""
     if params and isinstance(params[0], dict):
-        params = [{**g, "lr": tr["lr"] * g["lr_mult"]} for g in params]
-    if tr["optimizer"] == "sgd":
-        return torch.optim.SGD(params, lr=tr["lr"], momentum=tr["momentum"], weight_decay=tr["weight_decay"])
-    if tr["optimizer"] == "adam":
-        return torch.optim.Adam(params, lr=tr["lr"], weight_decay=tr["weight_decay"])
-    raise UserError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {tr['optimizer']!r}")
+        params = [{**g, "lr": tr.lr * g["lr_mult"]} for g in params]
+    if tr.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=tr.lr, momentum=tr.momentum, weight_decay=tr.weight_decay)
+    if tr.optimizer == "adam":
+        return torch.optim.Adam(params, lr=tr.lr, weight_decay=tr.weight_decay)
+    raise UserError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {tr.optimizer!r}")
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> None:
@@ -297,25 +297,25 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
     Inside a process group (Ray Train workers) every rank trains on its slice of each global batch with DDP and
     cross-rank batch norm; rank 0 writes the files. Every logging step goes to the live metrics (``logging``
     section; ``report``: a Ray trial's reporter instead of the in-process sinks)."""
-    cfg, tr = ctx.cfg, ctx.cfg["train"]
+    cfg, tr = ctx.cfg, ctx.cfg.train
     plugin = plugin or LoopPlugin()
     ctx.start()
     rank, world = distributed.world()
     if world > 1:
-        if tr["batch_size"] % world:
-            raise UserError(f"train.batch_size {tr['batch_size']} must be a multiple of the {world} workers")
+        if tr.batch_size % world:
+            raise UserError(f"train.batch_size {tr.batch_size} must be a multiple of the {world} workers")
         distributed.convert_batchnorm(model, ctx.device)
     model.to(ctx.device)
     ddp = distributed.wrap(model, ctx.device) if world > 1 else None
-    weights_mult = tr["pretrained_encoder_lr_mult"] if cfg["model"]["backbone"].get("weights") else 1.0
+    weights_mult = tr.pretrained_encoder_lr_mult if cfg.model.backbone.weights else 1.0
     groups = weight_groups(model, weight_params, weights_mult)
     opt = make_optimizer(tr, groups)
     optims = [opt, *plugin.optimizers()]
-    schedule = LRSchedule(tr, opt, steps, len(ctx.train_set) // tr["batch_size"])
+    schedule = LRSchedule(tr, opt, steps, len(ctx.train_set) // tr.batch_size)
     label_rule = None
-    if tr["label_palette"]:
+    if tr.label_palette:
         names = getattr(next(iter(ctx.tasks.values())).info, "class_names", ())
-        label_rule = build_palette_rule(tr["label_palette"], list(ctx.tasks), names)
+        label_rule = build_palette_rule(tr.label_palette, list(ctx.tasks), names)
     ckpt_path = ctx.out_dir / CHECKPOINT
     start, rows, elapsed, elapsed_cpu = 0, [], 0.0, 0.0
     if resume and ctx.resume and ckpt_path.exists():
@@ -332,18 +332,18 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
         schedule.load_state_dict(state.get("schedule"), start, state.get("plateau"))
     if start < steps and plugin.finished():  # a run its plugin ended early resumes as done
         return LoopResult(start, rows, elapsed, ended_early=True, cpu_s=elapsed_cpu)
-    if len(ctx.train_set) < tr["batch_size"]:
-        where = f" under data.root {cfg['data']['root']}" if cfg["data"].get("root") else ""
-        raise UserError(f"the train split of data.dataset {cfg['data']['dataset']}{where} has {len(ctx.train_set)} "
-                        f"samples, fewer than one batch (train.batch_size {tr['batch_size']}); add samples to the "
+    if len(ctx.train_set) < tr.batch_size:
+        where = f" under data.root {cfg.data.root}" if cfg.data.root else ""
+        raise UserError(f"the train split of data.dataset {cfg.data.dataset}{where} has {len(ctx.train_set)} "
+                        f"samples, fewer than one batch (train.batch_size {tr.batch_size}); add samples to the "
                         "split or lower train.batch_size")
-    sampler = StepBatchSampler(len(ctx.train_set), tr["batch_size"], cfg["seed"], steps, start, rank, world)
+    sampler = StepBatchSampler(len(ctx.train_set), tr.batch_size, cfg.seed, steps, start, rank, world)
     # its own generator: creating the iterator must not draw from the global RNG (bit-exact resumption)
-    loader = DataLoader(ctx.train_set, batch_sampler=sampler, num_workers=cfg["data"]["num_workers"],
-                        pin_memory=ctx.device.type == "cuda", generator=torch.Generator().manual_seed(cfg["seed"]))
-    weights = cfg["loss_weights"]
+    loader = DataLoader(ctx.train_set, batch_sampler=sampler, num_workers=cfg.data.num_workers,
+                        pin_memory=ctx.device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
+    weights = cfg.loss_weights
     dev_type = ctx.device.type
-    clip = tr["grad_clip"] if grad_clip is None else grad_clip
+    clip = tr.grad_clip if grad_clip is None else grad_clip
 
     def checkpoint(step):
         if rank != 0:
@@ -365,7 +365,7 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
     ctx.live = Live(cfg, ctx.out_dir, steps, plugin.kind, start, report, enabled=rank == 0,
                     console=progress and not tty)
     model.train()
-    bar = progress_bar(total=steps, initial=start, desc=ctx.cfg["name"], enabled=progress and rank == 0 and tty)
+    bar = progress_bar(total=steps, initial=start, desc=ctx.cfg.name, enabled=progress and rank == 0 and tty)
     step, ended_early = start, False
     for step, batch in enumerate(loader, start=start):
         lr = opt.param_groups[0]["lr"] / groups[0]["lr_mult"]  # train.lr as scheduled (groups hold multiples)
@@ -373,7 +373,7 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
         batch = to_device(batch, ctx.device)
         if label_rule is not None:
             batch = palette_masked(batch, label_rule, ctx.tasks)
-        with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=tr["bf16"]):
+        with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=tr.bf16):
             out = ddp(batch) if ddp is not None else model.forward_batch(batch)
         loss, parts = model.compute_losses(out, batch, ctx.tasks, weights)
         extra, extra_log = plugin.extra_loss(step, steps)
@@ -388,7 +388,7 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
             o.step()
         log = plugin.after_step(step, steps)
         value = None
-        if step % tr["log_every"] == 0 or step == steps - 1:
+        if step % tr.log_every == 0 or step == steps - 1:
             value = float(distributed.mean_over_ranks(loss.detach()))  # the only host sync, at logging steps
             if not math.isfinite(value):
                 raise DivergedError(f"loss became {value} at step {step}")
@@ -401,7 +401,7 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
                                    and not k.startswith("loss_")}, **plugin.live_scalars()})
         schedule.step(step, value)  # plateau: the epoch's mean of the logged losses (no extra host sync)
         bar.update(1)
-        saved = (step + 1) % tr["checkpoint_every"] == 0 or step == steps - 1
+        saved = (step + 1) % tr.checkpoint_every == 0 or step == steps - 1
         if saved:
             checkpoint(step + 1)
         ended_early = step < steps - 1 and plugin.finished()
@@ -420,8 +420,6 @@ def cost_of(result: LoopResult, device: torch.device, extra_wall_s: float = 0.0,
     """What a run cost: the training loop's wall and process-CPU seconds (summed over resumptions; ``extra_*``
     adds work after the loop, e.g. a perturbation-based selection), the process's peak resident memory, and on
     a GPU its busy time (the loop's wall time) and peak allocated memory."""
-    import resource
-
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     cost = {"wall_s": result.wall_s + extra_wall_s, "cpu_s": result.cpu_s + extra_cpu_s,
             "peak_rss_mb": rss / 1024 if sys.platform != "darwin" else rss / 2**20}
@@ -441,14 +439,14 @@ def finish_run(model, ctx: RunContext, result: LoopResult, model_name: str, prog
     directions, Delta_m (with baselines), steps, wall time, the run's cost (``cost``, default :func:`cost_of`
     the loop), plus ``extra``."""
     metrics = evaluate(model, ctx.val_loader(), ctx.tasks, ctx.device, progress=progress,
-                       bf16=ctx.cfg["train"]["bf16"])
+                       bf16=ctx.cfg.train.bf16)
     summary = {
         "model": model_name,
         "tasks": list(ctx.tasks),
         "metrics": metrics,
         "primary": primary(metrics, ctx.tasks),
         "directions": {t: ("higher" if k.higher_is_better else "lower") for t, k in ctx.tasks.items()},
-        "delta_m": delta_m_of(metrics, ctx.tasks, ctx.cfg["baselines"]),
+        "delta_m": delta_m_of(metrics, ctx.tasks, ctx.cfg.baselines),
         "steps": result.step,
         "wall_s": result.wall_s,
         "cost": cost or cost_of(result, ctx.device),

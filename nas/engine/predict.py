@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from trcnas.nas.composite.network import CompositeNet
 from trcnas.nas.composite.palette import PaletteFile
@@ -46,7 +47,6 @@ def predict_with_palette(run_dir: str | Path, palette: str | Path, index: int = 
         buf = io.BytesIO()
         np.savez_compressed(buf, **{k: np.asarray(v) for k, v in result.items()})
         atomic_write_bytes(out, buf.getvalue())
-        from PIL import Image
 
         inside = torch.sigmoid(o[0].double()).cpu().numpy()  # the unit cube, where the anchors live
         rgb = np.rint(inside.transpose(1, 2, 0) * 255).astype(np.uint8)

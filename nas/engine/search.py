@@ -12,6 +12,7 @@ from trcnas.nas.engine.evaluate import delta_m_of, evaluate, primary, validation
 from trcnas.nas.engine.loop import cost_of, finish_run, fit, prepare, write_csv, write_json
 from trcnas.nas.families import build_supergraph, resolve_space
 from trcnas.nas.plugins import load_plugins
+from trcnas.nas.schema import ConfigBase, updated
 from trcnas.nas.search.controller import ArchitectureSearch
 from trcnas.nas.search.mixed import split_parameters
 from trcnas.nas.search.oneshot import select_by_evaluation
@@ -25,18 +26,18 @@ SELECTION = "selection.json"  # perturbation / evaluation selection: each decisi
 FREEZE_COLUMNS = ["step", "decision", "choice", "probability", "margin"]
 
 
-def full_length(cfg: dict, why: str | None = None) -> dict:
+def full_length(cfg: ConfigBase, why: str | None = None) -> ConfigBase:
     """``cfg`` with ``search.stop_when_frozen`` off, for searches whose own val metrics are compared (``why``,
     printed as a note when given): a search that ended when its decisions froze trained its weights for fewer
     steps than one that froze late, so their metrics would not compare."""
-    if not cfg["search"]["stop_when_frozen"]:
+    if not cfg.search.stop_when_frozen:
         return cfg
     if why:
         log.info("note: %s, so search.stop_when_frozen is off for them: each search runs all its search.steps", why)
-    return {**cfg, "search": {**cfg["search"], "stop_when_frozen": False}}
+    return updated(cfg, {"search.stop_when_frozen": False})
 
 
-def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bool = True,
+def search_run(cfg: ConfigBase, out_dir: str | Path, progress: bool = True, resume: bool = True,
                on_checkpoint: Callable | None = None, stop_after: int | None = None,
                on_eval: Callable[[int, dict], None] | None = None,
                report: Callable[[int, dict], None] | None = None) -> dict:
@@ -46,15 +47,15 @@ def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bo
     ``on_checkpoint(step, path)`` follows every checkpoint; ``on_eval(step, {"primary", "delta_m"})``, if
     given, receives the argmax subgraph's val metrics at every intermediate checkpoint (for pruning);
     ``report(step, scalars)`` receives the live metrics instead of the in-process sinks (a Ray trial)."""
-    load_plugins(cfg)
+    load_plugins(cfg.plugins)
     out = Path(out_dir)
     space = resolve_space(cfg)
     ctx = prepare(cfg, out, progress, resume=resume)
     model = build_supergraph(cfg, ctx.tasks, space)
     weights, _ = split_parameters(model)
-    controller = ArchitectureSearch(model, cfg["search"], seed=cfg["seed"])
+    controller = ArchitectureSearch(model, cfg.search, seed=cfg.seed)
     main = distributed.is_main()
-    steps = cfg["search"]["steps"]
+    steps = cfg.search.steps
 
     def checkpoint_hook(step, path):
         history = controller.flush()
@@ -64,32 +65,32 @@ def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bo
         if on_checkpoint:
             on_checkpoint(step, path)
         if on_eval and step < steps:
-            m = evaluate(model, ctx.val_loader(), ctx.tasks, ctx.device, bf16=cfg["train"]["bf16"])
+            m = evaluate(model, ctx.val_loader(), ctx.tasks, ctx.device, bf16=cfg.train.bf16)
             model.train()
-            scores = {"primary": primary(m, ctx.tasks), "delta_m": delta_m_of(m, ctx.tasks, cfg["baselines"])}
+            scores = {"primary": primary(m, ctx.tasks), "delta_m": delta_m_of(m, ctx.tasks, cfg.baselines)}
             ctx.live.evaluation(step, scores["primary"], scores["delta_m"])
             on_eval(step, scores)
 
     result = fit(ctx, model, weights, steps, plugin=controller, progress=progress, resume=resume,
-                 on_checkpoint=checkpoint_hook, stop_after=stop_after, grad_clip=cfg["search"]["grad_clip"],
+                 on_checkpoint=checkpoint_hook, stop_after=stop_after, grad_clip=cfg.search.grad_clip,
                  report=report)
     if result.step < steps and not result.ended_early:
         return {"step": result.step, "finished": False}
     if result.ended_early and progress and main:
         log.info("%s: every decision frozen at step %d of %d; the search ends here (search.stop_when_frozen)",
-                 cfg["name"], result.step, steps)
+                 cfg.name, result.step, steps)
     selection, t0, c0 = None, time.perf_counter(), time.process_time()
-    method = cfg["search"]["selection"]
+    method = cfg.search.selection
     if method in ("perturbation", "evaluation"):
         def score():  # a single path (evaluation) is scored with its own batch-norm statistics
-            return validation_loss(model, ctx.val_loader(), ctx.tasks, cfg["loss_weights"], ctx.device,
-                                   cfg["search"]["selection_batches"], batch_stats=method == "evaluation")
+            return validation_loss(model, ctx.val_loader(), ctx.tasks, cfg.loss_weights, ctx.device,
+                                   cfg.search.selection_batches, batch_stats=method == "evaluation")
 
         if method == "perturbation":
-            selection = select_by_perturbation(controller.ops, score, seed=cfg["seed"])
+            selection = select_by_perturbation(controller.ops, score, seed=cfg.seed)
         else:
-            selection = select_by_evaluation(controller.ops, score, seed=cfg["seed"],
-                                             sweeps=cfg["search"]["selection_sweeps"])
+            selection = select_by_evaluation(controller.ops, score, seed=cfg.seed,
+                                             sweeps=cfg.search.selection_sweeps)
         model.train()
         if main:
             write_json(out / SELECTION, {"method": method, "step": result.step, "decisions": selection})
@@ -102,7 +103,7 @@ def search_run(cfg: dict, out_dir: str | Path, progress: bool = True, resume: bo
         raise ValueError(f"the {space.group} supergraph does not match space {space.name}: mixed ops not built from "
                          f"a decision {unbuilt[:3]}, decisions without a mixed op {missing[:3]}")
     arch = architecture_from_decisions(space, list(ctx.tasks), values, {
-        "seed": cfg["seed"], "step": result.step, "selection": cfg["search"]["selection"],
+        "seed": cfg.seed, "step": result.step, "selection": cfg.search.selection,
         "probabilities": {k: v["probabilities"] for k, v in decisions.items()},
         "frozen_at_step": {k: v["frozen_at_step"] for k, v in decisions.items()},
         **({"loss_rise_when_removed": {r["decision"]: r["rise"] for r in selection}}

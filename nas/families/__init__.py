@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from trcnas.nas.errors import UserError
 from trcnas.nas.plugins import load_plugins
 from trcnas.nas.registry import Registry
+from trcnas.nas.schema import ConfigBase
 from trcnas.spaces import default_architecture, load_space
 
 MODEL_TYPES = Registry("model type")
@@ -32,7 +33,7 @@ class ModelType(ABC):
     section: str | None = None
 
     @abstractmethod
-    def fixed(self, cfg: dict, tasks: Mapping, architecture):
+    def fixed(self, cfg: ConfigBase, tasks: Mapping, architecture):
         """The network (for a family: of one architecture; None: the space's declared defaults)."""
 
 
@@ -42,7 +43,7 @@ class PlainNetwork(ModelType):
     def __init__(self, name: str, label: str, build):
         self.name, self.label, self._build = name, label, build
 
-    def fixed(self, cfg: dict, tasks: Mapping, architecture=None):
+    def fixed(self, cfg: ConfigBase, tasks: Mapping, architecture=None):
         if architecture is not None:
             raise UserError(f"model.type {self.name!r} is a plain network and takes no architecture; set "
                             f"model.type: {architecture.group}")
@@ -66,13 +67,13 @@ class SpaceFamily(ModelType):
     config: str
 
     @abstractmethod
-    def supergraph(self, cfg: dict, tasks: Mapping, space):
+    def supergraph(self, cfg: ConfigBase, tasks: Mapping, space):
         """The search network: one MixedOp per ``space.decisions(tasks)`` (built with ``MixedOp.of``)."""
 
-    def choices(self, cfg: dict, architecture) -> dict:
+    def choices(self, cfg: ConfigBase, architecture) -> dict:
         """This family's choices of ``architecture``; without one, the defaults its space declares."""
         if architecture is None:
-            architecture = default_architecture(resolve_space(cfg), list(cfg["data"]["tasks"]))
+            architecture = default_architecture(resolve_space(cfg), list(cfg.data.tasks))
         return architecture.choices[self.name]
 
     def fixed_variants(self, space, tasks: list[str]) -> dict[str, str]:
@@ -121,10 +122,10 @@ def is_family(name: str) -> bool:
     return name in MODEL_TYPES and isinstance(MODEL_TYPES.get(name), SpaceFamily)
 
 
-def resolve_space(cfg: dict, source: str = "config"):
+def resolve_space(cfg: ConfigBase, source: str = "config"):
     """The search space of a config: ``search.space`` (default: the family's shipped space), which must be a
     space of the family ``model.type`` selects."""
-    mtype, name = cfg["model"]["type"], cfg["search"]["space"]
+    mtype, name = cfg.model.type, cfg.search.space
     if not is_family(mtype):
         if name is None:
             raise UserError(f"{source}: model.type {mtype!r} is a plain network without a search space; set "
@@ -146,11 +147,11 @@ def model_types() -> list[str]:
     return MODEL_TYPES.names()
 
 
-def build_model(cfg: dict, tasks: Mapping, architecture=None):
+def build_model(cfg: ConfigBase, tasks: Mapping, architecture=None):
     """The network ``model.type`` names: a plain network, or the fixed network of a family (``architecture``;
     None: the family's defaults where it declares them)."""
-    load_plugins(cfg)
-    mtype = cfg["model"]["type"]
+    load_plugins(cfg.plugins)
+    mtype = cfg.model.type
     if mtype not in MODEL_TYPES:
         raise UserError(f"model.type {mtype!r} unknown; use one of {', '.join(model_types())}")
     if is_family(mtype) and architecture is not None and architecture.group != mtype:
@@ -159,9 +160,9 @@ def build_model(cfg: dict, tasks: Mapping, architecture=None):
     return model_type(mtype).fixed(cfg, tasks, architecture)
 
 
-def build_supergraph(cfg: dict, tasks: Mapping, space):
+def build_supergraph(cfg: ConfigBase, tasks: Mapping, space):
     """The search network of ``space`` (one MixedOp per decision), built by the space's family."""
-    load_plugins(cfg)
+    load_plugins(cfg.plugins)
     return family(space.group).supergraph(cfg, tasks, space)
 
 

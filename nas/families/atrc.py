@@ -8,15 +8,16 @@ from trcnas.nas.models.atrc import ATRCModule
 from trcnas.nas.models.backbones import backbone_of
 from trcnas.nas.models.context import context_types
 from trcnas.nas.models.multitask import MultiTaskNet
+from trcnas.nas.schema import ConfigBase
 
 
-def atrc_net(cfg: dict, tasks, pairs, search: bool):
-    m = cfg["model"]
+def atrc_net(cfg: ConfigBase, tasks, pairs, search: bool):
+    m = cfg.model
     backbone = backbone_of(cfg)
-    channels = m["channels"] or max(1, backbone.out_channels // 4)
-    module = ATRCModule(list(tasks), channels, pairs, search=search, attn_channels=m["attn_channels"])
+    channels = m.channels or max(1, backbone.out_channels // 4)
+    module = ATRCModule(list(tasks), channels, pairs, search=search, attn_channels=m.attn_channels)
     return MultiTaskNet(backbone, tasks, channels, distill=module, aux_tasks=sorted(module.aux_tasks()),
-                        dropout=0.0 if search else m["dropout"])
+                        dropout=0.0 if search else m.dropout)
 
 
 @register_family

@@ -13,7 +13,7 @@ from trcnas.nas.composite.palette import build_palette_rule
 from trcnas.nas.errors import UserError
 from trcnas.nas.families import SpaceFamily, register_family
 from trcnas.nas.models.backbones import backbone_of
-from trcnas.nas.schema import Section, register_section
+from trcnas.nas.schema import ConfigBase, Section, register_section
 
 
 class CompositeSection(Section):
@@ -62,18 +62,18 @@ class CompositeSection(Section):
 register_section("model.composite", CompositeSection)
 
 
-def composite_net(cfg: dict, tasks, embedding):
-    m, c = cfg["model"], cfg["model"]["composite"]
-    if c["conditioning"] == "image" and c["palette"].get("rule", "mosaic") != "single":
+def composite_net(cfg: ConfigBase, tasks, embedding):
+    m, c = cfg.model, cfg.model.composite
+    if c.conditioning == "image" and c.palette.get("rule", "mosaic") != "single":
         raise UserError("model.composite.conditioning image (Task Switching) needs one task per image: "
-                        f"set model.composite.palette.rule to single, not {c['palette'].get('rule', 'mosaic')!r}")
+                        f"set model.composite.palette.rule to single, not {c.palette.get('rule', 'mosaic')!r}")
     backbone = backbone_of(cfg)
-    rule = build_palette_rule(c["palette"], list(tasks), getattr(next(iter(tasks.values())).info, "class_names", ()))
-    return CompositeNet(backbone, tasks, embedding, m["channels"] or 64, rule, c["conditioning"],
-                        decoder=c["decoder"], anchor_eps=c["anchor_eps"], focal_gamma=c["focal_gamma"],
-                        anchor_inset=c["anchor_inset"], anchors=c["anchors"], normals=c["normals"],
-                        block_slope=c["block_slope"], palette_antialias=c["palette_antialias"],
-                        top_kernel=c["top_kernel"], align_corners=c["align_corners"], film_hidden=c["film_hidden"])
+    rule = build_palette_rule(c.palette, list(tasks), getattr(next(iter(tasks.values())).info, "class_names", ()))
+    return CompositeNet(backbone, tasks, embedding, m.channels or 64, rule, c.conditioning,
+                        decoder=c.decoder, anchor_eps=c.anchor_eps, focal_gamma=c.focal_gamma,
+                        anchor_inset=c.anchor_inset, anchors=c.anchors, normals=c.normals,
+                        block_slope=c.block_slope, palette_antialias=c.palette_antialias,
+                        top_kernel=c.top_kernel, align_corners=c.align_corners, film_hidden=c.film_hidden)
 
 
 @register_family
@@ -86,16 +86,16 @@ class CompositeTasking(SpaceFamily):
     def supergraph(self, cfg, tasks, space):
         """Gumbel mixtures over the embedding network's depth exits and width masks."""
         d = {x.path[-1]: x for x in space.decisions(list(tasks))}
-        c = cfg["model"]["composite"]
-        emb = SearchTaskEmbedding(len(tasks), d["embedding_depth"], d["embedding_width"], c["code_length"],
-                                  c["embedding_init"])
+        c = cfg.model.composite
+        emb = SearchTaskEmbedding(len(tasks), d["embedding_depth"], d["embedding_width"], c.code_length,
+                                  c.embedding_init)
         return composite_net(cfg, tasks, emb)
 
     def fixed(self, cfg, tasks, architecture):
         """A fixed task representation block (the architecture's, else the space's defaults: depth 6, width
         128)."""
         ch = self.choices(cfg, architecture)
-        c = cfg["model"]["composite"]
-        emb = TaskEmbedding(len(tasks), int(ch["embedding_depth"]), int(ch["embedding_width"]), c["code_length"],
-                            c["embedding_init"])
+        c = cfg.model.composite
+        emb = TaskEmbedding(len(tasks), int(ch["embedding_depth"]), int(ch["embedding_width"]), c.code_length,
+                            c.embedding_init)
         return composite_net(cfg, tasks, emb)

@@ -7,7 +7,7 @@ from pydantic import Field
 from trcnas.nas.families import SpaceFamily, register_family
 from trcnas.nas.models.backbones import backbone_of
 from trcnas.nas.models.mteb import MTEBNet
-from trcnas.nas.schema import Section, register_section
+from trcnas.nas.schema import ConfigBase, Section, register_section
 
 
 class MtebSection(Section):
@@ -22,12 +22,12 @@ class MtebSection(Section):
 register_section("model.mteb", MtebSection)
 
 
-def mteb_net(cfg: dict, tasks, scales, fusion, search: bool):
-    m, x = cfg["model"], cfg["model"]["mteb"]
-    return MTEBNet(backbone_of(cfg), tasks, m["channels"] or 32, scales, fusion, search=search,
-                   key_channels=x["key_channels"], dir_channels=x["dir_channels"],
-                   max_query_tokens=x["max_query_tokens"], dropout=0.0 if search else m["dropout"],
-                   finest_scale=x["finest_scale"])
+def mteb_net(cfg: ConfigBase, tasks, scales, fusion, search: bool):
+    m, x = cfg.model, cfg.model.mteb
+    return MTEBNet(backbone_of(cfg), tasks, m.channels or 32, scales, fusion, search=search,
+                   key_channels=x.key_channels, dir_channels=x.dir_channels,
+                   max_query_tokens=x.max_query_tokens, dropout=0.0 if search else m.dropout,
+                   finest_scale=x.finest_scale)
 
 
 @register_family

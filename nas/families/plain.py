@@ -8,15 +8,16 @@ from collections.abc import Mapping
 from trcnas.nas.families import register_network
 from trcnas.nas.models.backbones import backbone_of
 from trcnas.nas.models.multitask import MultiTaskNet, SingleTaskNets
+from trcnas.nas.schema import ConfigBase
 from trcnas.nas.tasks import Task
 
 
 @register_network("multitask", "Multi-task baseline")
-def build_multitask(cfg: dict, tasks: Mapping[str, Task]):
-    m = cfg["model"]
-    return MultiTaskNet(backbone_of(cfg), tasks, m["channels"], dropout=m["dropout"])
+def build_multitask(cfg: ConfigBase, tasks: Mapping[str, Task]):
+    m = cfg.model
+    return MultiTaskNet(backbone_of(cfg), tasks, m.channels, dropout=m.dropout)
 
 
 @register_network("single_task", "Single-task networks")
-def build_single_task(cfg: dict, tasks: Mapping[str, Task]):
-    return SingleTaskNets(lambda: backbone_of(cfg), tasks, cfg["model"]["channels"], cfg["model"]["dropout"])
+def build_single_task(cfg: ConfigBase, tasks: Mapping[str, Task]):
+    return SingleTaskNets(lambda: backbone_of(cfg), tasks, cfg.model.channels, cfg.model.dropout)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from trcnas.nas.errors import UserError
 from trcnas.nas.registry import Registry
+from trcnas.nas.schema import ConfigBase
 
 BACKBONES = Registry("backbone")
 
@@ -231,7 +232,7 @@ BACKBONES.add("hrnet48", _timm("hrnet_w48", [1, 2, 3, 4], any_size=True, feature
 BACKBONES.add_prefix("timm:", _any_timm)
 
 
-def backbone_of(cfg: dict):
+def backbone_of(cfg: ConfigBase):
     """A new backbone as ``model.backbone`` declares it."""
-    b = cfg["model"]["backbone"]
-    return BACKBONES.build(b["name"], b.get("weights"), **(b.get("options") or {}))
+    b = cfg.model.backbone
+    return BACKBONES.build(b.name, b.weights, **b.options)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from trcnas.nas.engine.loop import LoopPlugin
+from trcnas.nas.schema import SearchSection
 from trcnas.nas.search.mixed import (
     MixedOp,
     entropy_loss,
@@ -23,7 +24,7 @@ from trcnas.nas.search.schedules import Schedule
 class ArchitectureSearch(LoopPlugin):
     kind = "search"
 
-    def __init__(self, model: torch.nn.Module, search_cfg: dict, seed: int = 0):
+    def __init__(self, model: torch.nn.Module, search_cfg: SearchSection, seed: int = 0):
         self.model = model
         # architecture samples come from their own generator: independent of data and dropout randomness,
         # identical on every data-parallel rank, and checkpointed with the search
@@ -33,25 +34,25 @@ class ArchitectureSearch(LoopPlugin):
         self.ops: list[MixedOp] = mixed_ops(model)
         if not self.ops:
             raise ValueError("the model has no searchable decision (no MixedOp)")
-        set_mode(model, search_cfg["mode"])
-        self.mode = search_cfg["mode"]
-        set_weighting(model, search_cfg["weights"])
-        self.zero_one = float(search_cfg["zero_one"])
+        set_mode(model, search_cfg.mode)
+        self.mode = search_cfg.mode
+        set_weighting(model, search_cfg.weights)
+        self.zero_one = float(search_cfg.zero_one)
         # perturbation-based and one-shot selection decide every decision after the search: nothing freezes
-        self.freezing = search_cfg["selection"] == "alpha"
-        self.warmup_paths = search_cfg["warmup"] == "paths"
-        self.paths_only = search_cfg["selection"] == "evaluation"  # single-path training for the whole search
+        self.freezing = search_cfg.selection == "alpha"
+        self.warmup_paths = search_cfg.warmup == "paths"
+        self.paths_only = search_cfg.selection == "evaluation"  # single-path training for the whole search
         _, alphas = split_parameters(model)
-        self.alpha_opt = torch.optim.Adam(alphas, lr=search_cfg["alpha_lr"],
-                                          weight_decay=search_cfg["alpha_weight_decay"])
-        self.tau = Schedule.from_cfg(search_cfg["tau"])
-        self.entropy_weight = Schedule.from_cfg(search_cfg["entropy"])
-        self.threshold = float(search_cfg["freeze_threshold"])
+        self.alpha_opt = torch.optim.Adam(alphas, lr=search_cfg.alpha_lr,
+                                          weight_decay=search_cfg.alpha_weight_decay)
+        self.tau = Schedule.from_cfg(search_cfg.tau)
+        self.entropy_weight = Schedule.from_cfg(search_cfg.entropy)
+        self.threshold = float(search_cfg.freeze_threshold)
         # steps that train only the weights: alphas stay put (Adam's moments still warm up) and nothing freezes,
         # so candidates that start as identity (zero-initialised gates) are judged once they have learnt
-        self.warmup = int(search_cfg["alpha_warmup"])
-        self.alpha_lr = float(search_cfg["alpha_lr"])
-        self.stop_when_frozen = bool(search_cfg["stop_when_frozen"])
+        self.warmup = int(search_cfg.alpha_warmup)
+        self.alpha_lr = float(search_cfg.alpha_lr)
+        self.stop_when_frozen = bool(search_cfg.stop_when_frozen)
         self.events: list[dict] = []  # freeze events
         self.history: list[dict] = []  # one row per step: tau, entropy weight, probabilities
         self._pending: list[tuple[int, float, float, torch.Tensor]] = []  # on-device snapshots, flushed lazily

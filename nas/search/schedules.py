@@ -29,5 +29,6 @@ class Schedule:
         return self.start * (self.end / self.start) ** f
 
     @classmethod
-    def from_cfg(cls, d: dict) -> Schedule:
-        return cls(float(d["start"]), float(d["end"]), str(d.get("shape", "linear")))
+    def from_cfg(cls, d) -> Schedule:
+        """From a config's schedule section (``search.tau``, ``search.entropy``)."""
+        return cls(float(d.start), float(d.end), str(d.shape))
