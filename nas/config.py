@@ -210,7 +210,11 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
     return _typed(cfg, source)
 
 
-def _own_weight(task: str) -> float:
+def _own_weight(task: str) -> float | None:
+    """A registered task's default loss weight (1.0 where it declares none); None for an unknown task, which
+    ``_check_semantics`` refuses."""
+    if task not in TASKS:
+        return None
     w = TASKS.get(task).loss_weight
     return 1.0 if w is None else w
 
@@ -222,9 +226,9 @@ def with_task_weights(cfg: dict, weight_of=None) -> dict:
     weight_of = weight_of or _own_weight
     tasks = (cfg.get("data") or {}).get("tasks") or []
     lw = cfg.get("loss_weights")
-    if isinstance(lw, dict) and isinstance(tasks, list):  # an unknown task is refused by _check_semantics
-        cfg["loss_weights"] = {**lw, **{t: float(weight_of(t)) for t in tasks if t not in lw
-                                        and (t in TASKS or weight_of is not _own_weight)}}
+    if isinstance(lw, dict) and isinstance(tasks, list):
+        filled = {t: weight_of(t) for t in tasks if t not in lw}
+        cfg["loss_weights"] = {**lw, **{t: float(w) for t, w in filled.items() if w is not None}}
     return cfg
 
 
