@@ -119,7 +119,7 @@ def reads_metrics(objective: str) -> bool:
     return objective == "delta_m" or objective.startswith("val/")
 
 
-def comparable_searches(cfg: ConfigBase) -> dict:
+def comparable_searches(cfg: ConfigBase) -> ConfigBase:
     """The study's config: its searches run all their steps when an objective reads the search's own val
     metrics (``delta_m`` or ``val/<task>`` without ``hpo.retrain``)."""
     h = cfg.hpo
