@@ -17,7 +17,7 @@ from trcnas.nas.data.relations import check_relations
 from trcnas.nas.errors import UserError
 from trcnas.nas.families import family, is_family, model_types, resolve_space
 from trcnas.nas.plugins import absolute_plugins, load_plugins
-from trcnas.nas.schema import ConfigBase
+from trcnas.nas.schema import ConfigBase, as_dict
 from trcnas.nas.tasks import TASKS
 
 RETIRED = ("debug",)  # keys of older configs that no longer mean anything (dropped when such a config is read)
@@ -274,11 +274,6 @@ def validate(cfg: dict | ConfigBase, source: str) -> ConfigBase:
     cfg = as_dict(cfg)
     load_plugins(cfg["plugins"] if isinstance(cfg.get("plugins"), list) else [], source)
     return _typed(cfg, source)
-
-
-def as_dict(cfg: dict | ConfigBase) -> dict:
-    """A plain, deep copy of ``cfg`` (what config.yaml holds and what crosses to another process)."""
-    return cfg.model_dump() if isinstance(cfg, ConfigBase) else copy.deepcopy(cfg)
 
 
 def has_key(dotted: str) -> bool:

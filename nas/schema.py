@@ -12,6 +12,7 @@ config's plugins loaded (``trcnas.nas.config``).
 
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
@@ -348,6 +349,11 @@ def parse(cfg: dict, source: str) -> ConfigBase:
 def check(cfg: dict, source: str) -> dict:
     """``cfg`` validated against the schema, as plain dicts (floats where floats are due)."""
     return parse(cfg, source).model_dump()
+
+
+def as_dict(cfg: dict | ConfigBase) -> dict:
+    """A plain, deep copy of ``cfg`` (what config.yaml holds and what crosses to another process)."""
+    return cfg.model_dump() if isinstance(cfg, ConfigBase) else copy.deepcopy(cfg)
 
 
 def updated(section: Section, changes: dict[str, Any]) -> Section:

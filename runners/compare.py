@@ -45,7 +45,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trcnas.analysis.compare import final_dir, write_comparison
-from trcnas.nas.config import as_dict, load_config, validate
+from trcnas.nas.config import load_config, validate
 from trcnas.nas.data import build_dataset
 from trcnas.nas.data.relations import check_relations
 from trcnas.nas.engine.loop import write_json
@@ -53,7 +53,7 @@ from trcnas.nas.engine.search import ARCHITECTURE, full_length, search_run
 from trcnas.nas.engine.train import network_cost, train_run
 from trcnas.nas.errors import UserError
 from trcnas.nas.families import build_model, resolve_space
-from trcnas.nas.schema import ConfigBase, message
+from trcnas.nas.schema import ConfigBase, as_dict, message
 from trcnas.nas.tasks import TASKS, build_tasks
 from trcnas.runners.tune_search import absolute_paths, init_ray
 from trcnas.spaces.architecture import ARCH_FORMAT, from_dict

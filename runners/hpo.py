@@ -12,11 +12,11 @@ from pathlib import Path
 import torch
 
 from trcnas.analysis.agreement import mean_agreement
-from trcnas.nas.config import apply_overrides, as_dict, validate
+from trcnas.nas.config import apply_overrides, validate
 from trcnas.nas.engine.search import ARCHITECTURE, full_length, search_run
 from trcnas.nas.engine.train import train_run
 from trcnas.nas.errors import UserError
-from trcnas.nas.schema import ConfigBase, updated
+from trcnas.nas.schema import ConfigBase, as_dict, updated
 from trcnas.runners.compare import architecture_cost, dataset_info
 from trcnas.runners.params import parse_params
 from trcnas.runners.tune_search import absolute_paths, init_ray

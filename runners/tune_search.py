@@ -16,13 +16,12 @@ from pathlib import Path
 
 import torch
 
-from trcnas.nas.config import apply_overrides, as_dict, validate, with_defaults
+from trcnas.nas.config import apply_overrides, validate, with_defaults
 from trcnas.nas.engine.live import log
 from trcnas.nas.engine.loop import CHECKPOINT
 from trcnas.nas.engine.search import full_length, search_run
 from trcnas.nas.errors import DivergedError, UserError
-from trcnas.nas.plugins import load_plugins
-from trcnas.nas.schema import ConfigBase, updated
+from trcnas.nas.schema import ConfigBase, as_dict, updated
 from trcnas.runners.experiment import write_summary
 from trcnas.runners.params import grid_size, parse_params
 
@@ -64,7 +63,6 @@ def search_trial(config: dict) -> None:
 
     raw = apply_overrides(with_defaults(config["cfg"]), config.get("overrides") or {})
     raw["seed"] = int(config["seed"])
-    load_plugins(raw["plugins"])
     cfg = validate(raw, "ray.param_space")  # the values this trial drew, checked like every other config
     cpus = int(max(1, (config.get("cpus") or 1)))
     torch.set_num_threads(cpus)

@@ -14,9 +14,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from trcnas.nas.config import as_dict, load_config, validate
+from trcnas.nas.config import load_config, validate
 from trcnas.nas.engine.distributed import GlobalBatchNorm
 from trcnas.nas.engine.search import search_run
+from trcnas.nas.schema import as_dict
 from trcnas.runners.cli import FAST_DEV
 
 CONFIG = "synthetic-atrc"

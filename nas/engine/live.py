@@ -21,9 +21,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from trcnas.nas.config import as_dict
 from trcnas.nas.errors import UserError
-from trcnas.nas.schema import ConfigBase
+from trcnas.nas.schema import ConfigBase, as_dict
 
 log = logging.getLogger("trcnas")
 
@@ -44,10 +43,10 @@ def mlflow_uri(cfg: ConfigBase, folder: Path) -> str:
     return cfg.logging.mlflow_uri or f"sqlite:///{(Path(folder) / 'mlflow.db').resolve()}"
 
 
-def flat_params(cfg: ConfigBase | ConfigBase, prefix: str = "") -> dict[str, str]:
+def flat_params(cfg: dict | ConfigBase, prefix: str = "") -> dict[str, str]:
     """A nested config as ``a.b.c -> value`` strings (an MLflow run's params)."""
     out = {}
-    for k, v in as_dict(cfg).items():
+    for k, v in (cfg.model_dump() if isinstance(cfg, ConfigBase) else cfg).items():
         key = f"{prefix}{k}"
         if isinstance(v, dict) and v:
             out.update(flat_params(v, f"{key}."))
