@@ -12,7 +12,7 @@ import pandas as pd
 import yaml
 
 from trcnas.analysis.loaders import pair_rows
-from trcnas.analysis.planted import planted_of, recovery, write_proof
+from trcnas.analysis.planted import recovery, score_of, write_proof
 from trcnas.analysis.style import no_data, plt, save
 from trcnas.nas.curves import LOSS_RISE, loss_rise
 from trcnas.nas.metrics import delta_m
@@ -61,11 +61,11 @@ def _recovered(metrics: dict, final: Path, variant: dict) -> dict:
     """For a searched ATRC architecture on the relations dataset: how many pairs chose the planted type
     (``recovered`` of ``pairs``; the search's own config names the matrix)."""
     choices = pair_rows(metrics.get("architecture") or {})
-    planted = planted_of(final.parent / "search") if variant.get("architecture") == "search" and choices else None
-    if not planted:
+    scored = score_of(final.parent / "search") if variant.get("architecture") == "search" and choices else None
+    if not scored:
         return {}
-    r = recovery(choices, planted)
-    return {"recovered": r["recovered"], "pairs": r["pairs"]}
+    r = recovery(choices, *scored)
+    return {"recovered": r["recovered"], "exact": r["exact"], "pairs": r["pairs"]}
 
 
 def _loss_rise(metrics: dict, final: Path) -> float:
@@ -149,10 +149,13 @@ def recovery_note(runs: pd.DataFrame) -> str:
     worst seed."""
     if "recovered" not in runs or runs["recovered"].isna().all():
         return ""
-    lines = ["\nPlanted pairs recovered by the search (of the pairs per seed):"]
+    lines = ["\nPlanted pairs recovered by the search (of the pairs per seed; a type the planting proof could not "
+             "tell from the planted one counts as right, `data.also_right`; in brackets: the planted type itself):"]
     for (_, label), g in runs.dropna(subset=["recovered"]).groupby(["variant", "label"], sort=False):
         rec, pairs = g["recovered"].astype(int), int(g["pairs"].iloc[0])
-        per = ", ".join(f"seed {s}: {r}" for s, r in zip(g["seed"], rec))
+        exact = g["exact"] if "exact" in g else pd.Series([float("nan")] * len(g), index=g.index)
+        per = ", ".join(f"seed {s}: {r}" + (f" ({int(e)})" if e == e else "")
+                        for s, r, e in zip(g["seed"], rec, exact))
         std = f" ± {rec.std(ddof=1):.2f}" if len(rec) > 1 else ""
         lines.append(f"- {label}: {rec.mean():.2f}{std} of {pairs} ({per}); worst seed {100 * rec.min() / pairs:.0f} %")
     return "\n".join(lines) + "\n"

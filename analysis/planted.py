@@ -6,7 +6,9 @@ metric over the seeds. A pair's planted type is *separated* from an alternative 
 alternative's by more than two standard deviations (the larger of the two sample standard deviations).
 
 ``recovery``: how many pairs of an architecture chose the planted type, where each pair's types that the proof
-could not tell apart count as one class.
+could not tell apart count as one class: per pair (``classes``, from this matrix's own proof) or per planted type
+(``type_classes``: what the proof could not separate on most pairs of a type, stored in a config as
+``data.also_right`` so that any matrix is scored alike).
 """
 
 from __future__ import annotations
@@ -91,31 +93,63 @@ def classes(rows: pd.DataFrame) -> dict[tuple[str, str], set[str]]:
     return out
 
 
+def type_classes(rows: pd.DataFrame, share: float = 0.5) -> dict[str, list[str]]:
+    """Per planted type, the alternatives the proof did not separate from it on at least ``share`` of that type's
+    finished pairs (where the alternative was a candidate): the ``data.also_right`` of a config, which scores a
+    matrix without a proof of its own by what the shipped matrix's proof showed per type."""
+    out: dict[str, list[str]] = {}
+    done = rows[rows["status"] != "pending"]
+    for typ, g in done.groupby("planted", sort=False):
+        kept = [alt for alt, a in g.groupby("alternative", sort=False)
+                if (a["status"] == "not separated").mean() >= share]
+        out[typ] = sorted(kept, key=list(done["alternative"].unique()).index)
+    return out
+
+
+def pair_classes(planted: dict[str, dict[str, str]], also_right: dict[str, list[str]] | None
+                 ) -> dict[tuple[str, str], set[str]]:
+    """``also_right`` (per planted type) as :func:`recovery`'s per-pair classes of the matrix ``planted``."""
+    return {(t, s): set((also_right or {}).get(typ, ())) for t, row in planted.items() for s, typ in row.items()}
+
+
 def recovery(choices: dict[str, dict[str, str]], planted: dict[str, dict[str, str]],
              same: dict[tuple[str, str], set[str]] | None = None) -> dict:
-    """Pairs whose chosen type is the planted one (or one the proof could not tell from it, ``same``)."""
+    """Pairs whose chosen type is the planted one (or one the proof could not tell from it, ``same``);
+    ``exact``: those whose chosen type is the planted one itself."""
     pairs = [(t, s) for t in planted for s in planted[t]]
     right = [(t, s) for t, s in pairs
              if choices[t][s] == planted[t][s] or choices[t][s] in (same or {}).get((t, s), set())]
     wrong = [(t, s) for t, s in pairs if (t, s) not in right]
     return {"recovered": len(right), "pairs": len(pairs), "share": len(right) / len(pairs),
+            "exact": sum(choices[t][s] == planted[t][s] for t, s in pairs),
             "wrong": [f"{t}<-{s}: {choices[t][s]} (planted {planted[t][s]})" for t, s in wrong],
             "wrong_pairs": [[t, s] for t, s in wrong]}
 
 
+def _data_of(run: Path) -> dict:
+    f = Path(run) / "config.yaml"
+    data = ((yaml.safe_load(f.read_text()) or {}).get("data") or {}) if f.is_file() else {}
+    return data if data.get("dataset") == "relations" else {}
+
+
 def planted_of(run: Path) -> dict[str, dict[str, str]] | None:
     """The planted matrix a run was trained or searched on (its config.yaml's ``data.relations``), or None."""
-    f = Path(run) / "config.yaml"
-    if not f.is_file():
+    return _data_of(run).get("relations")
+
+
+def score_of(run: Path) -> tuple[dict[str, dict[str, str]], dict[tuple[str, str], set[str]]] | None:
+    """The planted matrix of a run and its score's per-pair classes (from its config's ``data.also_right``),
+    or None off the relations dataset."""
+    data = _data_of(run)
+    if not data.get("relations"):
         return None
-    data = (yaml.safe_load(f.read_text()) or {}).get("data") or {}
-    return data.get("relations") if data.get("dataset") == "relations" else None
+    return data["relations"], pair_classes(data["relations"], data.get("also_right"))
 
 
 def plot_recovery(planted: dict[str, dict[str, str]], chosen: dict[str, dict[str, str]], out: Path,
                   same: dict[tuple[str, str], set[str]] | None = None) -> dict:
-    """The planted matrix beside the chosen one, wrong pairs outlined (with their planted type); returns
-    :func:`recovery`."""
+    """The planted matrix beside the chosen one, wrong pairs outlined (with their planted type), pairs right by
+    the score's classes (``same``) outlined dashed; returns :func:`recovery`."""
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Rectangle
 
@@ -131,6 +165,10 @@ def plot_recovery(planted: dict[str, dict[str, str]], chosen: dict[str, dict[str
         for i, t in enumerate(tasks):
             for j, s in enumerate(tasks):
                 ax.text(j, i, context_label(m[t][s]), ha="center", va="center", color="white", fontsize=9)
+                if m is chosen and [t, s] not in score["wrong_pairs"] and m[t][s] != planted[t][s]:
+                    # right by the score's classes: the proof could not tell this type from the planted one
+                    ax.add_patch(Rectangle((j - 0.42, i - 0.42), 0.84, 0.84, fill=False, ec="black", lw=1.2,
+                                           ls="--"))
                 if m is chosen and [t, s] in score["wrong_pairs"]:
                     ax.add_patch(Rectangle((j - 0.42, i - 0.42), 0.84, 0.84, fill=False, ec="black", lw=2.5))
                     ax.text(j, i + 0.3, f"planted: {context_label(planted[t][s])}", ha="center", va="center",
@@ -165,6 +203,11 @@ def proof_markdown(rows: pd.DataFrame) -> str:
         lines.append("\nNot separated (counted as one class with the planted type by the benchmark's score): "
                      + ", ".join(f"{r['target']}<-{r['source']} {r['planted']}~{r['alternative']}"
                                  for _, r in unsep.iterrows()) + ".")
+    if not done.empty:
+        per_type = type_classes(rows)
+        lines.append("\nPer planted type, the alternatives not separated on at least half of its finished pairs "
+                     "(a config's `data.also_right`, which scores any matrix by them): `"
+                     + yaml.safe_dump(per_type, default_flow_style=True, width=1000).strip() + "`.")
     return "\n".join(lines) + "\n"
 
 

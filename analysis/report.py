@@ -20,7 +20,7 @@ from trcnas.analysis.loaders import (
     read_json,
     search_runs,
 )
-from trcnas.analysis.planted import planted_of, plot_recovery, recovery
+from trcnas.analysis.planted import plot_recovery, recovery, score_of
 from trcnas.spaces.io import atomic_write_text
 
 
@@ -101,18 +101,20 @@ def _recovery(root: Path, runs: list[Path], chosen: dict | None, out: Path) -> d
     """On the planted-relations benchmark: the chosen architecture's pairs against the planted matrix (figure
     ``planted_vs_chosen``), and every search run's count."""
     sources = [*runs, *(p.parent for p in sorted(root.rglob("config.yaml")))]
-    planted = next((m for r in sources if (m := planted_of(r))), None)
+    scored = next((m for r in sources if (m := score_of(r))), None)
     rows = pair_rows(chosen) if chosen is not None else None
-    if planted is None or rows is None:
+    if scored is None or rows is None:
         return None
-    score = plot_recovery(planted, rows, out)
+    planted, same = scored
+    score = plot_recovery(planted, rows, out, same)
     per_run = {}
     for r in runs:
         a = _readable_architecture(r / "architecture.yaml")
-        m = planted_of(r)
+        m = score_of(r)
         if a and m and (run_rows := pair_rows(a)) is not None:
-            per_run[str(r.relative_to(root)) if r != root else "."] = recovery(run_rows, m)["recovered"]
-    return {**score, "planted": planted, "chosen": rows, "per_search_run": per_run}
+            per_run[str(r.relative_to(root)) if r != root else "."] = recovery(run_rows, *m)["recovered"]
+    return {**score, "planted": planted, "chosen": rows, "per_search_run": per_run,
+            "also_right": {f"{t}<-{s}": sorted(v) for (t, s), v in same.items() if v}}
 
 
 def _readable_architecture(path: Path) -> dict | None:

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from trcnas.nas import schema
-from trcnas.nas.data.relations import check_relations
+from trcnas.nas.data.relations import check_also_right, check_relations
 from trcnas.nas.errors import UserError
 from trcnas.nas.families import family, is_family, model_types, resolve_space
 from trcnas.nas.plugins import absolute_plugins, load_plugins
@@ -301,11 +301,14 @@ def _check_semantics(cfg: ConfigBase, source: str) -> None:
     if cfg.data.dataset == "relations":
         try:
             check_relations(cfg.data.relations, cfg.data.tasks)
+            check_also_right(cfg.data.also_right)
         except UserError as e:
             raise UserError(f"{source}: {e}") from None
-    elif cfg.data.relations is not None:
-        raise UserError(f"{source}: data.relations is a matrix of the relations dataset, but data.dataset is "
-                        f"{cfg.data.dataset!r}; remove it or use data.dataset: relations")
+    else:
+        for key in ("relations", "also_right"):
+            if getattr(cfg.data, key) is not None:
+                raise UserError(f"{source}: data.{key} belongs to the relations dataset, but data.dataset is "
+                                f"{cfg.data.dataset!r}; remove it or use data.dataset: relations")
     if cfg.model.type not in model_types():
         raise UserError(f"{source}: model.type {cfg.model.type!r} unknown; use one of {', '.join(model_types())}")
     space = cfg.search.space

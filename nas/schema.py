@@ -93,6 +93,9 @@ class DataSection(Section):
     # the relations dataset's planted matrix {target: {source: type}}, every pair of data.tasks present
     # (nas/data/relations.py)
     relations: dict[str, dict[str, str]] | None = None
+    # the relations dataset's score: per planted type, the other types a search's choice also counts as right for a
+    # pair of that type (those the planting proof could not tell apart from it; analysis.planted.type_classes)
+    also_right: dict[str, list[str]] | None = None
 
     @field_validator("tasks")
     @classmethod

@@ -78,6 +78,21 @@ def check_relations(relations, tasks: list[str], where: str = "data.relations") 
     return {t: {s: relations[t][s] for s in tasks} for t in tasks}
 
 
+def check_also_right(also_right, where: str = "data.also_right") -> dict[str, list[str]]:
+    """The score's classes ``{planted type: [types also counted right]}`` (or None: none): every type known; a
+    mistake is one ``UserError`` line naming it."""
+    if also_right is None:
+        return {}
+    for typ, others in also_right.items():
+        if typ not in TYPES:
+            raise UserError(f"{where}.{typ}: unknown relation type {typ!r}; use one of {', '.join(TYPES)}")
+        for o in others:
+            if o not in TYPES:
+                raise UserError(f"{where}.{typ}: unknown relation type {o!r} in its list; use some of "
+                                f"{', '.join(TYPES)}")
+    return {typ: list(others) for typ, others in also_right.items()}
+
+
 def relation_bits(relations: dict[str, dict[str, str]], target: str) -> list[str]:
     """The sources whose pair with ``target`` plants a bit, in label-bit order."""
     return [s for s, typ in relations[target].items() if typ != "none"]
