@@ -93,10 +93,10 @@ def classes(rows: pd.DataFrame) -> dict[tuple[str, str], set[str]]:
     return out
 
 
-def type_classes(rows: pd.DataFrame, share: float = 0.5) -> dict[str, list[str]]:
+def type_classes(rows: pd.DataFrame, share: float = 1.0) -> dict[str, list[str]]:
     """Per planted type, the alternatives the proof did not separate from it on at least ``share`` of that type's
-    finished pairs (where the alternative was a candidate): the ``data.also_right`` of a config, which scores a
-    matrix without a proof of its own by what the shipped matrix's proof showed per type."""
+    finished pairs where the alternative was a candidate (default: on every one of them): the ``data.also_right``
+    of a config, which scores any matrix by what the shipped matrix's proof showed per type."""
     out: dict[str, list[str]] = {}
     done = rows[rows["status"] != "pending"]
     for typ, g in done.groupby("planted", sort=False):
@@ -205,7 +205,7 @@ def proof_markdown(rows: pd.DataFrame) -> str:
                                  for _, r in unsep.iterrows()) + ".")
     if not done.empty:
         per_type = type_classes(rows)
-        lines.append("\nPer planted type, the alternatives not separated on at least half of its finished pairs "
+        lines.append("\nPer planted type, the alternatives not separated on any of its finished pairs "
                      "(a config's `data.also_right`, which scores any matrix by them): `"
                      + yaml.safe_dump(per_type, default_flow_style=True, width=1000).strip() + "`.")
     return "\n".join(lines) + "\n"

@@ -310,13 +310,26 @@ def test_type_classes_keep_what_the_proof_did_not_separate_on_most_pairs_of_a_ty
         row("a", "c", "tlabel", "global", "not separated"), row("b", "c", "tlabel", "global", "separated"),
         row("c", "b", "tlabel", "global", "separated"), row("a", "a", "none", "local", "not separated"),
     ])
-    # slabel: not separated on 2 of 3 global pairs; none: never (the pending row does not count); tlabel~global on
-    # 1 of 3 only
-    assert type_classes(rows) == {"global": ["slabel"], "tlabel": [], "none": ["local"]}
+    # by default an alternative joins only where the proof never separated it (the pending row does not count):
+    # slabel was separated on 1 of 3 global pairs, none on every one, global on 2 of 3 T-label pairs
+    assert type_classes(rows) == {"global": [], "tlabel": [], "none": ["local"]}
+    assert type_classes(rows, share=0.5) == {"global": ["slabel"], "tlabel": [], "none": ["local"]}
     assert type_classes(rows, share=1 / 3) == {"global": ["slabel"], "tlabel": ["global"], "none": ["local"]}
     planted = {"a": {"a": "none", "b": "global"}, "b": {"a": "global", "b": "local"}}
-    same = pair_classes(planted, type_classes(rows))
+    same = pair_classes(planted, type_classes(rows, share=0.5))
     assert same == {("a", "a"): {"local"}, ("a", "b"): {"slabel"}, ("b", "a"): {"slabel"}, ("b", "b"): set()}
     chosen = {"a": {"a": "local", "b": "slabel"}, "b": {"a": "none", "b": "local"}}
     score = recovery(chosen, planted, same)
     assert (score["recovered"], score["exact"], score["wrong"]) == (3, 1, ["b<-a: none (planted global)"])
+
+
+def test_the_score_classes_change_no_run_a_matrix_change_does(tmp_path, capsys, fast_args):
+    """data.also_right only scores a search: a run resumes after it changed; a changed matrix is another run."""
+    out = tmp_path / "run"
+    args = ["train", "--config", "synthetic-relations", "--out", str(out), *fast_args]
+    assert main(args) == 0
+    assert main([*args, "--set", "data.also_right={global: [slabel, tlabel]}"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--set", "data.relations.red.green=local"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data.relations" in err[0] and "--overwrite" in err[0]
