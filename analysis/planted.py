@@ -182,6 +182,89 @@ def plot_recovery(planted: dict[str, dict[str, str]], chosen: dict[str, dict[str
     return score
 
 
+def merits(rows: pd.DataFrame) -> dict[tuple[str, str], dict[str, float]]:
+    """Per pair, each candidate's measured merit: the target's metric (mean over the seeds) of the fixed network with
+    that candidate on the pair and every other pair at its planted type (the planted network for the planted
+    type)."""
+    out: dict[tuple[str, str], dict[str, float]] = {}
+    for (t, s), g in rows.groupby(["target", "source"], sort=False):
+        m = {g["planted"].iloc[0]: float(g["planted_mean"].iloc[0])}
+        m.update({a: float(v) for a, v in zip(g["alternative"], g["alternative_mean"]) if v == v})
+        out[(t, s)] = m
+    return out
+
+
+def proof_of(folder: str | Path) -> pd.DataFrame:
+    """The proof rows of a ``relations-proof`` comparison's output folder (its ``comparison.yaml`` and runs)."""
+    folder = Path(folder)
+    return proof_rows(folder, yaml.safe_load((folder / "comparison.yaml").read_text()))
+
+
+def decisions_vs_merit(history: pd.DataFrame | None, events: pd.DataFrame | None,
+                       chosen: dict[str, dict[str, str]], planted: dict[str, dict[str, str]],
+                       merit: dict[tuple[str, str], dict[str, float]],
+                       same: dict[tuple[str, str], set[str]] | None = None, prefix: str = "atrc") -> pd.DataFrame:
+    """Where a search's choice goes wrong, per pair: what it chose and when (frozen step, or the step from which
+    the chosen candidate led for good), against the candidates' measured merit (the proof's fixed networks):
+    the best candidate by merit, the chosen one's rank and its merit gap to the best, and whether the choice counts
+    as right (``same``: the score's classes)."""
+    frozen = {} if events is None or events.empty else dict(zip(events["decision"], events["step"]))
+    rows = []
+    for t, row in planted.items():
+        for s, typ in row.items():
+            c = chosen[t][s]
+            m = merit.get((t, s), {})
+            ranked = sorted(m, key=lambda k: -m[k])
+            name = f"{prefix}.{t}.{s}"
+            led = float("nan")
+            if history is not None and not history.empty and f"{name}:{c}" in history:
+                cols = [k for k in history.columns if k.startswith(f"{name}:")]
+                leader = history[cols].idxmax(axis=1) == f"{name}:{c}"
+                lost = (~leader).to_numpy().nonzero()[0]
+                start = 0 if not len(lost) else lost[-1] + 1
+                led = float(history["step"].iloc[start]) if start < len(history) else float("nan")
+            p_end = (float(history[f"{name}:{typ}"].iloc[-1])
+                     if history is not None and not history.empty and f"{name}:{typ}" in history else float("nan"))
+            rows.append({
+                "target": t, "source": s, "planted": typ, "chosen": c,
+                "right": c == typ or c in (same or {}).get((t, s), set()),
+                "frozen_at": frozen.get(name, float("nan")), "chosen_leads_from": led,
+                "planted_probability_end": p_end,
+                "best_by_merit": ranked[0] if ranked else "", "chosen_rank": ranked.index(c) + 1 if c in m else None,
+                "merit_chosen": m.get(c, float("nan")), "merit_planted": m.get(typ, float("nan")),
+                "merit_gap": (m[ranked[0]] - m[c]) if ranked and c in m else float("nan"),
+            })
+    return pd.DataFrame(rows)
+
+
+def plot_trajectories_vs_merit(history: pd.DataFrame, events: pd.DataFrame | None,
+                               merit: dict[tuple[str, str], dict[str, float]], planted: dict[str, dict[str, str]],
+                               out: Path, prefix: str = "atrc") -> list[Path]:
+    """Each pair's candidate probabilities over the search (dashed: frozen) beside each candidate's measured merit
+    (the target's metric of its fixed network; the planted type marked)."""
+    pairs = [(t, s) for t in planted for s in planted[t]]
+    n = len(planted)
+    fig, axes = plt.subplots(n, n, figsize=(3.4 * n, 2.5 * n), sharex=True, sharey=True, squeeze=False)
+    frozen = {} if events is None or events.empty else dict(zip(events["decision"], events["step"]))
+    for ax, (t, s) in zip(axes.flat, pairs):
+        name, m = f"{prefix}.{t}.{s}", merit.get((t, s), {})
+        best = max(m, key=m.get) if m else None
+        for col in [c for c in history.columns if c.startswith(f"{name}:")]:
+            cand = col.split(":", 1)[1]
+            label = context_label(cand) + (f" {m[cand]:.2f}" if cand in m else "")
+            label += (" (planted)" if cand == planted[t][s] else "") + (" *" if cand == best else "")
+            ax.plot(history["step"], history[col], color=context_colour(cand), label=label,
+                    lw=2.2 if cand == planted[t][s] else 1.2)
+        if name in frozen:
+            ax.axvline(frozen[name], color="black", ls="--", lw=1)
+        ax.set_title(f"{task_label(t)} <- {task_label(s)}", fontsize=9)
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=6, loc="upper left", title="merit: target metric (* best)", title_fontsize=6)
+    fig.supxlabel("search step (dashed: frozen)")
+    fig.supylabel("softmax(α)")
+    return save(fig, out, "trajectories_vs_merit")
+
+
 def proof_markdown(rows: pd.DataFrame) -> str:
     if rows.empty:
         return ""

@@ -20,15 +20,28 @@ from trcnas.analysis.loaders import (
     read_json,
     search_runs,
 )
-from trcnas.analysis.planted import plot_recovery, recovery, score_of
+from trcnas.analysis.planted import (
+    classes,
+    decisions_vs_merit,
+    merits,
+    plot_recovery,
+    plot_trajectories_vs_merit,
+    proof_of,
+    recovery,
+    score_of,
+)
+from trcnas.spaces.errors import UserError
 from trcnas.spaces.io import atomic_write_text
 
 
-def make_report(root: str | Path, out: str | Path | None = None, importance: list[str | Path] | None = None) -> dict:
+def make_report(root: str | Path, out: str | Path | None = None, importance: list[str | Path] | None = None,
+                proof: str | Path | None = None) -> dict:
     """Figures and tables into ``out`` (default ROOT/figures). Search runs of several spaces in one folder
     (e.g. an hpo folder with ATRC and CompositeTasking studies) get their decision figures per space, in
     ``out/<space>/``; everything else is drawn once. ``importance``: importance.csv files or folders to use
-    instead of those under ROOT (averaged over the fitted models when several)."""
+    instead of those under ROOT (averaged over the fitted models when several). ``proof``: the output folder of
+    the planting proof of the searched matrix (``trcnas compare relations-proof``): the first search's decisions
+    beside each candidate's measured merit (``trajectories_vs_merit``, ``decisions_vs_merit``)."""
     root = Path(root)
     out = Path(out) if out else root / "figures"
     out.mkdir(parents=True, exist_ok=True)
@@ -66,6 +79,8 @@ def make_report(root: str | Path, out: str | Path | None = None, importance: lis
     recovered = _recovery(root, runs, chosen, out)
     if recovered:
         summary["recovery"] = recovered
+    if proof is not None:
+        summary["merit"] = _merit(proof, runs, out)
     search_plots.search_vs_retrain(_search_retrain_pairs(root, runs), out)
 
     table_path = root / "table.csv" if (root / "table.csv").exists() else first(root, "table.csv")
@@ -115,6 +130,34 @@ def _recovery(root: Path, runs: list[Path], chosen: dict | None, out: Path) -> d
             per_run[str(r.relative_to(root)) if r != root else "."] = recovery(run_rows, *m)["recovered"]
     return {**score, "planted": planted, "chosen": rows, "per_search_run": per_run,
             "also_right": {f"{t}<-{s}": sorted(v) for (t, s), v in same.items() if v}}
+
+
+def _merit(proof: str | Path, runs: list[Path], out: Path) -> dict:
+    """The first relations search's decisions against the candidates' merit measured by the proof in ``proof``
+    (which must have planted the same matrix)."""
+    rows = proof_of(proof)
+    first_run = next((r for r in runs if score_of(r)), None)
+    if rows.empty or first_run is None:
+        raise UserError(f"report --proof {proof}: " + ("no planted-pairs proof there (the output of `trcnas compare "
+                        "relations-proof`)" if rows.empty else "no search on the relations dataset to compare with it"))
+    planted = score_of(first_run)[0]
+    for _, r in rows.drop_duplicates(["target", "source"]).iterrows():
+        if planted.get(r["target"], {}).get(r["source"]) != r["planted"]:
+            raise UserError(f"report --proof {proof}: the proof planted {r['planted']} on {r['target']} <- "
+                            f"{r['source']}, the search {first_run} planted "
+                            f"{planted.get(r['target'], {}).get(r['source'])}; give the proof of the same matrix")
+    history, events = read_csv(first_run / "alpha_history.csv"), read_csv(first_run / "freeze_events.csv")
+    merit = merits(rows)
+    table = decisions_vs_merit(history, events, pair_rows(read_architecture(first_run / "architecture.yaml")),
+                               planted, merit, classes(rows))
+    resources.write_tables(table, out, "decisions_vs_merit", "%.2f")
+    if history is not None and not history.empty:
+        plot_trajectories_vs_merit(history, events, merit, planted, out)
+    wrong = table[~table["right"]]
+    return {"run": str(first_run), "right": int(table["right"].sum()), "pairs": len(table),
+            "wrong": [f"{r.target}<-{r.source}: {r.chosen} (planted {r.planted}; merit rank {r.chosen_rank}, "
+                      f"{r.merit_gap:.2f} below the best {r.best_by_merit}; led from step {r.chosen_leads_from:.0f})"
+                      for r in wrong.itertuples()]}
 
 
 def _readable_architecture(path: Path) -> dict | None:

@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--importance", action="append", default=None, metavar="PATH",
                    help="an importance.csv, or a folder searched for them, to use instead of those under DIR "
                         "(repeatable; several fitted models are averaged per pair)")
+    p.add_argument("--proof", default=None, metavar="DIR",
+                   help="the output folder of the planting proof of the searched matrix (trcnas compare "
+                        "relations-proof): the search's decisions beside each candidate's measured merit")
 
     p = sub.add_parser("summary", help="parameters (M) and multiply-adds (G), total and per module")
     _common(p, "synthetic-mt")
@@ -354,7 +357,10 @@ def cmd_report(args):
             raise UserError(f"report: --importance {p} " + ("holds no importance.csv" if Path(p).is_dir() else
                             "does not exist") + ": give an importance.csv written by `trcnas importance`, or a "
                             "folder holding them")
-    s = make_report(args.dir, args.out, args.importance)
+    if args.proof and not (Path(args.proof) / "comparison.yaml").is_file():
+        raise UserError(f"report: --proof {args.proof} holds no comparison.yaml; give the --out of `trcnas compare "
+                        "relations-proof`")
+    s = make_report(args.dir, args.out, args.importance, args.proof)
     print(f"figures and tables in {s['figures']}: {', '.join(s['files'])}")
     if not_drawn_line(s):
         print(not_drawn_line(s))

@@ -264,6 +264,25 @@ def test_proof_expands_every_pair_and_judges_by_two_standard_deviations(tmp_path
     score = recovery(chosen, planted, same)
     assert score["pairs"] == 16 and score["recovered"] == (14 if margin > 2 * sd else 15)
     assert "blue<-blue: none (planted global)" in score["wrong"]
+    # a search's decisions beside the merit the proof measured (report --proof): the proof of the same matrix only
+    search = tmp_path / "search"
+    assert main(["search", "--local", "--config", "synthetic-relations", "--out", str(search), *fast_args]) == 0
+    assert main(["report", str(search), "--proof", str(out)]) == 0
+    table = pd.read_csv(search / "figures" / "decisions_vs_merit.csv")
+    assert len(table) == 16
+    rg = table[(table["target"] == "red") & (table["source"] == "green")].iloc[0]
+    merit = {"global": np.mean(vals["planted"]), "local": np.mean(vals["red__green__local"])}
+    assert rg["merit_planted"] == pytest.approx(merit["global"])
+    assert rg["merit_chosen"] == pytest.approx(merit[rg["chosen"]]) if rg["chosen"] in merit else \
+        np.isnan(rg["merit_chosen"])
+    assert rg["best_by_merit"] == max(merit, key=merit.get)
+    rep = json.loads((search / "figures" / "report.json").read_text())["merit"]
+    assert rep["right"] == int(table["right"].sum()) and len(rep["wrong"]) == 16 - rep["right"]
+    assert (search / "figures" / "trajectories_vs_merit.png").stat().st_size > 0
+    other = tmp_path / "other"
+    assert main(["search", "--local", "--config", "synthetic-relations", "--set", "data.relations.red.green=local",
+                 "--out", str(other), *fast_args]) == 0
+    assert main(["report", str(other), "--proof", str(out)]) == 2
 
 
 def test_compare_runs_a_subset_of_seeds_now(tmp_path, capsys, fast_args):
@@ -333,3 +352,24 @@ def test_the_score_classes_change_no_run_a_matrix_change_does(tmp_path, capsys, 
     assert main([*args, "--set", "data.relations.red.green=local"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "data.relations" in err[0] and "--overwrite" in err[0]
+
+
+def test_decisions_vs_merit_by_hand():
+    import pandas as pd
+
+    from trcnas.analysis.planted import decisions_vs_merit
+
+    history = pd.DataFrame({"step": [0, 1, 2, 3],
+                            "atrc.a.b:none": [0.5, 0.2, 0.6, 0.7], "atrc.a.b:global": [0.5, 0.8, 0.4, 0.3],
+                            "atrc.b.a:none": [0.5, 0.5, 0.5, 0.5], "atrc.b.a:local": [0.4, 0.6, 0.6, 0.6]})
+    events = pd.DataFrame({"step": [3], "decision": ["atrc.a.b"], "choice": ["none"]})
+    planted = {"a": {"b": "global"}, "b": {"a": "local"}}
+    chosen = {"a": {"b": "none"}, "b": {"a": "local"}}
+    merit = {("a", "b"): {"global": 90.0, "none": 85.0}, ("b", "a"): {"local": 80.0, "none": 81.0}}
+    t = decisions_vs_merit(history, events, chosen, planted, merit, {("b", "a"): {"none"}}).set_index("target")
+    ab, ba = t.loc["a"], t.loc["b"]
+    # none led a <- b from step 2 on (global led at step 1), was frozen at 3, ranks second, 5 points below global
+    assert (ab["chosen_leads_from"], ab["frozen_at"], ab["chosen_rank"], ab["merit_gap"]) == (2, 3, 2, 5.0)
+    assert not ab["right"] and ab["best_by_merit"] == "global" and ab["planted_probability_end"] == 0.3
+    # local led b <- a from step 1; ranks second by merit but is the planted type
+    assert ba["right"] and ba["chosen_leads_from"] == 1 and ba["chosen_rank"] == 2 and np.isnan(ba["frozen_at"])
