@@ -12,7 +12,7 @@ import pandas as pd
 import yaml
 
 from trcnas.analysis.loaders import pair_rows
-from trcnas.analysis.planted import recovery, score_of, write_proof
+from trcnas.analysis.planted import pair_classes, recovery, score_of, write_proof
 from trcnas.analysis.style import no_data, plt, save
 from trcnas.nas.curves import LOSS_RISE, loss_rise
 from trcnas.nas.metrics import delta_m
@@ -39,7 +39,10 @@ def _choices(metrics: dict) -> str:
     return "; ".join(x for group in (arch.get("choices") or {}).values() for x in flat(group))
 
 
-def collect_runs(out: Path, spec: dict) -> pd.DataFrame:
+def collect_runs(out: Path, spec: dict, also_right: dict[str, dict | None] | None = None) -> pd.DataFrame:
+    """One row per finished (variant, seed). ``also_right``: per variant, the score's classes of its config today
+    (``data.also_right``), which score its searches in place of those stored with each run (classes change as the
+    proof gains seeds; they change no run)."""
     rows = []
     for v in spec["variants"]:
         for s in spec["seeds"]:
@@ -52,18 +55,22 @@ def collect_runs(out: Path, spec: dict) -> pd.DataFrame:
                    **{t: m["primary"][t] for t in m["primary"]}, "delta_m": m.get("delta_m"),
                    "steps": m.get("steps"), "wall_s": m.get("wall_s"), "choices": _choices(m),
                    "params_M": m.get("params_M", float("nan")), "madds_G": m.get("madds_G", float("nan")),
-                   "loss_rise": _loss_rise(m, final), **_recovered(m, final, v)}
+                   "loss_rise": _loss_rise(m, final),
+                   **_recovered(m, final, v, (also_right or {}).get(v["name"], ...))}
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _recovered(metrics: dict, final: Path, variant: dict) -> dict:
+def _recovered(metrics: dict, final: Path, variant: dict, also_right=...) -> dict:
     """For a searched ATRC architecture on the relations dataset: how many pairs chose the planted type
-    (``recovered`` of ``pairs``; the search's own config names the matrix)."""
+    (``recovered`` of ``pairs``; the search's own config names the matrix, and the classes unless ``also_right``
+    is given)."""
     choices = pair_rows(metrics.get("architecture") or {})
     scored = score_of(final.parent / "search") if variant.get("architecture") == "search" and choices else None
     if not scored:
         return {}
+    if also_right is not ...:
+        scored = (scored[0], pair_classes(scored[0], also_right))
     r = recovery(choices, *scored)
     return {"recovered": r["recovered"], "exact": r["exact"], "pairs": r["pairs"]}
 
@@ -201,13 +208,14 @@ def plot_training_curves(curves: pd.DataFrame, out: Path) -> None:
     save(fig, out, "training_curves")
 
 
-def write_comparison(out: str | Path, spec: dict | None = None, metric_names: dict[str, str] | None = None) -> dict:
+def write_comparison(out: str | Path, spec: dict | None = None, metric_names: dict[str, str] | None = None,
+                     also_right: dict[str, dict | None] | None = None) -> dict:
     """Writes runs.csv, summary.csv and summary.md into ``out``; returns their paths and the summary rows.
-    ``metric_names``: each task's primary metric, for the column heads."""
+    ``metric_names``: each task's primary metric, for the column heads; ``also_right``: see ``collect_runs``."""
     out = Path(out)
     if spec is None:
         spec = yaml.safe_load((out / "comparison.yaml").read_text())
-    runs = collect_runs(out, spec)
+    runs = collect_runs(out, spec, also_right)
     if runs.empty:
         return {"runs": 0, "summary": [], "files": []}
     first = next(p for v in spec["variants"] for s in spec["seeds"]

@@ -329,7 +329,11 @@ def run_compare(spec_path: str | Path | dict, out: str | Path, extra: list[str] 
     errors = _run_on_ray([j for j in jobs if not _finished(j[1], j[2])], out, address) if ray else []
     _record_costs(out, spec, cfgs)
 
-    return {**write_comparison(out, spec, {t: TASKS.get(t).metric for t in TASKS.names()}), "errors": errors}
+    # the score's classes as the configs give them today (they change as the proof gains seeds, and change no run)
+    classes = {v["name"]: variant_config(spec, v, spec["seeds"][0], extra).data.also_right
+               for v in spec["variants"]}
+    return {**write_comparison(out, spec, {t: TASKS.get(t).metric for t in TASKS.names()}, classes),
+            "errors": errors}
 
 
 def dataset_info(cfg: ConfigBase):

@@ -373,3 +373,26 @@ def test_decisions_vs_merit_by_hand():
     assert not ab["right"] and ab["best_by_merit"] == "global" and ab["planted_probability_end"] == 0.3
     # local led b <- a from step 1; ranks second by merit but is the planted type
     assert ba["right"] and ba["chosen_leads_from"] == 1 and ba["chosen_rank"] == 2 and np.isnan(ba["frozen_at"])
+
+
+def test_a_search_study_is_scored_by_the_classes_of_today(tmp_path, fast_args):
+    """The classes change as the proof gains seeds: a comparison's summary scores its finished searches by the
+    config's data.also_right of today, not by the one each run stored."""
+    import pandas as pd
+    import yaml
+
+    spec = {"name": "s", "config": "synthetic-relations", "seeds": [0],
+            "variants": [{"name": "paper", "architecture": "search", "retrain": False}]}
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    none = "data.also_right={_delete_: true}"
+    assert main(["compare", str(p), "--out", str(out), "--set", none, *fast_args]) == 0
+    row = pd.read_csv(out / "runs.csv").iloc[0]
+    assert row["recovered"] == row["exact"] and row["pairs"] == 16
+    anything = "data.also_right={" + ", ".join(f"{t}: [none, global, local, tlabel, slabel]" for t in
+                                               ("none", "global", "local", "tlabel", "slabel")) + "}"
+    assert main(["compare", str(p), "--out", str(out), "--set", anything, *fast_args]) == 0
+    again = pd.read_csv(out / "runs.csv").iloc[0]
+    assert again["recovered"] == 16 and again["exact"] == row["exact"]
+    assert "seed 0: 16 (" in (out / "summary.md").read_text()
