@@ -27,7 +27,8 @@ ADDED_LATER = {("model", "composite", "anchor_inset"): 0.0, ("model", "composite
                ("model", "composite", "normals"): "sigmoid", ("model", "composite", "block_slope"): 0.2,
                ("model", "composite", "palette_antialias"): True, ("model", "composite", "top_kernel"): 3,
                ("model", "composite", "align_corners"): False, ("model", "composite", "film_hidden"): None,
-               ("model", "composite", "embedding_init"): "kaiming", ("search", "selection_sweeps"): 2}
+               ("model", "composite", "embedding_init"): "kaiming", ("search", "selection_sweeps"): 2,
+               ("search", "selection_tune_steps"): 0}
 
 
 def config_schema():

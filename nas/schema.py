@@ -199,6 +199,11 @@ class SearchSection(Section):
     selection: Literal[SELECTIONS] = "alpha"
     selection_batches: int | None = Field(None, gt=0)  # val batches per selection score (null: the split)
     selection_sweeps: int = Field(2, gt=0)  # evaluation: at most this many coordinate-descent sweeps
+    # perturbation: weight steps that tune the supergraph after each decision is fixed, before the next is judged
+    # (DARTS-PT's fine-tuning between edge decisions; 0: none, the decided op then computes its candidate at full
+    # weight in a supergraph trained on its share of the mixture). The train.optimizer at train.lr, cosine-decayed
+    # to 0 over all the tuning steps, on the batches that follow the search's
+    selection_tune_steps: int = Field(0, ge=0)
     # what the alpha_warmup steps train: mixture (the search's own mixture, alphas held at their start) or paths
     # (one candidate per decision drawn uniformly each step at full weight, as single-path one-shot NAS trains a
     # supergraph: every candidate learns on its own before alpha moves)
@@ -210,6 +215,9 @@ class SearchSection(Section):
             raise ValueError(f"weights sigmoid (Fair DARTS gates) needs mode soft, got mode {self.mode}")
         if self.zero_one > 0 and self.weights != "sigmoid":
             raise ValueError("zero_one is the loss of sigmoid gates: set weights: sigmoid, or zero_one: 0")
+        if self.selection_tune_steps and self.selection != "perturbation":
+            raise ValueError("selection_tune_steps tunes between the decisions of selection perturbation, got "
+                             f"selection {self.selection}: set selection: perturbation, or selection_tune_steps: 0")
         return self
 
 

@@ -129,6 +129,20 @@ def test_perturbation_selection_reads_the_loss_not_alpha():
     assert model.mixed.mixture is None  # the eval mixture is cleared again
 
 
+def test_perturbation_selection_tunes_after_every_decision_but_the_last():
+    a, b, c = Toy(0.1), Toy(0.1), Toy(0.1)
+    for m, name in zip((a, b, c), "abc"):
+        m.mixed.name = name
+    xv = torch.randn(16, D, generator=torch.Generator().manual_seed(1))
+    seen = []
+    records = select_by_perturbation([a.mixed, b.mixed, c.mixed], lambda: _val_loss(a, xv), seed=3,
+                                     tune=lambda: seen.append(sorted(m.name for m in (a.mixed, b.mixed, c.mixed)
+                                                                     if m.frozen)))
+    order = [r["decision"] for r in records]
+    # after the k-th decision the first k (in the order decided) are frozen; no tuning after the last
+    assert seen == [sorted(order[:1]), sorted(order[:2])]
+
+
 def test_perturbation_selection_takes_none_when_every_candidate_hurts():
     model = Toy(3.0)  # garbage `good`, a constant `bad` far from zero: removing either lowers the loss
     with torch.no_grad():
@@ -233,6 +247,7 @@ def test_method_keys_in_config(override, match):
     (["search.weights=sigmoid", "search.mode=hard"], "weights sigmoid (Fair DARTS gates) needs mode soft"),
     (["search.zero_one=1.0"], "zero_one is the loss of sigmoid gates"),
     (["search.selection=argmax"], "search.selection must be one of alpha, perturbation, evaluation"),
+    (["search.selection_tune_steps=5"], "selection_tune_steps tunes between the decisions of selection perturbation"),
 ])
 def test_bad_method_keys_are_one_line(overrides, match):
     with pytest.raises(UserError, match=match.replace("(", r"\(").replace(")", r"\)")):
@@ -269,6 +284,22 @@ def test_a_search_decided_after_training_end_to_end(tmp_path, fast_args, method)
     key = "loss_rise_when_removed" if method == "perturbation" else "validation_loss"
     assert arch["search"]["selection"] == method
     assert set(arch["search"][key]) == {r["decision"] for r in sel["decisions"]}
+
+
+def test_tuning_between_decisions_changes_the_network_the_later_ones_are_judged_in(tmp_path, fast_args):
+    import json
+
+    from trcnas.runners.cli import main
+
+    sel = {}
+    for n in (0, 2):
+        out = tmp_path / f"tune{n}"
+        assert main(["search", "--local", "--config", "synthetic-relations", "--out", str(out), "--set",
+                     "search.selection=perturbation", "--set", f"search.selection_tune_steps={n}", *fast_args]) == 0
+        sel[n] = json.loads((out / "selection.json").read_text())["decisions"]
+    assert [r["decision"] for r in sel[0]] == [r["decision"] for r in sel[2]]  # the same seeded order
+    assert sel[0][0] == sel[2][0]  # the first decision is judged before any tuning
+    assert all(a["base_loss"] != b["base_loss"] for a, b in zip(sel[0][1:], sel[2][1:]))
 
 
 def test_single_paths_are_scored_with_their_own_batch_norm_statistics():

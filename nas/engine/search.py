@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+from torch.utils.data import DataLoader
+
+from trcnas.nas.data import StepBatchSampler
 from trcnas.nas.engine import distributed
-from trcnas.nas.engine.evaluate import delta_m_of, evaluate, primary, validation_loss
-from trcnas.nas.engine.loop import cost_of, finish_run, fit, prepare, write_csv, write_json
+from trcnas.nas.engine.evaluate import delta_m_of, evaluate, primary, to_device, validation_loss
+from trcnas.nas.engine.loop import cost_of, finish_run, fit, make_optimizer, prepare, write_csv, write_json
 from trcnas.nas.families import build_supergraph, resolve_space
 from trcnas.nas.plugins import load_plugins
 from trcnas.nas.schema import ConfigBase, updated
@@ -18,6 +23,7 @@ from trcnas.nas.search.mixed import split_parameters
 from trcnas.nas.search.oneshot import select_by_evaluation
 from trcnas.nas.search.perturbation import select_by_perturbation
 from trcnas.spaces.architecture import architecture_from_decisions
+from trcnas.spaces.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +41,42 @@ def full_length(cfg: ConfigBase, why: str | None = None) -> ConfigBase:
     if why:
         log.info("note: %s, so search.stop_when_frozen is off for them: each search runs all its search.steps", why)
     return updated(cfg, {"search.stop_when_frozen": False})
+
+
+def _tuner(cfg: ConfigBase, ctx, model, weights: list, start: int, decisions: int) -> Callable[[], None]:
+    """``tune()``: ``search.selection_tune_steps`` weight steps on the batches that follow the search's (the
+    ``train.optimizer`` at ``train.lr``, cosine-decayed to 0 over the ``decisions`` tunings), the live decisions
+    in their training mixture; for perturbation-based selection between two decisions."""
+    if distributed.world()[1] > 1:
+        raise UserError("search.selection_tune_steps tunes in one process; run this search without data-parallel "
+                        "workers (ray.workers: 1), or set search.selection_tune_steps: 0")
+    n, tr = cfg.search.selection_tune_steps, cfg.train
+    total = n * max(1, decisions)
+    opt = make_optimizer(tr, weights)
+    sampler = StepBatchSampler(len(ctx.train_set), tr.batch_size, cfg.seed, start + total, start)
+    batches = iter(DataLoader(ctx.train_set, batch_sampler=sampler, num_workers=cfg.data.num_workers,
+                              generator=torch.Generator().manual_seed(cfg.seed)))
+    done = 0
+
+    def tune() -> None:
+        nonlocal done
+        model.train()
+        for _ in range(n):
+            for g in opt.param_groups:
+                g["lr"] = tr.lr * 0.5 * (1 + math.cos(math.pi * done / total))
+            batch = to_device(next(batches), ctx.device)
+            with torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=tr.bf16):
+                out = model.forward_batch(batch)
+            loss, _ = model.compute_losses(out, batch, ctx.tasks, cfg.loss_weights)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            clip = tr.grad_clip if cfg.search.grad_clip is None else cfg.search.grad_clip
+            if clip:
+                torch.nn.utils.clip_grad_norm_(weights, clip)
+            opt.step()
+            done += 1
+
+    return tune
 
 
 def search_run(cfg: ConfigBase, out_dir: str | Path, progress: bool = True, resume: bool = True,
@@ -87,7 +129,9 @@ def search_run(cfg: ConfigBase, out_dir: str | Path, progress: bool = True, resu
                                    cfg.search.selection_batches, batch_stats=method == "evaluation")
 
         if method == "perturbation":
-            selection = select_by_perturbation(controller.ops, score, seed=cfg.seed)
+            tune = _tuner(cfg, ctx, model, weights, steps,
+                          sum(not m.frozen for m in controller.ops) - 1) if cfg.search.selection_tune_steps else None
+            selection = select_by_perturbation(controller.ops, score, seed=cfg.seed, tune=tune)
         else:
             selection = select_by_evaluation(controller.ops, score, seed=cfg.seed,
                                              sweeps=cfg.search.selection_sweeps)
