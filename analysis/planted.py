@@ -280,7 +280,7 @@ def proof_markdown(rows: pd.DataFrame) -> str:
         lines.append(
             f"| {r['target']} <- {r['source']} | {r['planted']} | {r['alternative']} | "
             f"{_ms(r, 'planted')} | {_ms(r, 'alternative')} | {r['margin']:+.2f} ({r['margin_sd']:.1f}) | "
-            f"{r['planted_digit']:.1f} / {r['alternative_digit']:.1f} | {r['status']} |")
+            f"{_digits(r)} | {r['status']} |")
     unsep = done[~done["separated"]]
     if not unsep.empty:
         lines.append("\nNot separated (counted as one class with the planted type by the benchmark's score): "
@@ -292,6 +292,13 @@ def proof_markdown(rows: pd.DataFrame) -> str:
                      "(a config's `data.also_right`, which scores any matrix by them): `"
                      + yaml.safe_dump(per_type, default_flow_style=True, width=1000).strip() + "`.")
     return "\n".join(lines) + "\n"
+
+
+def _digits(r) -> str:
+    """The pair digit's IoU, planted / alternative ('no digit' on a pair planted none: it plants no bit)."""
+    if r["planted_digit"] != r["planted_digit"] and r["alternative_digit"] != r["alternative_digit"]:
+        return "(no digit)"
+    return f"{r['planted_digit']:.1f} / {r['alternative_digit']:.1f}"
 
 
 def _ms(r, name: str) -> str:
