@@ -7,7 +7,7 @@ alternative's by more than two standard deviations (the larger of the two sample
 
 ``recovery``: how many pairs of an architecture chose the planted type, where each pair's types that the proof
 could not tell apart count as one class: per pair (``classes``, from this matrix's own proof) or per planted type
-(``type_classes``: what the proof could not separate on most pairs of a type, stored in a config as
+(``type_classes``: what the proof separated on no pair of a type, stored in a config as
 ``data.also_right`` so that any matrix is scored alike).
 """
 
@@ -99,10 +99,11 @@ def type_classes(rows: pd.DataFrame, share: float = 1.0) -> dict[str, list[str]]
     of a config, which scores any matrix by what the shipped matrix's proof showed per type."""
     out: dict[str, list[str]] = {}
     done = rows[rows["status"] != "pending"]
+    order = list(done["alternative"].unique())
     for typ, g in done.groupby("planted", sort=False):
         kept = [alt for alt, a in g.groupby("alternative", sort=False)
                 if (a["status"] == "not separated").mean() >= share]
-        out[typ] = sorted(kept, key=list(done["alternative"].unique()).index)
+        out[typ] = sorted(kept, key=order.index)
     return out
 
 
@@ -126,22 +127,12 @@ def recovery(choices: dict[str, dict[str, str]], planted: dict[str, dict[str, st
             "wrong_pairs": [[t, s] for t, s in wrong]}
 
 
-def _data_of(run: Path) -> dict:
+def score_of(run: Path) -> tuple[dict[str, dict[str, str]], dict[tuple[str, str], set[str]]] | None:
+    """The planted matrix a run was trained or searched on (its config.yaml's ``data.relations``) and its score's
+    per-pair classes (from ``data.also_right``), or None off the relations dataset."""
     f = Path(run) / "config.yaml"
     data = ((yaml.safe_load(f.read_text()) or {}).get("data") or {}) if f.is_file() else {}
-    return data if data.get("dataset") == "relations" else {}
-
-
-def planted_of(run: Path) -> dict[str, dict[str, str]] | None:
-    """The planted matrix a run was trained or searched on (its config.yaml's ``data.relations``), or None."""
-    return _data_of(run).get("relations")
-
-
-def score_of(run: Path) -> tuple[dict[str, dict[str, str]], dict[tuple[str, str], set[str]]] | None:
-    """The planted matrix of a run and its score's per-pair classes (from its config's ``data.also_right``),
-    or None off the relations dataset."""
-    data = _data_of(run)
-    if not data.get("relations"):
+    if data.get("dataset") != "relations" or not data.get("relations"):
         return None
     return data["relations"], pair_classes(data["relations"], data.get("also_right"))
 
@@ -209,6 +200,7 @@ def decisions_vs_merit(history: pd.DataFrame | None, events: pd.DataFrame | None
     the best candidate by merit, the chosen one's rank and its merit gap to the best, and whether the choice counts
     as right (``same``: the score's classes)."""
     frozen = {} if events is None or events.empty else dict(zip(events["decision"], events["step"]))
+    history = history if history is not None else pd.DataFrame()
     rows = []
     for t, row in planted.items():
         for s, typ in row.items():
@@ -217,14 +209,13 @@ def decisions_vs_merit(history: pd.DataFrame | None, events: pd.DataFrame | None
             ranked = sorted(m, key=lambda k: -m[k])
             name = f"{prefix}.{t}.{s}"
             led = float("nan")
-            if history is not None and not history.empty and f"{name}:{c}" in history:
+            if f"{name}:{c}" in history:
                 cols = [k for k in history.columns if k.startswith(f"{name}:")]
                 leader = history[cols].idxmax(axis=1) == f"{name}:{c}"
                 lost = (~leader).to_numpy().nonzero()[0]
                 start = 0 if not len(lost) else lost[-1] + 1
                 led = float(history["step"].iloc[start]) if start < len(history) else float("nan")
-            p_end = (float(history[f"{name}:{typ}"].iloc[-1])
-                     if history is not None and not history.empty and f"{name}:{typ}" in history else float("nan"))
+            p_end = float(history[f"{name}:{typ}"].iloc[-1]) if f"{name}:{typ}" in history else float("nan")
             rows.append({
                 "target": t, "source": s, "planted": typ, "chosen": c,
                 "right": c == typ or c in (same or {}).get((t, s), set()),

@@ -136,11 +136,11 @@ def _merit(proof: str | Path, runs: list[Path], out: Path) -> dict:
     """The first relations search's decisions against the candidates' merit measured by the proof in ``proof``
     (which must have planted the same matrix)."""
     rows = proof_of(proof)
-    first_run = next((r for r in runs if score_of(r)), None)
+    first_run, scored = next(((r, m) for r in runs if (m := score_of(r))), (None, None))
     if rows.empty or first_run is None:
         raise UserError(f"report --proof {proof}: " + ("no planted-pairs proof there (the output of `trcnas compare "
                         "relations-proof`)" if rows.empty else "no search on the relations dataset to compare with it"))
-    planted = score_of(first_run)[0]
+    planted = scored[0]
     for _, r in rows.drop_duplicates(["target", "source"]).iterrows():
         if planted.get(r["target"], {}).get(r["source"]) != r["planted"]:
             raise UserError(f"report --proof {proof}: the proof planted {r['planted']} on {r['target']} <- "

@@ -330,8 +330,8 @@ def run_compare(spec_path: str | Path | dict, out: str | Path, extra: list[str] 
     _record_costs(out, spec, cfgs)
 
     # the score's classes as the configs give them today (they change as the proof gains seeds, and change no run)
-    classes = {v["name"]: variant_config(spec, v, spec["seeds"][0], extra).data.also_right
-               for v in spec["variants"]}
+    classes = {v["name"]: (cfgs.get((v["name"], run_seeds[0])) or variant_config(spec, v, run_seeds[0], extra)
+                           ).data.also_right for v in spec["variants"]}
     return {**write_comparison(out, spec, {t: TASKS.get(t).metric for t in TASKS.names()}, classes),
             "errors": errors}
 

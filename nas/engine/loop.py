@@ -288,6 +288,26 @@ def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) ->
     atomic_write_text(path, buf.getvalue())
 
 
+def batch_loss(model: torch.nn.Module, batch: dict, tasks, weights, bf16: bool = False, forward=None):
+    """(the weighted training objective, its parts) of one batch, the outputs in bf16 autocast when asked;
+    ``forward``: what computes them instead of ``model.forward_batch`` (its DDP wrapper)."""
+    with torch.autocast(device_type=batch["image"].device.type, dtype=torch.bfloat16, enabled=bf16):
+        out = (forward or model.forward_batch)(batch)
+    return model.compute_losses(out, batch, tasks, weights)
+
+
+def optimizer_step(loss: torch.Tensor, optims: list, params: list, clip: float | None) -> None:
+    """One optimiser step of every optimiser in ``optims`` on ``loss``, the gradient norm of ``params`` clipped
+    to ``clip`` first (None or 0: no clipping)."""
+    for o in optims:
+        o.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip:
+        torch.nn.utils.clip_grad_norm_(params, clip)
+    for o in optims:
+        o.step()
+
+
 def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int, plugin: LoopPlugin | None = None,
         progress: bool = True, resume: bool = True, curve_name: str = "train_curve.csv",
         on_checkpoint: Callable[[int, Path], None] | None = None, stop_after: int | None = None,
@@ -342,7 +362,6 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
     loader = DataLoader(ctx.train_set, batch_sampler=sampler, num_workers=cfg.data.num_workers,
                         pin_memory=ctx.device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
     weights = cfg.loss_weights
-    dev_type = ctx.device.type
     clip = tr.grad_clip if grad_clip is None else grad_clip
 
     def checkpoint(step):
@@ -373,19 +392,11 @@ def fit(ctx: RunContext, model: torch.nn.Module, weight_params: list, steps: int
         batch = to_device(batch, ctx.device)
         if label_rule is not None:
             batch = palette_masked(batch, label_rule, ctx.tasks)
-        with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=tr.bf16):
-            out = ddp(batch) if ddp is not None else model.forward_batch(batch)
-        loss, parts = model.compute_losses(out, batch, ctx.tasks, weights)
+        loss, parts = batch_loss(model, batch, ctx.tasks, weights, tr.bf16, forward=ddp)
         extra, extra_log = plugin.extra_loss(step, steps)
         if extra is not None:
             loss = loss + extra
-        for o in optims:
-            o.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip:
-            torch.nn.utils.clip_grad_norm_(weight_params, clip)
-        for o in optims:
-            o.step()
+        optimizer_step(loss, optims, weight_params, clip)
         log = plugin.after_step(step, steps)
         value = None
         if step % tr.log_every == 0 or step == steps - 1:

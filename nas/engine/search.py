@@ -14,7 +14,17 @@ from torch.utils.data import DataLoader
 from trcnas.nas.data import StepBatchSampler
 from trcnas.nas.engine import distributed
 from trcnas.nas.engine.evaluate import delta_m_of, evaluate, primary, to_device, validation_loss
-from trcnas.nas.engine.loop import cost_of, finish_run, fit, make_optimizer, prepare, write_csv, write_json
+from trcnas.nas.engine.loop import (
+    batch_loss,
+    cost_of,
+    finish_run,
+    fit,
+    make_optimizer,
+    optimizer_step,
+    prepare,
+    write_csv,
+    write_json,
+)
 from trcnas.nas.families import build_supergraph, resolve_space
 from trcnas.nas.plugins import load_plugins
 from trcnas.nas.schema import ConfigBase, updated
@@ -56,6 +66,7 @@ def _tuner(cfg: ConfigBase, ctx, model, weights: list, start: int, decisions: in
     sampler = StepBatchSampler(len(ctx.train_set), tr.batch_size, cfg.seed, start + total, start)
     batches = iter(DataLoader(ctx.train_set, batch_sampler=sampler, num_workers=cfg.data.num_workers,
                               generator=torch.Generator().manual_seed(cfg.seed)))
+    clip = tr.grad_clip if cfg.search.grad_clip is None else cfg.search.grad_clip
     done = 0
 
     def tune() -> None:
@@ -65,15 +76,8 @@ def _tuner(cfg: ConfigBase, ctx, model, weights: list, start: int, decisions: in
             for g in opt.param_groups:
                 g["lr"] = tr.lr * 0.5 * (1 + math.cos(math.pi * done / total))
             batch = to_device(next(batches), ctx.device)
-            with torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=tr.bf16):
-                out = model.forward_batch(batch)
-            loss, _ = model.compute_losses(out, batch, ctx.tasks, cfg.loss_weights)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            clip = tr.grad_clip if cfg.search.grad_clip is None else cfg.search.grad_clip
-            if clip:
-                torch.nn.utils.clip_grad_norm_(weights, clip)
-            opt.step()
+            loss, _ = batch_loss(model, batch, ctx.tasks, cfg.loss_weights, tr.bf16)
+            optimizer_step(loss, [opt], weights, clip)
             done += 1
 
     return tune
