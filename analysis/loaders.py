@@ -54,6 +54,12 @@ def pair_choices(arch: dict) -> dict[tuple[str, str], str]:
     return {(t, s): c for t, row in (pair_rows(arch) or {}).items() for s, c in row.items()}
 
 
+def is_retrain(metrics: Path) -> bool:
+    """Whether a metrics.json is a trained fixed architecture's (a retrain; searches write "<space>_search")."""
+    m = read_json(metrics) or {}
+    return bool(m.get("architecture")) and not str(m.get("model", "")).endswith("_search")
+
+
 def search_runs(root: Path) -> list[Path]:
     """Directories holding a finished search: architecture.yaml next to alpha_history.csv (local runs, and
     Ray trials: each trial counts once, by its ``run`` directory, else its latest checkpoint)."""

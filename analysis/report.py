@@ -12,6 +12,7 @@ import yaml
 from trcnas.analysis import context, decisions, resources, search_plots, studies, style
 from trcnas.analysis.loaders import (
     first,
+    is_retrain,
     pair_group,
     pair_rows,
     read_architecture,
@@ -30,18 +31,20 @@ from trcnas.analysis.planted import (
     recovery,
     score_of,
 )
+from trcnas.analysis.report_md import chosen_types, report_markdown
 from trcnas.spaces.errors import UserError
 from trcnas.spaces.io import atomic_write_text
 
 
 def make_report(root: str | Path, out: str | Path | None = None, importance: list[str | Path] | None = None,
-                proof: str | Path | None = None) -> dict:
+                proof: str | Path | None = None, outputs: dict | None = None) -> dict:
     """Figures and tables into ``out`` (default ROOT/figures). Search runs of several spaces in one folder
     (e.g. an hpo folder with ATRC and CompositeTasking studies) get their decision figures per space, in
     ``out/<space>/``; everything else is drawn once. ``importance``: importance.csv files or folders to use
     instead of those under ROOT (averaged over the fitted models when several). ``proof``: the output folder of
     the planting proof of the searched matrix (``trcnas compare relations-proof``): the first search's decisions
-    beside each candidate's measured merit (``trajectories_vs_merit``, ``decisions_vs_merit``)."""
+    beside each candidate's measured merit (``trajectories_vs_merit``, ``decisions_vs_merit``). ``report.md`` opens
+the folder (:mod:`trcnas.analysis.report_md`); ``outputs`` (name -> path) is listed at its end."""
     root = Path(root)
     out = Path(out) if out else root / "figures"
     out.mkdir(parents=True, exist_ok=True)
@@ -55,13 +58,13 @@ def make_report(root: str | Path, out: str | Path | None = None, importance: lis
         if a is not None:
             runs.append(r)
             groups.setdefault(str(a.get("space")), []).append(r)
-    chosen_files = {}
+    chosen_files, chosen_paths = {}, {}
     for p in sorted(root.rglob("architecture.yaml")):
         a = _readable_architecture(p)
-        if a is not None:
-            chosen_files.setdefault(str(a.get("space")), a)
+        if a is not None and str(a.get("space")) not in chosen_files:
+            chosen_files[str(a.get("space"))], chosen_paths[str(a.get("space"))] = a, p
     first_space = next(iter(groups), next(iter(chosen_files), None))
-    chosen = chosen_files.get(first_space)
+    chosen, chosen_path = chosen_files.get(first_space), chosen_paths.get(first_space)
     archs = context.load_archs(groups.get(first_space, []))
     imp, summary["importance_models"] = read_importance(root, importance)
     tasks = chosen["tasks"] if chosen else (archs[0]["tasks"] if archs else [])
@@ -76,6 +79,9 @@ def make_report(root: str | Path, out: str | Path | None = None, importance: lis
     else:
         summary.update(_decision_figures(archs, groups.get(first_space, []), chosen, imp, out))
     summary["search_runs"] = len(runs)
+    if chosen is not None and (types := chosen_types(pair_rows(chosen))):
+        summary["chosen_types"] = types
+        summary["architecture"] = str(chosen_path)
     recovered = _recovery(root, runs, chosen, out)
     if recovered:
         summary["recovery"] = recovered
@@ -99,17 +105,10 @@ def make_report(root: str | Path, out: str | Path | None = None, importance: lis
     else:
         summary["study"] = studies.study_figures(None, None, None, out)
     summary["not_drawn"] = dict(style.NOT_DRAWN)  # figure -> what it needs (more runs, a study, ...)
-    summary["files"] = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    summary["files"] = sorted({*(p.name for p in out.iterdir() if not p.name.startswith(".")), "report.md"})
+    atomic_write_text(out / "report.md", report_markdown(root, out, summary, outputs))
     atomic_write_text(out / "report.json", json.dumps(json_safe(summary), indent=2, default=str, allow_nan=False))
     return summary
-
-
-def not_drawn_line(summary: dict) -> str | None:
-    """One line naming the figures a report left out for want of data, and what each needs."""
-    skipped = summary.get("not_drawn") or {}
-    if not skipped:
-        return None
-    return "not drawn, nothing to show yet: " + "; ".join(f"{k} (needs {v})" for k, v in skipped.items())
 
 
 def _recovery(root: Path, runs: list[Path], chosen: dict | None, out: Path) -> dict | None:
@@ -219,10 +218,6 @@ def _decision_figures(archs: list[dict], runs: list[Path], chosen: dict | None, 
 def _search_retrain_pairs(root: Path, runs: list[Path]) -> list[dict]:
     """A search's metrics.json next to a retrain of its architecture (``retrain/metrics.json`` in the same
     pipeline directory, or the retrain whose architecture equals the search's)."""
-    def is_retrain(p: Path) -> bool:  # a trained fixed architecture (searches write "<space>_search")
-        m = read_json(p) or {}
-        return bool(m.get("architecture")) and not str(m.get("model", "")).endswith("_search")
-
     retrains = [p.parent for p in root.rglob("metrics.json") if is_retrain(p)]
     pairs = []
     for r in runs:

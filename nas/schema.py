@@ -265,8 +265,19 @@ class LoggingSection(Section):
     console_interval_s: float = Field(30.0, ge=0)
 
 
+class ReferenceFigure(Section):
+    label: str = Field(min_length=1)  # e.g. "Multi-task baseline"
+    delta_m: float  # Delta_m (%) against this config's baselines
+    std: float | None = Field(None, ge=0)  # sample std over the seeds
+    seeds: int = Field(1, gt=0)
+    source: str = Field(min_length=1)  # where and when it was measured (command, seeds, date, docs page)
+
+
 class ReportSection(Section):
     importance_repeats: int = Field(2, gt=0)  # permutations per block that `trcnas run` computes after retraining
+    # Delta_m figures measured once for this config (the multi-task baseline, the best fixed context), each {label,
+    # delta_m, std, seeds, source}: report.md puts the retrained network's Delta_m beside them, with their provenance
+    reference: list[ReferenceFigure] = []
 
 
 class ConfigBase(Section):

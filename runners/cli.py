@@ -261,6 +261,9 @@ def cmd_run(args):
     _print_metrics(res["metrics"])
     for k, v in res["outputs"].items():
         print(f"  {k:13s} {v}")
+    if res["recovery"]:
+        print(_recovered_line(res["recovery"]))
+    print(f"read first: {res['outputs']['report']}")
     if res["not_drawn"]:
         print(res["not_drawn"])
 
@@ -342,7 +345,8 @@ def cmd_predict(args):
 
 
 def cmd_report(args):
-    from trcnas.analysis.report import make_report, not_drawn_line
+    from trcnas.analysis.report import make_report
+    from trcnas.analysis.report_md import not_drawn_line
 
     if not Path(args.dir).is_dir():
         raise UserError(f"report: {args.dir} is not a directory")
@@ -362,8 +366,16 @@ def cmd_report(args):
                         "relations-proof`")
     s = make_report(args.dir, args.out, args.importance, args.proof)
     print(f"figures and tables in {s['figures']}: {', '.join(s['files'])}")
+    print(f"read first: {Path(s['figures']) / 'report.md'}")
+    if "recovery" in s:
+        print(_recovered_line(s["recovery"]))
     if not_drawn_line(s):
         print(not_drawn_line(s))
+
+
+def _recovered_line(rec: dict) -> str:
+    return (f"planted pairs recovered: {rec['recovered']} of {rec['pairs']} ({rec['exact']} exactly)"
+            + (f"; wrong: {'; '.join(rec['wrong'])}" if rec["wrong"] else ""))
 
 
 def cmd_summary(args):

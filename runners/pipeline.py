@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from trcnas.analysis.report import make_report, not_drawn_line
+from trcnas.analysis.report import make_report
+from trcnas.analysis.report_md import not_drawn_line
 from trcnas.nas.engine.importance import NothingToPermute, permutation_importance
 from trcnas.nas.engine.train import train_run
 from trcnas.nas.schema import ConfigBase, updated
@@ -38,12 +39,13 @@ def run_pipeline(cfg: ConfigBase, out: str | Path, address: str | None = None, n
     except NothingToPermute:  # CompositeTasking: the report draws the rest
         pass
     t3 = time.perf_counter()
-    report = make_report(out)
     outputs = {
         "experiment": exp, "summary": exp / "summary.csv", "architecture": arch_path,
         "retrain": out / "retrain", "metrics": out / "retrain" / "metrics.json",
-        "importance": out / "retrain" / "importance.csv", "figures": Path(report["figures"]),
+        "importance": out / "retrain" / "importance.csv", "figures": out / "figures",
+        "report": out / "figures" / "report.md",
     }
+    report = make_report(out, outputs=outputs)
     wall = {"search": t_search, "retrain": t2 - t1, "importance": t3 - t2, "total": time.perf_counter() - t0}
     return {"outputs": outputs, "metrics": summary, "wall_s": wall, "selected_by": f"{metric} ({mode})",
-            "not_drawn": not_drawn_line(report)}
+            "not_drawn": not_drawn_line(report), "recovery": report.get("recovery")}

@@ -159,7 +159,7 @@ def test_reliability_agreement_by_hand():
 
 
 def test_empty_dir_report_draws_nothing_and_says_what_each_figure_needs(tmp_path):
-    from trcnas.analysis.report import not_drawn_line
+    from trcnas.analysis.report_md import not_drawn_line
 
     (tmp_path / "figures").mkdir()
     (tmp_path / "figures" / "optuna.png").write_bytes(b"stale")  # an older report's figure goes too
@@ -168,6 +168,41 @@ def test_empty_dir_report_draws_nothing_and_says_what_each_figure_needs(tmp_path
     assert {"importance_heatmap", "search_reliability", "optuna"} <= set(s["not_drawn"])
     line = not_drawn_line(s)
     assert line.startswith("not drawn, nothing to show yet: ") and "search_reliability (needs at least two" in line
+
+
+def test_report_md_puts_the_retrained_delta_m_beside_the_configs_reference_figures(tmp_path):
+    import yaml
+
+    run = tmp_path / "retrain"
+    run.mkdir()
+    arch = {"format": "trcnas-architecture/1", "space": "atrc", "tasks": ["semseg", "depth"],
+            "choices": {"atrc": {"semseg": {"semseg": "global", "depth": "none"},
+                                 "depth": {"semseg": "local", "depth": "global"}}}}
+    (run / "metrics.json").write_text(json.dumps({"model": "atrc", "architecture": arch, "delta_m": 7.123,
+                                                  "steps": 1000, "primary": {"semseg": 86.5, "depth": 0.41}}))
+    ref = [{"label": "Multi-task baseline", "delta_m": 3.46, "std": 0.2, "seeds": 3, "source": "table 1, seeds 0-2"},
+           {"label": "Best fixed", "delta_m": 6.97, "source": "one run"}]
+    (run / "config.yaml").write_text(yaml.safe_dump({"seed": 4, "report": {"reference": ref}}))
+    s = make_report(tmp_path, outputs={"retrain": run})
+    md = (tmp_path / "figures" / "report.md").read_text()
+    assert "report.md" in s["files"]
+    row = "| this run: the chosen architecture retrained (1000 steps, seed 4) | +7.12 | 1 | `retrain/metrics.json` |"
+    assert row in md
+    assert "| Multi-task baseline | +3.46 ± 0.20 | 3 | table 1, seeds 0-2 |" in md
+    assert "| Best fixed | +6.97 | 1 | one run |" in md
+    assert "Per task (primary metric): semseg 86.5, depth 0.41." in md
+    assert f"| retrain | `{run}` |" in md and "Not drawn, nothing to show yet: " in md
+    assert "pairs recovered" not in md  # not the planted-relations benchmark
+    # without single-task baselines the row says why there is no Delta_m; two retrains: no headline row
+    (run / "metrics.json").write_text(json.dumps({"model": "atrc", "architecture": arch, "delta_m": None}))
+    make_report(tmp_path)
+    md = (tmp_path / "figures" / "report.md").read_text()
+    assert "Δm is not computed: the config has no single-task `baselines`." in md
+    run.rename(tmp_path / "a")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "metrics.json").write_text((tmp_path / "a" / "metrics.json").read_text())
+    make_report(tmp_path)
+    assert "## The retrained network" not in (tmp_path / "figures" / "report.md").read_text()
 
 
 def test_cached_encoder_gives_the_same_importance_as_full_forwards():

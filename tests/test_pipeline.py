@@ -25,3 +25,10 @@ def test_run_pipeline_writes_every_output(tmp_path, cache_dir):
     assert len(imp) == sum(c != "none" for row in m["architecture"]["choices"]["atrc"].values() for c in row.values())
     for f in ("importance_heatmap.png", "chosen_context.pdf", "alpha_trajectories.png", "report.json"):
         assert (out / "figures" / f).stat().st_size > 0
+    # report.md opens with the retrained Delta_m beside the config's reference figures, and lists every output
+    md = (out / "figures" / "report.md").read_text()
+    assert f"| {m['delta_m']:+.2f} | 1 | `retrain/metrics.json` |" in md
+    assert "| Multi-task baseline | +3.46 ± 0.20 | 3 |" in md
+    assert "| Best fixed context (S-label) | +6.97 ± 0.85 | 3 |" in md
+    assert f"| architecture | `{out / 'architecture.yaml'}` |" in md
+    assert f"read first: {out / 'figures' / 'report.md'}" in p.stdout

@@ -193,6 +193,14 @@ def test_shipped_config_trains_searches_and_retrains(tmp_path, fast_args):
     assert main(["retrain", "--config", "synthetic-relations", "--architecture", str(arch),
                  "--out", str(tmp_path / "r"), *fast_args]) == 0
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    # report.md opens with the recovered count and the matrix figure; no Delta_m without single-task baselines
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "fig")]) == 0
+    md = (tmp_path / "fig" / "report.md").read_text()
+    assert f"**{right} of 16 pairs recovered** ({exact} the planted type itself" in md
+    assert "![planted vs chosen](planted_vs_chosen.png)" in md
+    assert (tmp_path / "fig" / "planted_vs_chosen.png").is_file()
+    assert "Δm is not computed: the config has no single-task `baselines`." in md and "`r/metrics.json`" in md
+    assert json.loads((tmp_path / "fig" / "report.json").read_text())["recovery"]["recovered"] == right
     cfg = load_config("synthetic-relations")
     for t in cfg.data.tasks:
         bits = relation_bits(check_relations(cfg.data.relations, cfg.data.tasks), t)

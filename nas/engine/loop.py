@@ -96,7 +96,7 @@ class RunContext:
 
 # settings that do not change what a run computes: a run may resume under other values of these
 RESUME_FREE = ("name", "device", "ray", "hpo", "plugins", "logging", "data.num_workers", "data.cache_dir",
-               "data.also_right", "train.eval_workers")  # what changes no step of a run (data.also_right: its score)
+               "data.also_right", "train.eval_workers", "report")  # data.also_right: a search's score; report: figures
 
 
 def _differences(a, b, prefix="", free=RESUME_FREE) -> list[str]:
