@@ -3,7 +3,10 @@
 ``proof``: for every (target, source) pair of a comparison expanded with ``expand: planted_pairs``, the planted
 network against the same network with that one pair changed to each other candidate, scored by the target's
 metric over the seeds. A pair's planted type is *separated* from an alternative when the planted mean beats the
-alternative's by more than two standard deviations (the larger of the two sample standard deviations).
+alternative's by more than two standard deviations of the target's metric: the seed-to-seed standard deviation
+pooled over every network of the comparison (``pooled_sd``: the within-network variance, as in a one-way ANOVA), so
+that a verdict does not hang on two or three runs of one pair. The larger of the pair's own two sample standard
+deviations is kept beside it (``pair_sd``, the rule until 2026-12-07).
 
 ``recovery``: how many pairs of an architecture chose the planted type, where each pair's types that the proof
 could not tell apart count as one class: per pair (``classes``, from this matrix's own proof) or per planted type
@@ -53,6 +56,7 @@ def proof_rows(out: Path, spec: dict) -> pd.DataFrame:
             digit.append(float(got[1]["metrics"][target].get(f"iou_{source}", float("nan"))))
         return np.array(metric), np.array(digit)
 
+    pooled = pooled_sd(out, spec)
     rows = []
     for v in spec["variants"]:
         if "pair" not in v:
@@ -67,7 +71,8 @@ def proof_rows(out: Path, spec: dict) -> pd.DataFrame:
             row[f"{name}_mean"] = float(arr.mean()) if len(arr) else float("nan")
             row[f"{name}_std"] = float(arr.std(ddof=1)) if len(arr) > 1 else float("nan")
         row["planted_digit"], row["alternative_digit"] = _mean(p_digit), _mean(a_digit)
-        sd = max(row["planted_std"], row["alternative_std"])
+        row["pair_sd"] = max(row["planted_std"], row["alternative_std"])
+        row["sd"] = sd = pooled.get(t, float("nan"))
         margin = row["planted_mean"] - row["alternative_mean"]
         row["margin"] = margin
         row["margin_sd"] = margin / sd if sd > 0 else (float("inf") if margin > 0 else float("nan"))
@@ -76,6 +81,25 @@ def proof_rows(out: Path, spec: dict) -> pd.DataFrame:
         row["status"] = ("separated" if row["separated"] else "not separated") if done else "pending"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def pooled_sd(out: Path, spec: dict) -> dict[str, float]:
+    """Per target task, the seed-to-seed standard deviation of its primary metric pooled over every network of the
+    comparison with two or more finished seeds: sqrt(sum (n_i - 1) s_i^2 / sum (n_i - 1))."""
+    squares: dict[str, float] = {}
+    dof: dict[str, int] = {}
+    for v in spec["variants"]:
+        per_task: dict[str, list[float]] = {}
+        for seed in spec["seeds"]:
+            f = out / v["name"] / f"seed{seed}" / "metrics.json"
+            if f.is_file():
+                for task, value in json.loads(f.read_text())["primary"].items():
+                    per_task.setdefault(task, []).append(float(value))
+        for task, xs in per_task.items():
+            if len(xs) > 1:
+                squares[task] = squares.get(task, 0.0) + float(((np.array(xs) - np.mean(xs)) ** 2).sum())
+                dof[task] = dof.get(task, 0) + len(xs) - 1
+    return {t: float(np.sqrt(squares[t] / dof[t])) for t in squares}
 
 
 def _mean(values: np.ndarray) -> float:
@@ -263,9 +287,11 @@ def proof_markdown(rows: pd.DataFrame) -> str:
     lines = ["# Planted relations: is each planted type the best for its pair?\n",
              f"Each row: the planted network against the same network with one pair changed (target's metric, "
              f"mean ± sample std over seeds). Separated: planted mean - alternative mean > {SEPARATION:g} x the "
-             f"larger std. {int(done['separated'].sum())} of {len(done)} finished comparisons separated "
+             f"seed-to-seed standard deviation of the target's metric, pooled over every network of the proof ("
+             + ", ".join(f"{t} {v:.2f}" for t, v in rows.groupby("target", sort=False)["sd"].first().items())
+             + f"). {int(done['separated'].sum())} of {len(done)} finished comparisons separated "
              f"({len(rows) - len(done)} pending).\n",
-             "| target <- source | planted | alternative | planted metric | alternative metric | margin (sd) "
+             "| target <- source | planted | alternative | planted metric | alternative metric | margin (pooled sd) "
              "| pair digit IoU planted / alt | verdict |", "|---|---|---|---|---|---|---|---|"]
     for _, r in rows.iterrows():
         lines.append(

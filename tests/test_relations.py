@@ -257,20 +257,22 @@ def test_proof_expands_every_pair_and_judges_by_two_standard_deviations(tmp_path
     assert len(rows) == 60 and (rows["status"] == "pending").sum() == 59
     done = rows[rows["status"] != "pending"]
     assert list(zip(done["target"], done["source"], done["alternative"])) == [("red", "green", "local")]
-    # the verdict is the rule on the runs' own metrics: margin against 2x the larger sample std
+    # the verdict is the rule on the runs' own metrics: margin against 2x red's seed-to-seed std pooled over the
+    # networks with two seeds (here both: sum of squared deviations over 2 degrees of freedom)
     vals = {v: [json.loads((out / v / f"seed{s}" / "metrics.json").read_text())["primary"]["red"] for s in (0, 1)]
             for v in ("planted", "red__green__local")}
-    sd = max(np.std(vals["planted"], ddof=1), np.std(vals["red__green__local"], ddof=1))
+    pooled = np.sqrt(sum(((np.array(x) - np.mean(x)) ** 2).sum() for x in vals.values()) / 2)
     margin = np.mean(vals["planted"]) - np.mean(vals["red__green__local"])
-    assert done["margin"].iloc[0] == pytest.approx(margin)
-    assert bool(done["separated"].iloc[0]) == bool(margin > 2 * sd)
+    assert done["margin"].iloc[0] == pytest.approx(margin) and done["sd"].iloc[0] == pytest.approx(pooled)
+    assert done["pair_sd"].iloc[0] == pytest.approx(max(np.std(x, ddof=1) for x in vals.values()))
+    assert bool(done["separated"].iloc[0]) == bool(margin > 2 * pooled)
     # the score counts a pair's types the proof could not tell apart as one class
     same = classes(proof_rows(out, saved))
-    assert same[("red", "green")] == ({"global"} if margin > 2 * sd else {"global", "local"})
+    assert same[("red", "green")] == ({"global"} if margin > 2 * pooled else {"global", "local"})
     chosen = {t: dict(r) for t, r in planted.items()}
     chosen["red"]["green"], chosen["blue"]["blue"] = "local", "none"
     score = recovery(chosen, planted, same)
-    assert score["pairs"] == 16 and score["recovered"] == (14 if margin > 2 * sd else 15)
+    assert score["pairs"] == 16 and score["recovered"] == (14 if margin > 2 * pooled else 15)
     assert "blue<-blue: none (planted global)" in score["wrong"]
     # a search's decisions beside the merit the proof measured (report --proof): the proof of the same matrix only
     search = tmp_path / "search"
