@@ -28,7 +28,8 @@ ADDED_LATER = {("model", "composite", "anchor_inset"): 0.0, ("model", "composite
                ("model", "composite", "palette_antialias"): True, ("model", "composite", "top_kernel"): 3,
                ("model", "composite", "align_corners"): False, ("model", "composite", "film_hidden"): None,
                ("model", "composite", "embedding_init"): "kaiming", ("search", "selection_sweeps"): 2,
-               ("search", "selection_tune_steps"): 0}
+               ("search", "selection_tune_steps"): 0, ("search", "alpha_data"): "train",
+               ("search", "heldout_fraction"): 0.5}
 
 
 def config_schema():

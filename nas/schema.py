@@ -27,6 +27,7 @@ MODES = ("soft", "soft-all", "hard")  # search modes of the mixed ops
 WEIGHTINGS = ("softmax", "sigmoid")  # how a mixed op weighs its candidates (sigmoid: Fair DARTS)
 SELECTIONS = ("alpha", "perturbation", "evaluation")  # how a search decides (DARTS-PT, SPOS-style evaluation)
 WARMUPS = ("mixture", "paths")  # what the weight-only warm-up trains
+ALPHA_DATA = ("train", "heldout")  # what the alphas are stepped on
 SHAPES = ("linear", "cosine", "exp")  # schedule shapes
 MIN_SIZE = 32  # smallest input side: the coarsest backbone level is 1/32 of the input
 NonNegative = Annotated[float, Field(ge=0)]  # values of mappings such as loss_weights and ray.resources
@@ -197,6 +198,13 @@ class SearchSection(Section):
     # decision, alpha unused; at the end each decision takes the candidate whose single path has the lowest
     # validation loss, by greedy coordinate descent over the decisions in a seeded order)
     selection: Literal[SELECTIONS] = "alpha"
+    # what the alphas are stepped on: train (the paper's single-level optimisation: the training batch the weights
+    # are stepped on) or heldout (first-order DARTS, Liu et al. 2019: a part of the training split that the weights
+    # never see, heldout_fraction of it; every step after alpha_warmup first steps the alphas on a held-out batch,
+    # then the weights on a training batch), so a candidate that fits the training images without generalising
+    # gains no weight; about twice the compute per step
+    alpha_data: Literal[ALPHA_DATA] = "train"
+    heldout_fraction: float = Field(0.5, gt=0, lt=1)  # alpha_data heldout: the share of the training split held out
     selection_batches: int | None = Field(None, gt=0)  # val batches per selection score (null: the split)
     selection_sweeps: int = Field(2, gt=0)  # evaluation: at most this many coordinate-descent sweeps
     # perturbation: weight steps that tune the supergraph after each decision is fixed, before the next is judged
@@ -304,6 +312,9 @@ class ConfigBase(Section):
         if self.data.dataset == "synthetic" and self.data.train_samples < self.train.batch_size:
             raise ValueError(f"data.train_samples {self.data.train_samples} is fewer than one batch (train.batch_size "
                              f"{self.train.batch_size}); raise it or lower the batch size")
+        if self.search.alpha_data == "heldout" and self.train.label_palette:
+            raise ValueError("search.alpha_data heldout steps the alphas on full labels, but train.label_palette "
+                             "masks the training labels: set search.alpha_data: train with a label palette")
         return self
 
 

@@ -248,6 +248,9 @@ def test_method_keys_in_config(override, match):
     (["search.zero_one=1.0"], "zero_one is the loss of sigmoid gates"),
     (["search.selection=argmax"], "search.selection must be one of alpha, perturbation, evaluation"),
     (["search.selection_tune_steps=5"], "selection_tune_steps tunes between the decisions of selection perturbation"),
+    (["search.alpha_data=heldout", "train.label_palette={rule: mosaic}"],
+     "search.alpha_data heldout steps the alphas on full labels, but train.label_palette masks"),
+    (["search.heldout_fraction=0"], "search.heldout_fraction must be greater than 0"),
 ])
 def test_bad_method_keys_are_one_line(overrides, match):
     with pytest.raises(UserError, match=match.replace("(", r"\(").replace(")", r"\)")):
@@ -257,7 +260,8 @@ def test_bad_method_keys_are_one_line(overrides, match):
 def test_paper_configs_keep_the_paper_method():
     for name in ("synthetic-atrc", "synthetic-mteb", "nyud-hrnet18", "pascal-hrnet18"):
         s = load_config(name).search
-        assert (s.mode, s.weights, s.selection, s.warmup) == ("soft", "softmax", "alpha", "mixture")
+        paper = ("soft", "softmax", "alpha", "mixture", "train")  # single-level: alphas on the training loss
+        assert (s.mode, s.weights, s.selection, s.warmup, s.alpha_data) == paper
 
 
 @pytest.mark.parametrize("method", ["perturbation", "evaluation"])
@@ -319,3 +323,79 @@ def test_single_paths_are_scored_with_their_own_batch_norm_statistics():
     assert not net[1].training and all(torch.equal(v, before[k]) for k, v in net[1].named_buffers())
     with torch.no_grad():
         assert net(x).mean().abs() > 1.0  # outside, the running statistics again
+
+
+class _Good(nn.Module):  # a linear map that can fit the target exactly, initialised near zero (immature)
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(D, D, bias=False)
+        nn.init.normal_(self.lin.weight, 0, 0.01)
+
+    def forward(self, x, idx):
+        return self.lin(x)
+
+
+class _Memo(nn.Module):  # a per-sample lookup (scaled to learn fast): fits the samples it trained on, no others
+    def __init__(self, n: int):
+        super().__init__()
+        self.table = nn.Parameter(torch.zeros(n, D))
+
+    def forward(self, x, idx):
+        return 16.0 * self.table[idx]
+
+
+def _memo_search(alpha_data: str, seed: int, steps: int = 300) -> str:
+    """One decision over none, a generalising linear map and a memoriser, with the engine's controller around an
+    SGD loop on 32 training samples; 32 others are the held-out part (alpha_data heldout) or unused."""
+    n = 64
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(n, D, generator=g)
+    y = x @ TARGET.T
+    train, held = torch.arange(n // 2), torch.arange(n // 2, n)
+    model = nn.Module()
+    model.mixed = MixedOp("toy", ["none", "good", "memo"], [None, _Good(), _Memo(n)])
+
+    def loss_of(idx):
+        out = model.mixed(lambda op: op(x[idx], idx))
+        return ((out - y[idx]) ** 2).mean()
+
+    ctl = ArchitectureSearch(model, SearchSection(alpha_lr=0.05, alpha_data=alpha_data), seed=seed)
+    ctl.heldout_loss = lambda step: loss_of(held[torch.randint(len(held), (16,), generator=g)])
+    weights, _ = split_parameters(model)
+    optims = [torch.optim.SGD(weights, lr=0.05, momentum=0.9), *ctl.optimizers()]
+    for step in range(steps):
+        ctl.before_step(step, steps)
+        loss = loss_of(train[torch.randint(len(train), (16,), generator=g)])
+        extra, _ = ctl.extra_loss(step, steps)
+        loss = loss if extra is None else loss + extra
+        for o in optims:
+            o.zero_grad()
+        loss.backward()
+        for o in optims:
+            o.step()
+        ctl.after_step(step, steps)
+    return model.mixed.chosen()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_heldout_alpha_steps_leave_a_memorising_candidate_behind(seed):
+    # single-level (the paper's): the alphas follow the training loss, which the memoriser lowers fastest
+    assert _memo_search("train", seed) == "memo"
+    # first-order DARTS: the alphas follow held-out samples, on which the memoriser knows nothing
+    assert _memo_search("heldout", seed) == "good"
+
+
+def test_heldout_alphas_are_not_stepped_on_the_training_loss():
+    model = Toy(0.1)
+    ctl = ArchitectureSearch(model, SearchSection(alpha_data="heldout"), seed=0)
+    assert ctl.optimizers() == []  # the loop's optimiser step leaves the alphas alone
+    with pytest.raises(RuntimeError, match="heldout_loss"):  # the search run must set it before the first step
+        ctl.before_step(0, 10)
+    x = torch.randn(4, D)
+    ctl.heldout_loss = lambda step: ((model(x) - x @ TARGET.T) ** 2).mean()
+    before = model.mixed.alpha.detach().clone()
+    ctl.before_step(0, 10)
+    assert not torch.equal(before, model.mixed.alpha.detach())  # one alpha step on the held-out loss
+    _, log = ctl.extra_loss(0, 10)
+    assert {"tau", "entropy_weight", "entropy", "alpha_loss"} <= set(log)

@@ -53,6 +53,39 @@ def test_interrupted_search_resumes_bit_for_bit(tmp_path, cache_dir):
         (tmp_path / "resumed" / "alpha_history.csv").read_text()
 
 
+def test_heldout_alpha_steps_resume_bit_for_bit_and_the_weights_never_see_the_held_out_samples(tmp_path, cache_dir):
+    from trcnas.nas.data import split_off
+
+    cfg = _cfg(cache_dir, "search.alpha_data=heldout", "search.alpha_warmup=1")
+    full = search_run(cfg, tmp_path / "full", progress=False)
+    assert search_run(cfg, tmp_path / "resumed", progress=False, stop_after=3) == {"step": 3, "finished": False}
+    resumed = search_run(cfg, tmp_path / "resumed", progress=False)
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert full["metrics"] == resumed["metrics"]
+    assert (tmp_path / "full" / "alpha_history.csv").read_text() == \
+        (tmp_path / "resumed" / "alpha_history.csv").read_text()
+    rows = list(csv.DictReader((tmp_path / "full" / "train_curve.csv").open()))
+    # no alpha step in the warm-up (step 0); after it every step logs the held-out objective
+    assert rows[0]["alpha_loss"] == "" and all(float(r["alpha_loss"]) > 0 for r in rows[1:])
+    hist = list(csv.DictReader((tmp_path / "full" / "alpha_history.csv").open()))
+    key = "atrc.semseg.depth:global"  # after step 0 (warm-up) the alphas are where they began; step 1 moves them
+    assert float(hist[0][key]) == pytest.approx(0.2) and float(hist[1][key]) != pytest.approx(0.2, abs=1e-6)
+    # the split: disjoint, covering, keyed by the dataset's own indices (with the epoch for augmentation)
+    data = list(range(10, 30))
+    rest, held = split_off(data, 0.25, seed=0)
+    assert len(held) == 5 and sorted([*rest, *held]) == data and not set(rest) & set(held)
+    assert split_off(data, 0.25, seed=0)[1].indices == held.indices != split_off(data, 0.25, seed=1)[1].indices
+    assert held[2] == data[held.indices[2]]
+
+    class Keys(list):  # a dataset that returns the key it is read with
+        def __getitem__(self, key):
+            return key
+
+    assert split_off(Keys(data), 0.25, seed=0)[1][(2, 7)] == (held.indices[2], 7)
+
+
 def test_search_freezes_with_low_threshold_and_hard_mode(tmp_path, cache_dir):
     cfg = _cfg(cache_dir, "search.freeze_threshold=0.0", "search.mode=hard")
     out = search_run(cfg, tmp_path / "s", progress=False)

@@ -20,6 +20,30 @@ def build_dataset(data_cfg: DataSection, split: str, train: bool, seed: int = 0,
     return DATASETS.build(data_cfg.dataset, data_cfg, list(data_cfg.tasks), split, transform, seed, progress)
 
 
+class DatasetPart(torch.utils.data.Dataset):
+    """The samples ``indices`` of a dataset, keyed like it: an index, or ``(index, epoch)`` from
+    StepBatchSampler (the part's index i is the dataset's ``indices[i]``, so augmentation stays a function of the
+    dataset's own index and the epoch)."""
+
+    def __init__(self, dataset, indices: list[int]):
+        self.dataset, self.indices = dataset, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item):
+        if isinstance(item, tuple):
+            return self.dataset[(self.indices[item[0]], item[1])]
+        return self.dataset[self.indices[item]]
+
+
+def split_off(dataset, fraction: float, seed: int) -> tuple[DatasetPart, DatasetPart]:
+    """(the rest, a held-out ``fraction`` of ``dataset``), by a permutation seeded by ``seed``."""
+    perm = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed * 104_729 + 17)).tolist()
+    k = round(len(dataset) * fraction)
+    return DatasetPart(dataset, sorted(perm[k:])), DatasetPart(dataset, sorted(perm[:k]))
+
+
 def label_spaces(data_cfg: DataSection):
     """The DatasetInfo a network's output sizes follow, from the config alone where the dataset can say it
     without reading its files (its registry entry's info: a function of the data config); else the defaults of

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from trcnas.nas.data import StepBatchSampler
+from trcnas.nas.data import StepBatchSampler, split_off
 from trcnas.nas.engine import distributed
 from trcnas.nas.engine.evaluate import delta_m_of, evaluate, primary, to_device, validation_loss
 from trcnas.nas.engine.loop import (
@@ -83,6 +83,34 @@ def _tuner(cfg: ConfigBase, ctx, model, weights: list, start: int, decisions: in
     return tune
 
 
+def _heldout(cfg: ConfigBase, ctx, model, steps: int) -> Callable[[int], torch.Tensor]:
+    """``search.alpha_data: heldout``: splits ``search.heldout_fraction`` off the training split (the weights train
+    on the rest: ``ctx.train_set`` is replaced) and returns ``loss(step)``, the training objective of the held-out
+    batch of a step (its own seeded order, a function of the step, so a resumed search sees the same batches)."""
+    if distributed.world()[1] > 1:
+        raise UserError("search.alpha_data heldout steps the alphas in one process; run this search without "
+                        "data-parallel workers (ray.workers: 1), or set search.alpha_data: train")
+    bs = cfg.train.batch_size
+    rest, held = split_off(ctx.train_set, cfg.search.heldout_fraction, cfg.seed)
+    if min(len(rest), len(held)) < bs:
+        raise UserError(f"search.heldout_fraction {cfg.search.heldout_fraction} splits the {len(ctx.train_set)} "
+                        f"training samples into {len(rest)} for the weights and {len(held)} held out; each part needs "
+                        f"at least one batch (train.batch_size {bs}): change the fraction or add samples")
+    ctx.train_set = rest
+    batches = None
+
+    def loss(step: int) -> torch.Tensor:
+        nonlocal batches
+        if batches is None:  # from the first step that asks (the warm-up's end, or the step a resumed search is at)
+            sampler = StepBatchSampler(len(held), bs, cfg.seed + 1, steps, step)
+            batches = iter(DataLoader(held, batch_sampler=sampler, num_workers=cfg.data.num_workers,
+                                      generator=torch.Generator().manual_seed(cfg.seed + 1)))
+        batch = to_device(next(batches), ctx.device)
+        return batch_loss(model, batch, ctx.tasks, cfg.loss_weights, cfg.train.bf16)[0]
+
+    return loss
+
+
 def search_run(cfg: ConfigBase, out_dir: str | Path, progress: bool = True, resume: bool = True,
                on_checkpoint: Callable | None = None, stop_after: int | None = None,
                on_eval: Callable[[int, dict], None] | None = None,
@@ -102,6 +130,8 @@ def search_run(cfg: ConfigBase, out_dir: str | Path, progress: bool = True, resu
     controller = ArchitectureSearch(model, cfg.search, seed=cfg.seed)
     main = distributed.is_main()
     steps = cfg.search.steps
+    if controller.heldout:
+        controller.heldout_loss = _heldout(cfg, ctx, model, steps)
 
     def checkpoint_hook(step, path):
         history = controller.flush()

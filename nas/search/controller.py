@@ -3,6 +3,8 @@ freezing, and the alpha history / freeze event logs. Works for any space built f
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from trcnas.nas.engine.loop import LoopPlugin
@@ -53,12 +55,17 @@ class ArchitectureSearch(LoopPlugin):
         self.warmup = int(search_cfg.alpha_warmup)
         self.alpha_lr = float(search_cfg.alpha_lr)
         self.stop_when_frozen = bool(search_cfg.stop_when_frozen)
+        # alpha_data heldout: the loss of the held-out batch of a step (set by the search run before its first step);
+        # the alphas are stepped on it in before_step, not on the training loss
+        self.heldout = search_cfg.alpha_data == "heldout"
+        self.heldout_loss: Callable[[int], torch.Tensor] | None = None
+        self._alpha_log: dict = {}
         self.events: list[dict] = []  # freeze events
         self.history: list[dict] = []  # one row per step: tau, entropy weight, probabilities
         self._pending: list[tuple[int, float, float, torch.Tensor]] = []  # on-device snapshots, flushed lazily
 
     def optimizers(self):
-        return [self.alpha_opt]
+        return [] if self.heldout else [self.alpha_opt]
 
     def _ensure_generator(self) -> None:
         device = self.ops[0].alpha.device
@@ -84,8 +91,33 @@ class ArchitectureSearch(LoopPlugin):
                     m.plan_path(i)
         elif self.mode == "hard":
             plan_hard_samples(self.ops, tau, self.generator)
+        if self.heldout and step >= self.warmup and not self.paths_only:
+            self._alpha_step(step, total)
+
+    def _alpha_step(self, step: int, total: int) -> None:
+        """One alpha step on the held-out batch of ``step`` and the regularisers (first-order DARTS). Its backward
+        leaves gradients on the weights too; the weight step zeroes them before its own backward."""
+        if self.heldout_loss is None:
+            raise RuntimeError("search.alpha_data heldout: the search run sets heldout_loss before the first step")
+        loss = self.heldout_loss(step)
+        extra, self._alpha_log = self._regularisers(step, total)
+        if extra is not None:
+            loss = loss + extra
+        self.alpha_opt.zero_grad(set_to_none=True)
+        if loss.requires_grad:  # every decision frozen to a parameter-free candidate leaves nothing to step
+            loss.backward()
+            self.alpha_opt.step()
+        self._alpha_log["alpha_loss"] = loss.detach()  # held-out objective + regularisers
 
     def extra_loss(self, step, total):
+        """The regularisers added to the training loss (single-level); with held-out alpha steps they went into
+        the alpha step's loss, and only their logged values come back."""
+        if self.heldout:
+            return None, {"tau": self.tau(step, total), "entropy_weight": self.entropy_weight(step, total),
+                          **self._alpha_log}
+        return self._regularisers(step, total)
+
+    def _regularisers(self, step: int, total: int) -> tuple[torch.Tensor | None, dict]:
         w = self.entropy_weight(step, total)
         h = entropy_loss(self.model)
         log = {"tau": self.tau(step, total), "entropy_weight": w}
