@@ -399,3 +399,9 @@ def test_heldout_alphas_are_not_stepped_on_the_training_loss():
     assert not torch.equal(before, model.mixed.alpha.detach())  # one alpha step on the held-out loss
     _, log = ctl.extra_loss(0, 10)
     assert {"tau", "entropy_weight", "entropy", "alpha_loss"} <= set(log)
+    # once every decision is final, no held-out batch is spent
+    calls = []
+    ctl.heldout_loss = lambda step: calls.append(step)
+    model.mixed.freeze(1)
+    ctl.before_step(1, 10)
+    assert calls == [] and "alpha_loss" not in ctl.extra_loss(1, 10)[1]

@@ -92,7 +92,10 @@ class ArchitectureSearch(LoopPlugin):
         elif self.mode == "hard":
             plan_hard_samples(self.ops, tau, self.generator)
         if self.heldout and step >= self.warmup and not self.paths_only:
-            self._alpha_step(step, total)
+            if any(not m.frozen for m in self.ops):
+                self._alpha_step(step, total)
+            else:  # every decision is final: no held-out batch is spent (frozen stays frozen, so none is skipped)
+                self._alpha_log = {}
 
     def _alpha_step(self, step: int, total: int) -> None:
         """One alpha step on the held-out batch of ``step`` and the regularisers (first-order DARTS). Its backward
