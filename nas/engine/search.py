@@ -53,6 +53,13 @@ def full_length(cfg: ConfigBase, why: str | None = None) -> ConfigBase:
     return updated(cfg, {"search.stop_when_frozen": False})
 
 
+def _step_batches(dataset, cfg: ConfigBase, seed: int, total: int, start: int):
+    """Batches of ``dataset`` for steps ``start .. total-1`` in their seeded order (StepBatchSampler)."""
+    sampler = StepBatchSampler(len(dataset), cfg.train.batch_size, seed, total, start)
+    return iter(DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
+                           generator=torch.Generator().manual_seed(seed)))
+
+
 def _tuner(cfg: ConfigBase, ctx, model, weights: list, start: int, decisions: int) -> Callable[[], None]:
     """``tune()``: ``search.selection_tune_steps`` weight steps on the batches that follow the search's (the
     ``train.optimizer`` at ``train.lr``, cosine-decayed to 0 over the ``decisions`` tunings), the live decisions
@@ -63,9 +70,7 @@ def _tuner(cfg: ConfigBase, ctx, model, weights: list, start: int, decisions: in
     n, tr = cfg.search.selection_tune_steps, cfg.train
     total = n * max(1, decisions)
     opt = make_optimizer(tr, weights)
-    sampler = StepBatchSampler(len(ctx.train_set), tr.batch_size, cfg.seed, start + total, start)
-    batches = iter(DataLoader(ctx.train_set, batch_sampler=sampler, num_workers=cfg.data.num_workers,
-                              generator=torch.Generator().manual_seed(cfg.seed)))
+    batches = _step_batches(ctx.train_set, cfg, cfg.seed, start + total, start)
     clip = tr.grad_clip if cfg.search.grad_clip is None else cfg.search.grad_clip
     done = 0
 
@@ -102,9 +107,7 @@ def _heldout(cfg: ConfigBase, ctx, model, steps: int) -> Callable[[int], torch.T
     def loss(step: int) -> torch.Tensor:
         nonlocal batches
         if batches is None:  # from the first step that asks (the warm-up's end, or the step a resumed search is at)
-            sampler = StepBatchSampler(len(held), bs, cfg.seed + 1, steps, step)
-            batches = iter(DataLoader(held, batch_sampler=sampler, num_workers=cfg.data.num_workers,
-                                      generator=torch.Generator().manual_seed(cfg.seed + 1)))
+            batches = _step_batches(held, cfg, cfg.seed + 1, steps, step)
         batch = to_device(next(batches), ctx.device)
         return batch_loss(model, batch, ctx.tasks, cfg.loss_weights, cfg.train.bf16)[0]
 
