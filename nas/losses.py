@@ -89,6 +89,11 @@ def compute_losses(out: dict, batch: dict, tasks: Mapping[str, Task], weights: M
             aux = task.aux_loss(logits, downsample_nearest(batch[t], logits.shape[-2:]))
             parts[f"aux_{t}"] = aux.detach()
             total = total + w * aux
+    for t, preds in out.get("probes", {}).items():  # a probe supergraph: each candidate's own prediction, mean
+        if preds:
+            loss = torch.stack([tasks[t].loss(upsample_to(p.float(), size), batch[t]) for p in preds.values()]).mean()
+            parts[f"probes_{t}"] = loss.detach()
+            total = total + float(weights.get(t, 1.0)) * loss
     inter = out.get("inter", {})
     for k, preds in inter.items():  # averaged over the placed scales (xTAM supplement)
         for t, p in preds.items():

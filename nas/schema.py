@@ -25,7 +25,8 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("poly", "plateau")  # poly (ATRC, xTAM) | plateau (CompositeTasking)
 MODES = ("soft", "soft-all", "hard")  # search modes of the mixed ops
 WEIGHTINGS = ("softmax", "sigmoid")  # how a mixed op weighs its candidates (sigmoid: Fair DARTS)
-SELECTIONS = ("alpha", "perturbation", "evaluation")  # how a search decides (DARTS-PT, SPOS-style evaluation)
+# how a search decides (alpha: the paper's; DARTS-PT; SPOS-style evaluation; isolated probes)
+SELECTIONS = ("alpha", "perturbation", "evaluation", "probes")
 WARMUPS = ("mixture", "paths")  # what the weight-only warm-up trains
 ALPHA_DATA = ("train", "heldout")  # what the alphas are stepped on
 SHAPES = ("linear", "cosine", "exp")  # schedule shapes
@@ -196,7 +197,10 @@ class SearchSection(Section):
     # seeded order, the candidate whose removal from the supergraph's mixture raises the validation loss most)
     # or evaluation (single-path one-shot, Guo et al. 2020: every step trains one uniformly drawn candidate per
     # decision, alpha unused; at the end each decision takes the candidate whose single path has the lowest
-    # validation loss, by greedy coordinate descent over the decisions in a seeded order)
+    # validation loss, by greedy coordinate descent over the decisions in a seeded order) or probes (ATRC only:
+    # every candidate of every pair trains in isolation for the whole search, through its own fusion and
+    # prediction conv fed with its message alone, alpha unused; each pair then takes the candidate whose probe has
+    # the lowest validation loss of the pair's target; nas/search/probes.py)
     selection: Literal[SELECTIONS] = "alpha"
     # what the alphas are stepped on: train (the paper's single-level optimisation: the training batch the weights
     # are stepped on) or heldout (first-order DARTS, Liu et al. 2019: a part of the training split that the weights
@@ -223,6 +227,9 @@ class SearchSection(Section):
             raise ValueError(f"weights sigmoid (Fair DARTS gates) needs mode soft, got mode {self.mode}")
         if self.zero_one > 0 and self.weights != "sigmoid":
             raise ValueError("zero_one is the loss of sigmoid gates: set weights: sigmoid, or zero_one: 0")
+        if self.selection == "probes" and self.alpha_data == "heldout":
+            raise ValueError("selection probes leaves alpha out of the search, so alpha_data heldout has nothing to "
+                             "step: set alpha_data: train")
         if self.selection_tune_steps and self.selection != "perturbation":
             raise ValueError("selection_tune_steps tunes between the decisions of selection perturbation, got "
                              f"selection {self.selection}: set selection: perturbation, or selection_tune_steps: 0")
@@ -312,6 +319,10 @@ class ConfigBase(Section):
         if self.data.dataset == "synthetic" and self.data.train_samples < self.train.batch_size:
             raise ValueError(f"data.train_samples {self.data.train_samples} is fewer than one batch (train.batch_size "
                              f"{self.train.batch_size}); raise it or lower the batch size")
+        if self.search.selection == "probes" and self.model.type != "atrc":
+            raise ValueError(f"search.selection probes gives each (target, source) pair's candidates their own probes, "
+                             f"which the atrc model has; model.type is {self.model.type}: choose another "
+                             f"search.selection")
         if self.search.alpha_data == "heldout" and self.train.label_palette:
             raise ValueError("search.alpha_data heldout steps the alphas on full labels, but train.label_palette "
                              "masks the training labels: set search.alpha_data: train with a label palette")

@@ -32,13 +32,14 @@ from trcnas.nas.search.controller import ArchitectureSearch
 from trcnas.nas.search.mixed import split_parameters
 from trcnas.nas.search.oneshot import select_by_evaluation
 from trcnas.nas.search.perturbation import select_by_perturbation
+from trcnas.nas.search.probes import probe_losses, select_by_probes
 from trcnas.spaces.architecture import architecture_from_decisions
 from trcnas.spaces.errors import UserError
 
 log = logging.getLogger(__name__)
 
 ARCHITECTURE = "architecture.yaml"
-SELECTION = "selection.json"  # perturbation / evaluation selection: each decision's scores per candidate
+SELECTION = "selection.json"  # perturbation / evaluation / probes selection: each decision's scores per candidate
 FREEZE_COLUMNS = ["step", "decision", "choice", "probability", "margin"]
 
 
@@ -172,6 +173,10 @@ def search_run(cfg: ConfigBase, out_dir: str | Path, progress: bool = True, resu
         else:
             selection = select_by_evaluation(controller.ops, score, seed=cfg.seed,
                                              sweeps=cfg.search.selection_sweeps)
+    elif method == "probes":
+        selection = select_by_probes(controller.ops, probe_losses(model, ctx.val_loader(), ctx.tasks, ctx.device,
+                                                                  cfg.search.selection_batches))
+    if selection is not None:
         model.train()
         if main:
             write_json(out / SELECTION, {"method": method, "step": result.step, "decisions": selection})
@@ -190,7 +195,7 @@ def search_run(cfg: ConfigBase, out_dir: str | Path, progress: bool = True, resu
         **({"loss_rise_when_removed": {r["decision"]: r["rise"] for r in selection}}
            if selection and method == "perturbation" else {}),
         **({"validation_loss": {r["decision"]: r["loss"] for r in selection}}
-           if selection and method == "evaluation" else {}),
+           if selection and method in ("evaluation", "probes") else {}),
         "cost": cost,
     })
     arch.validate(space)

@@ -15,7 +15,10 @@ def atrc_net(cfg: ConfigBase, tasks, pairs, search: bool):
     m = cfg.model
     backbone = backbone_of(cfg)
     channels = m.channels or max(1, backbone.out_channels // 4)
-    module = ATRCModule(list(tasks), channels, pairs, search=search, attn_channels=m.attn_channels)
+    probing = search and cfg.search.selection == "probes"
+    probes = {t: task.out_channels for t, task in tasks.items()} if probing else None
+    module = ATRCModule(list(tasks), channels, pairs, search=search, attn_channels=m.attn_channels,
+                        probe_outputs=probes)
     return MultiTaskNet(backbone, tasks, channels, distill=module, aux_tasks=sorted(module.aux_tasks()),
                         dropout=0.0 if search else m.dropout)
 

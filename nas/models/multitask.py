@@ -65,10 +65,13 @@ class MultiTaskNet(SplitNetwork):
         return {t: m(x) for t, m in self.features.items()}, {t: m(x) for t, m in self.aux.items()}
 
     def decode(self, feats: dict, aux: dict, hooks=None, valid=None) -> dict[str, dict[str, torch.Tensor]]:
+        probes = {} if getattr(self.distill, "probing", False) else None
         if self.distill is not None:
-            feats = self.distill(feats, aux, hooks=hooks, valid=valid)
+            feats = self.distill(feats, aux, hooks=hooks, valid=valid,
+                                 **({"probes": probes} if probes is not None else {}))
         pred = {t: self.heads[t](self.dropout(feats[t])) for t in self.task_names}
-        return {"pred": pred, "aux": aux}
+        # a probe supergraph's candidates, each predicting its target on its own (nas/search/probes.py)
+        return {"pred": pred, "aux": aux, **({"probes": probes} if probes is not None else {})}
 
     def forward(self, image: torch.Tensor, hooks=None, valid=None) -> dict[str, dict[str, torch.Tensor]]:
         """``valid``: B x 1 x H x W bool, False on padding (a padded crop or batch): label contexts' spatial

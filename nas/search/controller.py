@@ -44,6 +44,8 @@ class ArchitectureSearch(LoopPlugin):
         self.freezing = search_cfg.selection == "alpha"
         self.warmup_paths = search_cfg.warmup == "paths"
         self.paths_only = search_cfg.selection == "evaluation"  # single-path training for the whole search
+        # single paths and probes (every candidate on its own) leave alpha out of the whole search
+        self.alpha_free = self.paths_only or search_cfg.selection == "probes"
         _, alphas = split_parameters(model)
         self.alpha_opt = torch.optim.Adam(alphas, lr=search_cfg.alpha_lr,
                                           weight_decay=search_cfg.alpha_weight_decay)
@@ -79,7 +81,7 @@ class ArchitectureSearch(LoopPlugin):
     def before_step(self, step, total):
         self._ensure_generator()
         for g in self.alpha_opt.param_groups:
-            g["lr"] = 0.0 if step < self.warmup or self.paths_only else self.alpha_lr
+            g["lr"] = 0.0 if step < self.warmup or self.alpha_free else self.alpha_lr
         tau = self.tau(step, total)
         set_tau(self.model, tau)
         if self.paths_only or (step < self.warmup and self.warmup_paths):  # one uniform candidate per decision
@@ -91,7 +93,7 @@ class ArchitectureSearch(LoopPlugin):
                     m.plan_path(i)
         elif self.mode == "hard":
             plan_hard_samples(self.ops, tau, self.generator)
-        if self.heldout and step >= self.warmup and not self.paths_only:
+        if self.heldout and step >= self.warmup and not self.alpha_free:
             if any(not m.frozen for m in self.ops):
                 self._alpha_step(step, total)
             else:  # every decision is final: no held-out batch is spent (frozen stays frozen, so none is skipped)
