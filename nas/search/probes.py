@@ -10,7 +10,8 @@ candidates apart but train each on a fifth of the steps.
 Here each (pair, candidate) has its own probe (``nas.models.atrc.Probe``): a fusion and prediction conv that
 predict the pair's target from the target's features and the candidate's message alone. Every step computes
 every candidate and trains every probe on the target's loss (a target's probes weigh together as much as its
-main output), so each block learns at full weight for the whole search with no other message beside it, as
+main output; their losses are taken at feature resolution against nearest-downsampled labels, as the aux
+heads' are), so each block learns at full weight for the whole search with no other message beside it, as
 in a one-block fixed network; the backbone, task features and aux heads are shared. At the end each pair
 takes the candidate whose probe has the lowest validation loss of the target. Parameter-free ``none`` is judged
 like any other (its probe sees the target's features alone). Closest published relative: block-wise supervision
@@ -29,14 +30,14 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from trcnas.nas.engine.evaluate import to_device
+from trcnas.nas.losses import probe_loss
 from trcnas.nas.search.mixed import MixedOp
-from trcnas.nas.tensorops import upsample_to
 
 
 @torch.no_grad()
 def probe_losses(model, loader, tasks: Mapping, device, batches: int | None = None) -> dict[tuple[str, str], float]:
-    """``{(decision, candidate): mean val loss of its target}`` over the first ``batches`` val batches (None:
-    all), every probe on the same images."""
+    """``{(decision, candidate): mean val loss of its target}`` (``probe_loss``: at the probe's resolution) over the
+    first ``batches`` val batches (None: all), every probe on the same images."""
     model.eval()
     total: dict[tuple[str, str], float] = {}
     n = 0
@@ -45,10 +46,10 @@ def probe_losses(model, loader, tasks: Mapping, device, batches: int | None = No
             break
         batch = to_device(batch, device)
         out = model.forward_batch(batch)
-        size, b = batch["image"].shape[-2:], batch["image"].shape[0]
+        b = batch["image"].shape[0]
         for t, preds in out["probes"].items():
             for key, p in preds.items():
-                total[key] = total.get(key, 0.0) + float(tasks[t].loss(upsample_to(p.float(), size), batch[t])) * b
+                total[key] = total.get(key, 0.0) + float(probe_loss(tasks[t], p, batch[t])) * b
         n += b
     return {key: v / max(n, 1) for key, v in total.items()}
 
