@@ -75,7 +75,8 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -
 def probe_loss(task: Task, pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     """A probe's loss (``search.selection: probes``): the task's loss at the probe's own (feature) resolution,
     against nearest-downsampled labels as the aux heads' loss, so the many probes cost less than full-resolution
-    heads (measured: a 1/4-resolution probe loss took 0.44 s of a 1.6 s step at full resolution)."""
+    heads (measured on synthetic-relations' 76 probes, one thread: 0.44 s of a 1.6 s step at full resolution,
+    0.06 s at feature resolution)."""
     return task.loss(pred.float(), downsample_nearest(label, pred.shape[-2:]))
 
 
