@@ -4,11 +4,8 @@ lowest validation loss."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-import yaml
 
 from trcnas.nas.config import load_config
 from trcnas.nas.data import label_spaces
@@ -18,7 +15,6 @@ from trcnas.nas.search.controller import ArchitectureSearch
 from trcnas.nas.search.mixed import MixedOp
 from trcnas.nas.search.probes import select_by_probes
 from trcnas.nas.tasks import build_tasks
-from trcnas.runners.cli import main
 
 
 def _probe_net(extra=()):
@@ -112,17 +108,3 @@ def test_probe_selection_takes_the_lowest_loss_and_ties_to_the_earlier_candidate
 def test_bad_probe_configs_are_one_line(overrides, match):
     with pytest.raises(UserError, match=match):
         load_config("synthetic-relations", overrides)
-
-
-def test_a_probe_search_end_to_end(tmp_path, fast_args):
-    out = tmp_path / "probes"
-    assert main(["search", "--local", "--config", "synthetic-relations", "--out", str(out), "--set",
-                 "search.selection=probes", *fast_args]) == 0
-    sel = json.loads((out / "selection.json").read_text())
-    arch = yaml.safe_load((out / "architecture.yaml").read_text())
-    assert sel["method"] == "probes" and len(sel["decisions"]) == 16
-    for r in sel["decisions"]:
-        _, t, s = r["decision"].split(".")
-        assert arch["choices"]["atrc"][t][s] == r["choice"] == min(r["loss"], key=r["loss"].get)
-    assert arch["search"]["selection"] == "probes"
-    assert set(arch["search"]["validation_loss"]) == {r["decision"] for r in sel["decisions"]}

@@ -264,7 +264,7 @@ def test_paper_configs_keep_the_paper_method():
         assert (s.mode, s.weights, s.selection, s.warmup, s.alpha_data) == paper
 
 
-@pytest.mark.parametrize("method", ["perturbation", "evaluation"])
+@pytest.mark.parametrize("method", ["perturbation", "evaluation", "probes"])
 def test_a_search_decided_after_training_end_to_end(tmp_path, fast_args, method):
     import json
 
